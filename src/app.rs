@@ -1,0 +1,137 @@
+//! Wiring: start the gRPC and admin servers and the config watcher, then drain on
+//! SIGTERM/SIGINT. `anyhow` lives here and in main only.
+
+use crate::admin::{self, Readiness};
+use crate::config::watch::Reloader;
+use crate::config::{ListenAddr, Snapshot, StaticSettings};
+use crate::metrics::Metrics;
+use crate::proto::ExternalProcessorServer;
+use crate::server::ExtProc;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until a shutdown signal, then drains in-flight streams up to the drain timeout.
+/// `file_settings` are the static settings as the file states them, before command-line
+/// overrides were applied to `snapshot`.
+pub async fn run(
+    config_path: PathBuf,
+    snapshot: Snapshot,
+    file_settings: StaticSettings,
+) -> anyhow::Result<()> {
+    let settings = snapshot.settings.clone();
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(ArcSwap::from_pointee(snapshot));
+    let readiness = Arc::new(Readiness::default());
+    let shutdown = CancellationToken::new();
+
+    let reloader = Reloader::new(config_path, store.clone(), metrics.clone(), file_settings);
+    let watcher = tokio::spawn(reloader.watch(shutdown.clone()));
+
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .with_context(|| format!("binding admin listener {}", settings.admin_listen))?;
+    let admin_router = admin::router(metrics.clone(), readiness.clone());
+    let admin_stop = shutdown.clone();
+    let admin = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_router)
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .await
+    });
+
+    let service = ExternalProcessorServer::new(ExtProc::new(store, metrics.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let grpc_stop = {
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    };
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(service);
+    let grpc = match &settings.grpc_listen {
+        ListenAddr::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding gRPC listener {addr}"))?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, grpc_stop))
+        }
+        ListenAddr::Unix(path) => {
+            // A socket left by a previous run would make bind fail.
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing stale socket {}", path.display()))?;
+            }
+            let listener = tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("binding gRPC socket {}", path.display()))?;
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, grpc_stop))
+        }
+    };
+    readiness.set_serving();
+    tracing::info!(grpc = %settings.grpc_listen, admin = %settings.admin_listen, "tollgate serving");
+
+    let mut grpc = grpc;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        res = &mut grpc => {
+            // The gRPC server stopped on its own: that is fatal.
+            shutdown.cancel();
+            return match res {
+                Ok(Ok(())) => Err(anyhow::anyhow!("gRPC server exited unexpectedly")),
+                Ok(Err(e)) => Err(e).context("gRPC server failed"),
+                Err(e) => Err(e).context("gRPC server task failed"),
+            };
+        }
+    }
+
+    tracing::info!(
+        in_flight = metrics.streams_active(),
+        timeout = ?settings.drain_timeout,
+        "shutting down: draining in-flight streams"
+    );
+    readiness.set_draining();
+    shutdown.cancel();
+    match tokio::time::timeout(settings.drain_timeout, &mut grpc).await {
+        Ok(_) => tracing::info!("drained"),
+        Err(_) => {
+            tracing::warn!(
+                abandoned = metrics.streams_active(),
+                "drain timeout reached; closing remaining streams"
+            );
+            grpc.abort();
+        }
+    }
+    if let ListenAddr::Unix(path) = &settings.grpc_listen {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = admin.await;
+    let _ = watcher.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,44 @@
+//! Command-line interface.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// tollgate: an AI gateway that runs as an Envoy ext_proc sidecar. It routes OpenAI-compatible
+/// requests to backends by model, rewrites paths and credentials, and refuses bad requests
+/// with clear JSON errors.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_proc gRPC server and the admin HTTP server.
+    Serve {
+        /// Config file (YAML). Watched and hot-reloaded.
+        #[arg(short, long, env = "TOLLGATE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Override `server.grpc_listen`: host:port or unix:/path.
+        #[arg(long, env = "TOLLGATE_GRPC_LISTEN", value_name = "ADDR")]
+        grpc_listen: Option<String>,
+        /// Override `server.admin_listen`: host:port.
+        #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", value_name = "ADDR")]
+        admin_listen: Option<String>,
+    },
+    /// Check a config file; print every problem with its YAML path. Exit 1 if invalid.
+    Validate {
+        /// Config file (YAML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Do not resolve backend secrets (environment variables, secret files), e.g. in CI
+        /// where they are not present.
+        #[arg(long)]
+        skip_secrets: bool,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+}

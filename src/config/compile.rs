@@ -1,0 +1,681 @@
+//! Raw YAML → [`Snapshot`]: every error at once, each with its YAML path.
+//!
+//! serde stops at the first error, so the document is first read as a YAML value and each
+//! section (and each list element) is deserialized on its own; then cross-references,
+//! names and values are checked. Nothing here is validated twice: the snapshot holds
+//! indices that are known to be valid.
+
+use super::raw::{ByteSize, RawAuth, RawBackend, RawConfig, RawModel, RawRoute, SecretRef};
+use super::{ListenAddr, ReloadSettings, Snapshot, StaticSettings};
+use crate::routing::{Backend, Credential, Model, Route, Table, Target, glob::Glob};
+use crate::secret::Secret;
+use crate::suggest;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// YAML path such as `routes[2].backend`; empty for the whole document.
+    pub path: String,
+    /// What is wrong, and how to fix it when we can tell.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// How secrets are looked up while compiling.
+pub struct CompileOptions<'a> {
+    /// Resolve `auth` secrets (off for `tollgate validate --skip-secrets`).
+    pub resolve_secrets: bool,
+    /// Environment lookup; injected so tests need not touch the process environment.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl CompileOptions<'_> {
+    /// Secrets resolved from the real process environment and files.
+    pub fn from_process() -> CompileOptions<'static> {
+        CompileOptions {
+            resolve_secrets: true,
+            env: &|name| std::env::var(name).ok(),
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &[
+    "version", "server", "log", "reload", "routing", "backends", "models", "routes",
+];
+
+/// Compiles a config document.
+pub fn compile(text: &str, opts: &CompileOptions<'_>) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut cx = Cx::default();
+    let raw = cx.read(text);
+    let snapshot = raw.and_then(|raw| cx.check(&raw, opts));
+    match snapshot {
+        Some(mut s) if cx.errors.is_empty() => {
+            s.hash = super::content_hash(text.as_bytes());
+            Ok(s)
+        }
+        _ => Err(cx.errors),
+    }
+}
+
+#[derive(Default)]
+struct Cx {
+    errors: Vec<ConfigError>,
+}
+
+impl Cx {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Structural pass: YAML syntax, known sections, field names and types.
+    fn read(&mut self, text: &str) -> Option<RawConfig> {
+        let doc: Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.err("", format!("invalid YAML: {e}"));
+                return None;
+            }
+        };
+        let Value::Mapping(map) = doc else {
+            self.err(
+                "",
+                "the config must be a YAML mapping with `version: 1` at the top",
+            );
+            return None;
+        };
+        for key in map.keys() {
+            match key.as_str() {
+                Some(k) if SECTIONS.contains(&k) => {}
+                Some(k) => self.err(
+                    k,
+                    format!(
+                        "unknown section{}",
+                        suggest::hint(k, SECTIONS.iter().copied())
+                    ),
+                ),
+                None => self.err("", format!("section names must be strings, got {key:?}")),
+            }
+        }
+        let get = |k: &str| map.get(k).cloned().unwrap_or(Value::Null);
+        let version: Option<u32> = match map.get("version") {
+            None => {
+                self.err("version", "missing: add `version: 1`");
+                None
+            }
+            Some(v) => self.section("version", v.clone()),
+        };
+        let server = self.section_or_default("server", get("server"));
+        let log = self.section_or_default("log", get("log"));
+        let reload = self.section_or_default("reload", get("reload"));
+        let routing = self.section_or_default("routing", get("routing"));
+        let backends = self.list("backends", get("backends"));
+        let models = self.list("models", get("models"));
+        let routes = self.list("routes", get("routes"));
+        Some(RawConfig {
+            version: version?,
+            server: server?,
+            log: log?,
+            reload: reload?,
+            routing: routing?,
+            backends: backends?,
+            models: models?,
+            routes: routes?,
+        })
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
+        // serde_yaml cannot read externally tagged enums (`auth: {bearer: ...}`) from a
+        // `Value`; its JSON form can, and every config value has one.
+        let json = match serde_json::to_value(&value) {
+            Ok(j) => j,
+            Err(e) => {
+                self.err(path, format!("cannot be represented as plain data: {e}"));
+                return None;
+            }
+        };
+        match serde_path_to_error::deserialize::<_, T>(json) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match inner.as_str() {
+                    "." => path.to_owned(),
+                    p if p.starts_with('[') => format!("{path}{p}"),
+                    p => format!("{path}.{p}"),
+                };
+                self.err(full, humanize(&e.into_inner().to_string()));
+                None
+            }
+        }
+    }
+
+    fn section_or_default<T: DeserializeOwned + Default>(
+        &mut self,
+        path: &str,
+        value: Value,
+    ) -> Option<T> {
+        if value.is_null() {
+            return Some(T::default());
+        }
+        self.section(path, value)
+    }
+
+    /// Deserializes list elements one by one so every broken element is reported.
+    fn list<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<Vec<T>> {
+        match value {
+            Value::Null => Some(Vec::new()),
+            Value::Sequence(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                let mut ok = true;
+                for (i, item) in items.into_iter().enumerate() {
+                    match self.section(&format!("{path}[{i}]"), item) {
+                        Some(v) => out.push(v),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(out)
+            }
+            _ => {
+                self.err(path, "expected a list");
+                None
+            }
+        }
+    }
+
+    /// Semantic pass: names, references, values, secrets.
+    fn check(&mut self, raw: &RawConfig, opts: &CompileOptions<'_>) -> Option<Snapshot> {
+        if raw.version != 1 {
+            self.err(
+                "version",
+                format!(
+                    "unsupported version {}; this tollgate reads version 1",
+                    raw.version
+                ),
+            );
+        }
+        let settings = self.settings(raw);
+        let max_request_body = match &raw.server.max_request_body {
+            None => super::DEFAULT_MAX_REQUEST_BODY,
+            Some(size) => self
+                .byte_size("server.max_request_body", size)
+                .unwrap_or_default(),
+        };
+        let reload = ReloadSettings {
+            debounce: self.duration(
+                "reload.debounce",
+                raw.reload.debounce.as_deref(),
+                Duration::from_millis(250),
+            ),
+            poll_interval: self.duration(
+                "reload.poll_interval",
+                raw.reload.poll_interval.as_deref(),
+                Duration::from_secs(5),
+            ),
+        };
+        let backends = self.backends(&raw.backends, opts);
+        let backend_index: HashMap<&str, usize> = raw
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.as_str(), i))
+            .collect();
+        let models = self.models(&raw.models, &backend_index);
+        let routes = self.routes(&raw.routes, &backend_index, &raw.models);
+        Some(Snapshot {
+            settings,
+            max_request_body,
+            reload,
+            routing: Table {
+                backends,
+                models,
+                routes,
+                model_command: raw.routing.model_command.unwrap_or(true),
+            },
+            hash: String::new(),
+        })
+    }
+
+    fn settings(&mut self, raw: &RawConfig) -> StaticSettings {
+        let grpc = raw
+            .server
+            .grpc_listen
+            .as_deref()
+            .unwrap_or(super::DEFAULT_GRPC_LISTEN);
+        let grpc_listen = ListenAddr::parse(grpc).unwrap_or_else(|e| {
+            self.err("server.grpc_listen", e);
+            ListenAddr::default()
+        });
+        let admin = raw
+            .server
+            .admin_listen
+            .as_deref()
+            .unwrap_or(super::DEFAULT_ADMIN_LISTEN);
+        let admin_listen = admin.parse().unwrap_or_else(|_| {
+            self.err(
+                "server.admin_listen",
+                format!("{admin:?} is not a host:port address such as 127.0.0.1:9090"),
+            );
+            super::default_admin()
+        });
+        let drain_timeout = self.duration(
+            "server.drain_timeout",
+            raw.server.drain_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+        if let Err(e) = check_log_filter(&log_level) {
+            self.err("log.level", e);
+        }
+        StaticSettings {
+            grpc_listen,
+            admin_listen,
+            drain_timeout,
+            log_level,
+            log_json: raw.log.format == Some(super::raw::LogFormat::Json),
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        humantime::parse_duration(text).unwrap_or_else(|e| {
+            self.err(
+                path,
+                format!("{text:?} is not a duration such as \"250ms\" or \"30s\": {e}"),
+            );
+            default
+        })
+    }
+
+    fn byte_size(&mut self, path: &str, size: &ByteSize) -> Option<u64> {
+        let parsed = match size {
+            ByteSize::Bytes(n) => Some(*n),
+            ByteSize::Text(t) => parse_byte_size(t),
+        };
+        match parsed {
+            Some(0) | None => {
+                let shown = match size {
+                    ByteSize::Bytes(n) => n.to_string(),
+                    ByteSize::Text(t) => format!("{t:?}"),
+                };
+                self.err(
+                    path,
+                    format!("{shown} is not a positive size such as 4MiB, 512KiB or 1048576"),
+                );
+                None
+            }
+            some => some,
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str, what: &str) {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        if !ok {
+            self.err(
+                path,
+                format!(
+                    "{what} name {name:?} must be 1-64 characters of a-z, 0-9, '.', '_' or '-'"
+                ),
+            );
+        }
+    }
+
+    fn backends(&mut self, raw: &[RawBackend], opts: &CompileOptions<'_>) -> Vec<Backend> {
+        let mut seen = HashSet::new();
+        let mut routes_seen = HashMap::new();
+        raw.iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let at = |f: &str| format!("backends[{i}].{f}");
+                self.name(&at("name"), &b.name, "backend");
+                if !seen.insert(b.name.as_str()) {
+                    self.err(at("name"), format!("duplicate backend name {:?}", b.name));
+                }
+                let base_path = match b.base_path.as_deref() {
+                    None => "/v1".to_owned(),
+                    Some(p) if p.is_empty() || p == "/" => String::new(),
+                    Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => p.trim_end_matches('/').to_owned(),
+                    Some(p) => {
+                        self.err(at("base_path"), format!("{p:?} must start with '/' and hold no query, fragment or spaces"));
+                        String::new()
+                    }
+                };
+                let envoy_route = b.envoy_route.clone().unwrap_or_else(|| b.name.clone());
+                if envoy_route.is_empty() || !envoy_route.bytes().all(|c| c.is_ascii_graphic()) {
+                    self.err(at("envoy_route"), format!("{envoy_route:?} must be non-empty visible ASCII (it is a header value)"));
+                } else if let Some(other) = routes_seen.insert(envoy_route.clone(), i) {
+                    self.err(at("envoy_route"), format!("{envoy_route:?} is already used by backends[{other}]; each backend needs its own Envoy route"));
+                }
+                if let Some(a) = &b.authority
+                    && (a.is_empty() || !a.bytes().all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))) {
+                        self.err(at("authority"), format!("{a:?} is not a host or host:port"));
+                    }
+                let credential = b.auth.as_ref().and_then(|auth| self.credential(&at("auth"), auth, opts));
+                Backend {
+                    name: b.name.clone(),
+                    kind: b.kind,
+                    base_path,
+                    envoy_route,
+                    authority: b.authority.clone(),
+                    credential,
+                }
+            })
+            .collect()
+    }
+
+    fn credential(
+        &mut self,
+        path: &str,
+        auth: &RawAuth,
+        opts: &CompileOptions<'_>,
+    ) -> Option<Credential> {
+        let (header, prefix, secret_ref, secret_path) = match auth {
+            RawAuth::Bearer(r) => (
+                "authorization".to_owned(),
+                "Bearer ",
+                r,
+                format!("{path}.bearer"),
+            ),
+            RawAuth::Header { name, value } => {
+                let lower = name.to_ascii_lowercase();
+                let valid = !lower.is_empty()
+                    && lower
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                    && !lower.starts_with("x-tollgate-");
+                if !valid {
+                    self.err(
+                        format!("{path}.header.name"),
+                        format!("{name:?} is not a usable header name"),
+                    );
+                }
+                (lower, "", value, format!("{path}.header.value"))
+            }
+        };
+        if !opts.resolve_secrets {
+            return Some(Credential {
+                header,
+                value: Secret::new(format!("{prefix}<unresolved>")),
+            });
+        }
+        let secret = match secret_ref {
+            SecretRef::Env(var) => match (opts.env)(var) {
+                Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                Some(_) => {
+                    self.err(
+                        format!("{secret_path}.env"),
+                        format!("environment variable {var:?} is empty"),
+                    );
+                    None
+                }
+                None => {
+                    self.err(
+                        format!("{secret_path}.env"),
+                        format!("environment variable {var:?} is not set"),
+                    );
+                    None
+                }
+            },
+            SecretRef::File(file) => match std::fs::read_to_string(file) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
+                Ok(_) => {
+                    self.err(
+                        format!("{secret_path}.file"),
+                        format!("secret file {file:?} is empty"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        format!("{secret_path}.file"),
+                        format!("cannot read secret file {file:?}: {e}"),
+                    );
+                    None
+                }
+            },
+        }?;
+        if secret.bytes().any(|c| c.is_ascii_control()) {
+            self.err(
+                secret_path,
+                "the secret holds control characters and cannot be sent as a header",
+            );
+            return None;
+        }
+        Some(Credential {
+            header,
+            value: Secret::new(format!("{prefix}{secret}")),
+        })
+    }
+
+    fn models(&mut self, raw: &[RawModel], backends: &HashMap<&str, usize>) -> Vec<Model> {
+        let mut names: HashMap<&str, String> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, m) in raw.iter().enumerate() {
+            let at = |f: &str| format!("models[{i}].{f}");
+            for (j, name) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
+                let path = if j == 0 {
+                    at("name")
+                } else {
+                    at(&format!("aliases[{}]", j - 1))
+                };
+                if name.is_empty()
+                    || name.contains(['*', '?'])
+                    || name.chars().any(char::is_control)
+                {
+                    self.err(&path, format!("{name:?} is not a usable model name (empty, a glob, or control characters)"));
+                }
+                if let Some(first) = names.insert(name, path.clone()) {
+                    self.err(
+                        path,
+                        format!("model name {name:?} is already used at {first}"),
+                    );
+                }
+            }
+            let backend = self.backend_ref(&at("backend"), &m.backend, backends);
+            out.push(Model {
+                name: m.name.clone(),
+                aliases: m.aliases.clone(),
+                backend: backend.unwrap_or_default(),
+                upstream_model: m.upstream_model.clone().unwrap_or_else(|| m.name.clone()),
+            });
+        }
+        out
+    }
+
+    fn backend_ref(
+        &mut self,
+        path: &str,
+        name: &str,
+        backends: &HashMap<&str, usize>,
+    ) -> Option<usize> {
+        let found = backends.get(name).copied();
+        if found.is_none() {
+            let mut known: Vec<&str> = backends.keys().copied().collect();
+            known.sort_unstable();
+            self.err(
+                path,
+                format!("unknown backend {name:?}{}", suggest::hint(name, known)),
+            );
+        }
+        found
+    }
+
+    fn routes(
+        &mut self,
+        raw: &[RawRoute],
+        backends: &HashMap<&str, usize>,
+        models: &[RawModel],
+    ) -> Vec<Route> {
+        let mut names = HashSet::new();
+        let mut catch_all: Option<usize> = None;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            let name = r.name.clone().unwrap_or_else(|| format!("routes[{i}]"));
+            if r.name.is_some() {
+                self.name(&at("name"), &name, "route");
+            }
+            if !names.insert(name.clone()) {
+                self.err(at("name"), format!("duplicate route name {name:?}"));
+            }
+            if let Some(first) = catch_all {
+                self.err(format!("routes[{i}]"), format!("unreachable: routes[{first}] matches every request, so rules after it never apply; move it to the end"));
+            }
+            for (j, g) in r.matches.models.iter().enumerate() {
+                if g.is_empty() {
+                    self.err(at(&format!("match.models[{j}]")), "empty model pattern");
+                }
+            }
+            let mut headers = Vec::new();
+            for (h, v) in &r.matches.headers {
+                if h.is_empty()
+                    || h.bytes().any(|c| {
+                        c.is_ascii_uppercase()
+                            || !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b':')
+                    })
+                {
+                    self.err(
+                        at(&format!("match.headers.{h}")),
+                        format!("header names must be lower-case tokens, got {h:?}"),
+                    );
+                }
+                headers.push((h.clone(), Glob::new(v)));
+            }
+            let target = match (&r.model, &r.backend) {
+                (Some(m), None) => {
+                    if r.upstream_model.is_some() {
+                        self.err(at("upstream_model"), "use upstream_model with `backend`; a catalogue `model` already names its upstream model");
+                    }
+                    let idx = models
+                        .iter()
+                        .position(|x| &x.name == m || x.aliases.contains(m));
+                    if idx.is_none() {
+                        self.err(
+                            at("model"),
+                            format!(
+                                "unknown model {m:?}{}",
+                                suggest::hint(m, models.iter().map(|x| x.name.as_str()))
+                            ),
+                        );
+                    }
+                    Target::Model(idx.unwrap_or_default())
+                }
+                (None, Some(b)) => Target::Backend {
+                    backend: self
+                        .backend_ref(&at("backend"), b, backends)
+                        .unwrap_or_default(),
+                    upstream_model: r.upstream_model.clone(),
+                },
+                (Some(_), Some(_)) => {
+                    self.err(
+                        format!("routes[{i}]"),
+                        "set either `model` or `backend`, not both",
+                    );
+                    Target::Model(0)
+                }
+                (None, None) => {
+                    self.err(
+                        format!("routes[{i}]"),
+                        "missing target: set `model` (a catalogue entry) or `backend`",
+                    );
+                    Target::Model(0)
+                }
+            };
+            let route = Route {
+                name,
+                models: r.matches.models.iter().map(|g| Glob::new(g)).collect(),
+                headers,
+                target,
+            };
+            if route.is_catch_all() && catch_all.is_none() {
+                catch_all = Some(i);
+            }
+            out.push(route);
+        }
+        out
+    }
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// A tracing filter that names real levels: `info`, or `info,tollgate=debug`. Stricter than
+/// `EnvFilter`, which reads a typo such as `inf` as a target name and logs nothing useful.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            Some(_) => "",
+            None => directive,
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{filter:?} is not a log level or filter: {directive:?} should be one of {} or target=level{}",
+                LEVELS.join(", "),
+                suggest::hint(level, LEVELS.iter().copied())
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `4MiB`, `512 KiB`, `1MB`, `100` (bytes).
+pub fn parse_byte_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Rewrites serde's "unknown field `x`, expected one of `a`, `b`" into a suggestion.
+fn humanize(message: &str) -> String {
+    for (prefix, what) in [("unknown field `", "field"), ("unknown variant `", "value")] {
+        let Some(rest) = message.strip_prefix(prefix) else {
+            continue;
+        };
+        let Some((word, tail)) = rest.split_once('`') else {
+            continue;
+        };
+        let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+        let hint = suggest::hint(word, expected.iter().copied());
+        let list = if expected.is_empty() {
+            String::new()
+        } else {
+            format!("; expected one of: {}", expected.join(", "))
+        };
+        return format!("unknown {what} {word:?}{hint}{list}");
+    }
+    message.to_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,297 @@
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "ALPHA_KEY" => Some("sk-alpha".into()),
+        "EMPTY_KEY" => Some("  ".into()),
+        _ => None,
+    }
+}
+
+fn opts() -> CompileOptions<'static> {
+    CompileOptions {
+        resolve_secrets: true,
+        env: &env,
+    }
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match compile(yaml, &opts()) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(errs) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const GOOD: &str = r#"
+version: 1
+server:
+  grpc_listen: unix:/tmp/tollgate.sock
+  max_request_body: 2MiB
+backends:
+  - name: alpha
+    kind: openai
+    auth:
+      bearer: { env: ALPHA_KEY }
+  - name: anthropic
+    kind: openai
+    base_path: /api/v1/
+    envoy_route: anthropic-route
+    auth:
+      header: { name: X-Api-Key, value: { env: ALPHA_KEY } }
+models:
+  - name: gpt-4o-mini
+    aliases: [mini]
+    backend: alpha
+    upstream_model: gpt-4o-mini-2024-07-18
+routes:
+  - name: claude
+    match: { models: ["claude-*"], headers: { x-team: research } }
+    backend: anthropic
+  - name: default
+    model: mini
+"#;
+
+#[test]
+fn compiles_a_full_config() {
+    let s = compile(GOOD, &opts()).expect("valid");
+    assert_eq!(
+        s.settings.grpc_listen,
+        ListenAddr::Unix("/tmp/tollgate.sock".into())
+    );
+    assert_eq!(s.max_request_body, 2 << 20);
+    let b = &s.routing.backends[1];
+    assert_eq!(b.base_path, "/api/v1");
+    assert_eq!(b.envoy_route, "anthropic-route");
+    let cred = b.credential.as_ref().expect("credential");
+    assert_eq!(cred.header, "x-api-key");
+    assert_eq!(cred.value.expose(), "sk-alpha");
+    let a = s.routing.backends[0]
+        .credential
+        .as_ref()
+        .expect("credential");
+    assert_eq!(a.value.expose(), "Bearer sk-alpha");
+    assert_eq!(s.routing.models[0].upstream_model, "gpt-4o-mini-2024-07-18");
+    assert!(matches!(s.routing.routes[1].target, Target::Model(0)));
+    assert!(s.routing.model_command);
+    assert_eq!(s.hash.len(), 12);
+    assert!(
+        s.summary()
+            .contains("2 backends, 1 models (1 aliases), 2 routes")
+    );
+}
+
+#[test]
+fn unknown_backend_reference_has_path_and_suggestion() {
+    let yaml = GOOD.replace("backend: anthropic\n", "backend: anthropc\n");
+    assert_eq!(
+        errors(&yaml),
+        vec![r#"routes[0].backend: unknown backend "anthropc" (did you mean "anthropic"?)"#]
+    );
+}
+
+#[test]
+fn collects_every_error_in_one_pass() {
+    let yaml = r#"
+version: 1
+backends:
+  - name: alpha
+    kind: opnai
+  - name: beta
+    kind: openai
+    bas_path: /v1
+models:
+  - name: m
+    backend: gamma
+routes:
+  - match: { models: ["x"] }
+"#;
+    let errs = errors(yaml);
+    assert_eq!(
+        errs,
+        vec![
+            r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai"#,
+            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth"#,
+        ],
+        "structural errors are reported first, all of them"
+    );
+    // Once the structure is right, every semantic error shows up together.
+    let yaml = yaml
+        .replace("opnai", "openai")
+        .replace("bas_path", "base_path");
+    let errs = errors(&yaml);
+    assert_eq!(
+        errs,
+        vec![
+            r#"models[0].backend: unknown backend "gamma""#,
+            "routes[0]: missing target: set `model` (a catalogue entry) or `backend`",
+        ]
+    );
+}
+
+#[test]
+fn unknown_sections_and_missing_version() {
+    let errs = errors("backend: []\n");
+    assert_eq!(
+        errs,
+        vec![
+            r#"backend: unknown section (did you mean "backends"?)"#,
+            "version: missing: add `version: 1`",
+        ]
+    );
+    assert_eq!(
+        errors("version: 2\n"),
+        vec!["version: unsupported version 2; this tollgate reads version 1"]
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_carry_a_location() {
+    let errs = errors("version: 1\nbackends: [\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("invalid YAML:"), "{errs:?}");
+    assert!(errs[0].contains("line"), "{errs:?}");
+    assert_eq!(
+        errors("- 1\n- 2\n"),
+        vec!["the config must be a YAML mapping with `version: 1` at the top"]
+    );
+}
+
+#[test]
+fn secrets_are_checked_and_never_printed() {
+    let yaml = r#"
+version: 1
+backends:
+  - name: a
+    kind: openai
+    auth: { bearer: { env: MISSING_KEY } }
+  - name: b
+    kind: openai
+    auth: { bearer: { env: EMPTY_KEY } }
+  - name: c
+    kind: openai
+    auth: { bearer: { file: /nonexistent/tollgate/key } }
+"#;
+    let errs = errors(yaml);
+    assert_eq!(
+        errs[0],
+        r#"backends[0].auth.bearer.env: environment variable "MISSING_KEY" is not set"#
+    );
+    assert_eq!(
+        errs[1],
+        r#"backends[1].auth.bearer.env: environment variable "EMPTY_KEY" is empty"#
+    );
+    assert!(errs[2].starts_with(
+        r#"backends[2].auth.bearer.file: cannot read secret file "/nonexistent/tollgate/key""#
+    ));
+    // validate --skip-secrets compiles without them.
+    let skip = CompileOptions {
+        resolve_secrets: false,
+        env: &env,
+    };
+    assert!(compile(yaml, &skip).is_ok());
+}
+
+#[test]
+fn secret_files_are_read_and_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "sk-from-file\n").unwrap();
+    let yaml = format!(
+        "version: 1\nbackends:\n  - name: a\n    kind: openai\n    auth: {{ bearer: {{ file: {} }} }}\n",
+        key.display()
+    );
+    let s = compile(&yaml, &opts()).unwrap();
+    let cred = s.routing.backends[0].credential.as_ref().unwrap();
+    assert_eq!(cred.value.expose(), "Bearer sk-from-file");
+    assert!(
+        !format!("{s:?}").contains("sk-from-file"),
+        "Debug must not print secrets"
+    );
+}
+
+#[test]
+fn duplicate_names_and_bad_values() {
+    let yaml = r#"
+version: 1
+server:
+  grpc_listen: "localhost"
+  admin_listen: "nope"
+  max_request_body: 4 parsecs
+  drain_timeout: soon
+log: { level: "loud=" }
+backends:
+  - { name: Alpha, kind: openai, base_path: "v1" }
+  - { name: b, kind: openai, envoy_route: same }
+  - { name: b, kind: openai, envoy_route: same }
+models:
+  - { name: m, backend: b }
+  - { name: n, aliases: [m], backend: b }
+routes:
+  - { name: everything, backend: b }
+  - { match: { models: [x] }, model: m, backend: b }
+"#;
+    let errs = errors(yaml);
+    let expected = [
+        r#"server.grpc_listen: "localhost" is not host:port (e.g. 127.0.0.1:50051) or unix:/path"#,
+        r#"server.admin_listen: "nope" is not a host:port address such as 127.0.0.1:9090"#,
+        "server.drain_timeout: \"soon\" is not a duration",
+        "log.level: \"loud=\" is not a log level or filter",
+        "server.max_request_body: \"4 parsecs\" is not a positive size",
+        r#"backends[0].name: backend name "Alpha" must be 1-64 characters"#,
+        r#"backends[0].base_path: "v1" must start with '/'"#,
+        r#"backends[2].name: duplicate backend name "b""#,
+        r#"backends[2].envoy_route: "same" is already used by backends[1]"#,
+        r#"models[1].aliases[0]: model name "m" is already used at models[0].name"#,
+        "routes[1]: unreachable: routes[0] matches every request",
+        "routes[1]: set either `model` or `backend`, not both",
+    ];
+    for e in expected {
+        assert!(
+            errs.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+}
+
+#[test]
+fn log_filters() {
+    assert!(check_log_filter("info").is_ok());
+    assert!(check_log_filter("warn,tollgate=debug,h2=off").is_ok());
+    let e = check_log_filter("inf").unwrap_err();
+    assert!(e.contains("did you mean \"info\"?"), "{e}");
+    assert!(check_log_filter("tollgate=loud").is_err());
+    assert!(check_log_filter("=info").is_err());
+}
+
+#[test]
+fn byte_sizes() {
+    assert_eq!(parse_byte_size("4MiB"), Some(4 << 20));
+    assert_eq!(parse_byte_size("512 KiB"), Some(512 << 10));
+    assert_eq!(parse_byte_size("1MB"), Some(1_000_000));
+    assert_eq!(parse_byte_size("100"), Some(100));
+    assert_eq!(parse_byte_size("1TB"), None);
+    assert_eq!(parse_byte_size("MiB"), None);
+    assert_eq!(parse_byte_size("99999999999999999999GiB"), None);
+}
+
+#[test]
+fn shipped_configs_compile() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let skip = CompileOptions {
+        resolve_secrets: false,
+        env: &env,
+    };
+    let shipped: Vec<_> = std::fs::read_dir(root.join("e2e/demo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(!shipped.is_empty());
+    for path in shipped {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = compile(&text, &skip) {
+            panic!("{} does not compile: {e:?}", path.display());
+        }
+    }
+}

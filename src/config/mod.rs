@@ -1,0 +1,177 @@
+//! Configuration: the YAML file, its compiled [`Snapshot`], and hot reload.
+//!
+//! Tiers:
+//! - **static** (read at start, a change is logged and needs a restart): `server.grpc_listen`,
+//!   `server.admin_listen`, `server.drain_timeout`, `log`;
+//! - **hot** (swapped atomically on reload): everything else — backends and their secrets,
+//!   models, routes, routing switches, `server.max_request_body`, `reload`.
+//!
+//! Each ext_proc stream loads one `Arc<Snapshot>` when it starts and keeps it for its whole
+//! life, so a request never sees half of an old config and half of a new one.
+
+pub mod compile;
+pub mod raw;
+pub mod watch;
+
+pub use compile::{CompileOptions, ConfigError, compile};
+
+use crate::routing::Table;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default ext_proc gRPC address.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:50051";
+/// Default admin HTTP address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default largest request body.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 4 << 20;
+
+fn default_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// Where the gRPC server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// Unix domain socket path (sidecars sharing an emptyDir).
+    Unix(PathBuf),
+}
+
+impl Default for ListenAddr {
+    fn default() -> Self {
+        ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051)))
+    }
+}
+
+impl ListenAddr {
+    /// Parses `host:port` or `unix:/path`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(
+                    "unix: needs a socket path, e.g. unix:/run/tollgate/tollgate.sock".into(),
+                );
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        text.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{text:?} is not host:port (e.g. 127.0.0.1:50051) or unix:/path"))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Settings read once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSettings {
+    /// ext_proc gRPC address.
+    pub grpc_listen: ListenAddr,
+    /// Admin HTTP address.
+    pub admin_listen: SocketAddr,
+    /// Longest wait for in-flight streams at shutdown.
+    pub drain_timeout: Duration,
+    /// Tracing filter.
+    pub log_level: String,
+    /// JSON log lines.
+    pub log_json: bool,
+}
+
+/// Reload behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Quiet time after a file event.
+    pub debounce: Duration,
+    /// Fallback poll interval; zero disables.
+    pub poll_interval: Duration,
+}
+
+/// A compiled, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Static settings (as read when this snapshot was compiled).
+    pub settings: StaticSettings,
+    /// Largest request body accepted.
+    pub max_request_body: u64,
+    /// Reload behaviour.
+    pub reload: ReloadSettings,
+    /// Routing table.
+    pub routing: Table,
+    /// Short content hash of the source file (shown in logs and metrics).
+    pub hash: String,
+}
+
+impl Snapshot {
+    /// One line for logs and `tollgate validate`.
+    pub fn summary(&self) -> String {
+        let aliases: usize = self.routing.models.iter().map(|m| m.aliases.len()).sum();
+        format!(
+            "{} backends, {} models ({} aliases), {} routes; grpc {}, admin {}; config {}",
+            self.routing.backends.len(),
+            self.routing.models.len(),
+            aliases,
+            self.routing.routes.len(),
+            self.settings.grpc_listen,
+            self.settings.admin_listen,
+            self.hash
+        )
+    }
+}
+
+/// Short SHA-256 of the config bytes.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a config file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("{path} is not a valid tollgate config:\n{}", list(.errors))]
+    Invalid {
+        /// File path.
+        path: String,
+        /// Every problem found.
+        errors: Vec<ConfigError>,
+    },
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads and compiles a config file.
+pub fn load(path: &Path, opts: &CompileOptions<'_>) -> Result<Snapshot, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    compile(&text, opts).map_err(|errors| LoadError::Invalid {
+        path: path.display().to_string(),
+        errors,
+    })
+}

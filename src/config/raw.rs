@@ -1,0 +1,200 @@
+//! The configuration file as written: serde input types, nothing resolved or checked yet.
+//!
+//! Every struct denies unknown fields so a typo is an error, not a silently ignored key.
+//! Doc comments here become the JSON Schema (`tollgate schema`) and the reference in
+//! docs/configuration.md, so they are written for operators.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub use crate::routing::BackendKind;
+
+/// tollgate configuration (version 1).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Format version of this file. Must be 1.
+    pub version: u32,
+    /// Listen addresses and request limits. Static: changes need a restart.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Logging. Static: changes need a restart.
+    #[serde(default)]
+    pub log: RawLog,
+    /// How the file is watched for changes.
+    #[serde(default)]
+    pub reload: RawReload,
+    /// Routing switches that apply to every request.
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// Upstream LLM services. Each one needs a matching route in Envoy's config (the
+    /// `x-tollgate-backend` header value, see `envoy_route`).
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// The model catalogue: public names (and aliases) clients may ask for.
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    /// Ordered routing rules, tried before the catalogue; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// Listen addresses and limits.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// ext_proc gRPC address: `host:port` or `unix:/path/to.sock`. Default `127.0.0.1:50051`.
+    pub grpc_listen: Option<String>,
+    /// Admin HTTP address (`/healthz`, `/ready`, `/metrics`). Default `127.0.0.1:9090`.
+    pub admin_listen: Option<String>,
+    /// Largest request body tollgate accepts, e.g. `4MiB` or a byte count. Default `4MiB`.
+    /// Keep Envoy's buffer limit (`per_connection_buffer_limit_bytes`) above it.
+    pub max_request_body: Option<ByteSize>,
+    /// How long a shutdown waits for in-flight streams, e.g. `30s`. Default `30s`.
+    pub drain_timeout: Option<String>,
+}
+
+/// A size in bytes: an integer, or a string such as `512KiB`, `4MiB`, `1MB`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// Plain byte count.
+    Bytes(u64),
+    /// A number with a unit: B, KB, KiB, MB, MiB, GB, GiB.
+    Text(String),
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter such as
+    /// `info,tollgate=debug`. `RUST_LOG` overrides it. Default `info`.
+    pub level: Option<String>,
+    /// `text` (default) or `json`.
+    pub format: Option<LogFormat>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Hot-reload settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Quiet time after a file event before reloading, e.g. `250ms`. Default `250ms`.
+    pub debounce: Option<String>,
+    /// Fallback poll interval for file systems without change events, e.g. `5s`.
+    /// Default `5s`; `0s` disables polling.
+    pub poll_interval: Option<String>,
+}
+
+/// Routing switches.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Honour a first-line `/model backend,model` command in the last user message.
+    /// Default `true`.
+    pub model_command: Option<bool>,
+}
+
+/// One upstream LLM service.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// Unique name, `[a-z0-9._-]`, used in routes, models and `/model` commands.
+    pub name: String,
+    /// API dialect the backend speaks.
+    pub kind: BackendKind,
+    /// Path prefix of the API at the upstream, e.g. `/v1` (default for `openai`).
+    pub base_path: Option<String>,
+    /// Value tollgate puts in `x-tollgate-backend`; Envoy's route for this backend matches it.
+    /// Default: the backend's name.
+    pub envoy_route: Option<String>,
+    /// Rewrite `:authority` (Host) to this value. Needs `mutation_rules.allow_all_routing`
+    /// in Envoy's ext_proc filter, or do it in Envoy's route with `host_rewrite_literal`.
+    pub authority: Option<String>,
+    /// Credential tollgate adds for this backend; the client's own credential is always
+    /// removed. Omit for upstreams that need none.
+    pub auth: Option<RawAuth>,
+}
+
+/// How tollgate authenticates to a backend.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum RawAuth {
+    /// `Authorization: Bearer <secret>`.
+    Bearer(SecretRef),
+    /// A custom header carrying the secret as is, e.g. `api-key` or `x-api-key`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Where the secret comes from.
+        value: SecretRef,
+    },
+}
+
+/// Where a secret comes from. Secrets never live in this file.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    /// Name of an environment variable holding the secret.
+    Env(String),
+    /// Path of a file holding the secret (e.g. a mounted Kubernetes Secret); one trailing
+    /// newline is ignored. Re-read on every config reload, so rotated secrets are picked up.
+    File(String),
+}
+
+/// A catalogue entry.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Public model name clients send in `model`.
+    pub name: String,
+    /// Other names for the same model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Backend serving it.
+    pub backend: String,
+    /// Model name sent upstream (the body's `model` is rewritten). Default: `name`.
+    pub upstream_model: Option<String>,
+}
+
+/// A routing rule: when every condition in `match` holds, send the request to `model`
+/// (a catalogue entry) or to `backend` (optionally renaming the model).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Name shown in metrics, logs and metadata. Default `routes[i]`.
+    pub name: Option<String>,
+    /// Conditions; all must hold. Omitted or empty: matches every request (a default route,
+    /// which must be last).
+    #[serde(default, rename = "match")]
+    pub matches: RawMatch,
+    /// Send to this catalogue model.
+    pub model: Option<String>,
+    /// Send to this backend.
+    pub backend: Option<String>,
+    /// With `backend`: model name to send upstream. Default: the requested name unchanged.
+    pub upstream_model: Option<String>,
+}
+
+/// Conditions of a route.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Requested model names; `*` and `?` globs. Any one may match.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Request headers (lower-case names) whose values must match these globs.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}

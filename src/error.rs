@@ -1,0 +1,281 @@
+//! Refusals: every reason a request is answered by tollgate instead of a provider, and the
+//! one place that turns them into the client-facing status and OpenAI error envelope.
+//!
+//! A refusal is never a gRPC error: that would hand the decision to Envoy's
+//! `failure_mode_allow`, which in fail-open setups would let the refused request through.
+
+use crate::llm::openai::ParseError;
+use crate::routing::RouteError;
+use crate::routing::command::CommandError;
+use thiserror::Error;
+
+/// Why the pipeline refuses a request.
+#[derive(Debug, Error)]
+pub enum StageError {
+    /// The body could not be read.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// No backend for the model.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A malformed `/model` command.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// Not an API path tollgate serves.
+    #[error(
+        "unknown request URL: {method} {path}; tollgate serves POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models"
+    )]
+    UnsupportedPath {
+        /// Method.
+        method: String,
+        /// Path without its query.
+        path: String,
+    },
+    /// Known path, wrong method.
+    #[error("method {method} is not allowed on {path}; use {allow}")]
+    MethodNotAllowed {
+        /// Method used.
+        method: String,
+        /// Path.
+        path: String,
+        /// Allowed method.
+        allow: &'static str,
+    },
+    /// Body over `server.max_request_body`.
+    #[error("the request body is {size} bytes, over this gateway's limit of {limit} bytes")]
+    BodyTooLarge {
+        /// Limit.
+        limit: u64,
+        /// Size (declared or received).
+        size: u64,
+    },
+    /// A POST without a body.
+    #[error("this endpoint needs a JSON request body")]
+    MissingBody,
+    /// Envoy is configured in a way that would bypass routing.
+    #[error("gateway misconfigured: {0}")]
+    Misconfigured(&'static str),
+    /// A bug on our side.
+    #[error("internal gateway error")]
+    Internal(String),
+}
+
+/// Who is at fault, for log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The gateway or its deployment.
+    Internal,
+}
+
+/// A reply tollgate sends instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    /// HTTP status.
+    pub status: u16,
+    /// OpenAI error `type`.
+    pub kind: &'static str,
+    /// OpenAI error `code` (stable, documented).
+    pub code: &'static str,
+    /// Human-readable message (never holds secrets or prompt text).
+    pub message: String,
+    /// Offending parameter.
+    pub param: Option<&'static str>,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Blame.
+    pub fault: Fault,
+}
+
+const INVALID: &str = "invalid_request_error";
+
+/// Maps a refusal to its reply. Exhaustive on purpose: a new error must pick its status.
+pub fn rescue(err: &StageError) -> LocalReply {
+    let reply = |status, kind, code, param| LocalReply {
+        status,
+        kind,
+        code,
+        message: err.to_string(),
+        param,
+        headers: Vec::new(),
+        fault: Fault::Downstream,
+    };
+    match err {
+        StageError::Parse(p @ (ParseError::InvalidJson(_) | ParseError::NotAnObject)) => {
+            reply(400, INVALID, "invalid_json", p.param())
+        }
+        StageError::Parse(p @ ParseError::InvalidField { .. }) => {
+            reply(400, INVALID, "invalid_value", p.param())
+        }
+        StageError::Route(RouteError::MissingModel { .. } | RouteError::UnknownModel { .. }) => {
+            reply(404, INVALID, "model_not_found", Some("model"))
+        }
+        StageError::Route(RouteError::UnknownBackend { .. }) => {
+            reply(400, INVALID, "unknown_backend", Some("messages"))
+        }
+        StageError::Command(_) => reply(400, INVALID, "invalid_model_command", Some("messages")),
+        StageError::UnsupportedPath { .. } => reply(404, INVALID, "unsupported_path", None),
+        StageError::MethodNotAllowed { allow, .. } => LocalReply {
+            headers: vec![("allow", (*allow).to_owned())],
+            ..reply(405, INVALID, "method_not_allowed", None)
+        },
+        StageError::BodyTooLarge { .. } => reply(413, INVALID, "request_too_large", None),
+        StageError::MissingBody => reply(400, INVALID, "missing_body", None),
+        StageError::Misconfigured(_) => LocalReply {
+            fault: Fault::Internal,
+            ..reply(500, "server_error", "gateway_misconfigured", None)
+        },
+        StageError::Internal(_) => LocalReply {
+            fault: Fault::Internal,
+            ..reply(500, "server_error", "internal_error", None)
+        },
+    }
+}
+
+impl LocalReply {
+    /// The OpenAI error envelope.
+    pub fn body(&self) -> Vec<u8> {
+        let v = serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "code": self.code,
+                "param": self.param,
+            }
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(err: StageError) -> (u16, serde_json::Value) {
+        let r = rescue(&err);
+        (r.status, serde_json::from_slice(&r.body()).unwrap())
+    }
+
+    #[test]
+    fn statuses_and_codes() {
+        let cases: Vec<(StageError, u16, &str)> = vec![
+            (
+                ParseError::InvalidJson("eof".into()).into(),
+                400,
+                "invalid_json",
+            ),
+            (ParseError::NotAnObject.into(), 400, "invalid_json"),
+            (
+                ParseError::InvalidField {
+                    field: "model",
+                    problem: "x".into(),
+                }
+                .into(),
+                400,
+                "invalid_value",
+            ),
+            (
+                RouteError::MissingModel { available: vec![] }.into(),
+                404,
+                "model_not_found",
+            ),
+            (
+                RouteError::UnknownModel {
+                    requested: "x".into(),
+                    hint: String::new(),
+                    available: vec![],
+                }
+                .into(),
+                404,
+                "model_not_found",
+            ),
+            (
+                RouteError::UnknownBackend {
+                    requested: "x".into(),
+                    hint: String::new(),
+                }
+                .into(),
+                400,
+                "unknown_backend",
+            ),
+            (CommandError::Empty.into(), 400, "invalid_model_command"),
+            (
+                StageError::UnsupportedPath {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                },
+                404,
+                "unsupported_path",
+            ),
+            (
+                StageError::MethodNotAllowed {
+                    method: "GET".into(),
+                    path: "/v1/chat/completions".into(),
+                    allow: "POST",
+                },
+                405,
+                "method_not_allowed",
+            ),
+            (
+                StageError::BodyTooLarge { limit: 1, size: 2 },
+                413,
+                "request_too_large",
+            ),
+            (StageError::MissingBody, 400, "missing_body"),
+            (StageError::Misconfigured("x"), 500, "gateway_misconfigured"),
+            (StageError::Internal("bug".into()), 500, "internal_error"),
+        ];
+        for (err, status, code) in cases {
+            let (s, body) = envelope(err);
+            assert_eq!(
+                (s, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+            assert!(body["error"]["type"].is_string());
+            assert!(
+                body["error"].get("param").is_some(),
+                "param is always present (null or a name)"
+            );
+        }
+    }
+
+    #[test]
+    fn model_not_found_names_the_param_and_lists_models() {
+        let (_, body) = envelope(
+            RouteError::UnknownModel {
+                requested: "gpt-5".into(),
+                hint: String::new(),
+                available: vec!["a".into(), "b".into()],
+            }
+            .into(),
+        );
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(
+            body["error"]["message"],
+            "the model \"gpt-5\" does not exist or you do not have access to it; available models: a, b"
+        );
+    }
+
+    #[test]
+    fn internal_details_are_not_shown_to_clients() {
+        let (_, body) = envelope(StageError::Internal("secret stack detail".into()));
+        assert_eq!(body["error"]["message"], "internal gateway error");
+    }
+
+    #[test]
+    fn method_not_allowed_sets_allow() {
+        let r = rescue(&StageError::MethodNotAllowed {
+            method: "GET".into(),
+            path: "/v1/embeddings".into(),
+            allow: "POST",
+        });
+        assert_eq!(r.headers, vec![("allow", "POST".to_owned())]);
+    }
+}

@@ -1,0 +1,23 @@
+//! tollgate: an AI gateway that runs as an Envoy ext_proc sidecar.
+//!
+//! Request flow (one way, top to bottom):
+//! `server` (gRPC stream) → `server::exchange` (per-request state machine) → `stages`
+//! (route today) → `routing` / `llm` (pure decisions and body edits) → replies built in
+//! `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
+//! pins; `metrics` and `admin` observe; `app` wires it all at start-up.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod llm;
+pub mod metrics;
+pub mod proto;
+pub mod routing;
+pub mod secret;
+pub mod server;
+pub mod stages;
+pub mod suggest;
+pub mod telemetry;

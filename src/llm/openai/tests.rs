@@ -1,0 +1,142 @@
+use super::*;
+use proptest::prelude::*;
+
+fn apply(body: &str, f: impl FnOnce(&RequestView, &mut BodyEdits)) -> String {
+    let v = parse(body.as_bytes()).unwrap();
+    let mut e = BodyEdits::default();
+    f(&v, &mut e);
+    String::from_utf8(e.apply(body.as_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn reads_model_stream_and_last_user_text() {
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[
+        {"role":"user","content":"first"},
+        {"role":"assistant","content":"ok"},
+        {"role":"user","content":"se\u00e7ond \"q\""},
+        {"role":"tool","content":"x"}]}"#;
+    let v = parse(body.as_bytes()).unwrap();
+    assert_eq!(v.model.as_ref().unwrap().value, "gpt-4o");
+    assert_eq!(&body[v.model.as_ref().unwrap().span.clone()], "\"gpt-4o\"");
+    assert!(v.stream);
+    let t = v.last_user_text.unwrap();
+    assert_eq!(t.value, "seçond \"q\"");
+    assert_eq!(&body[t.span], r#""se\u00e7ond \"q\"""#);
+}
+
+#[test]
+fn multi_part_content_uses_the_first_text_part() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":[
+        {"type":"image_url","image_url":{"url":"data:x"}},
+        {"type":"text","text":"/model a,b\nhello"}]}]}"#;
+    let v = parse(body.as_bytes()).unwrap();
+    assert_eq!(v.last_user_text.unwrap().value, "/model a,b\nhello");
+}
+
+#[test]
+fn model_rewrite_keeps_every_other_byte() {
+    let body = "{ \"temperature\" : 0.70, \"model\" :\t\"mini\" , \"extra\":{\"k\":[1,2e3]} }";
+    let out = apply(body, |v, e| v.set_model("demo-small-2025", e));
+    assert_eq!(
+        out,
+        "{ \"temperature\" : 0.70, \"model\" :\t\"demo-small-2025\" , \"extra\":{\"k\":[1,2e3]} }"
+    );
+}
+
+#[test]
+fn model_is_inserted_when_absent() {
+    assert_eq!(apply("{}", |v, e| v.set_model("m", e)), r#"{"model":"m"}"#);
+    assert_eq!(
+        apply(" { \"a\":1}", |v, e| v.set_model("m", e)),
+        r#" {"model":"m", "a":1}"#
+    );
+    // A null model is replaced in place, never duplicated.
+    assert_eq!(
+        apply(r#"{"model":null,"a":1}"#, |v, e| v.set_model("m", e)),
+        r#"{"model":"m","a":1}"#
+    );
+}
+
+#[test]
+fn errors_are_classified() {
+    assert!(matches!(
+        parse(b"{\"model\":"),
+        Err(ParseError::InvalidJson(_))
+    ));
+    assert!(matches!(parse(b""), Err(ParseError::InvalidJson(_))));
+    assert!(matches!(parse(b"  "), Err(ParseError::InvalidJson(_))));
+    assert_eq!(parse(b"[1,2]"), Err(ParseError::NotAnObject));
+    assert_eq!(parse(b"\"str\""), Err(ParseError::NotAnObject));
+    let e = parse(br#"{"model":42}"#).unwrap_err();
+    assert_eq!(e.param(), Some("model"));
+    assert_eq!(
+        e.to_string(),
+        "invalid value for `model`: expected a string, got 42"
+    );
+    let e = parse(br#"{"model":"a","model":"b"}"#).unwrap_err();
+    assert_eq!(e.param(), Some("model"));
+    assert!(e.to_string().contains("duplicate field `model`"), "{e}");
+    assert_eq!(
+        parse(br#"{"stream":"yes"}"#).unwrap_err().param(),
+        Some("stream")
+    );
+    assert_eq!(
+        parse(br#"{"messages":"hi"}"#).unwrap_err().param(),
+        Some("messages")
+    );
+    assert!(matches!(
+        parse(b"{\"model\":\"a\"} trailing"),
+        Err(ParseError::InvalidJson(_))
+    ));
+    assert!(matches!(
+        parse(b"{\"model\":\"\xff\"}"),
+        Err(ParseError::InvalidJson(_))
+    ));
+}
+
+#[test]
+fn deep_nesting_never_overflows_the_stack() {
+    // In a field we skip, nesting costs nothing (serde_json skips without recursion).
+    let deep = format!(
+        "{{\"model\":\"m\",\"x\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(parse(deep.as_bytes()).unwrap().model.unwrap().value, "m");
+    // Where we descend, serde_json's recursion limit turns it into an error.
+    let deep = format!(
+        "{{\"messages\":[{{\"role\":\"user\",\"content\":[{{\"type\":\"text\",\"text\":\"a\",\"x\":{}{}}}]}}]}}",
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let _ = parse(deep.as_bytes());
+    let unclosed = "[".repeat(1_000_000);
+    assert!(parse(unclosed.as_bytes()).is_err());
+}
+
+#[test]
+fn null_and_missing_fields() {
+    let v = parse(br#"{"model":null,"stream":null,"messages":null}"#).unwrap();
+    assert_eq!(v.model, None);
+    assert!(!v.stream);
+    assert_eq!(v.last_user_text, None);
+    let v = parse(br#"{"messages":[{"role":"user"},{"role":"system","content":"s"}]}"#).unwrap();
+    assert_eq!(v.last_user_text, None);
+}
+
+proptest! {
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn rewriting_model_changes_only_the_model(model in "[a-zA-Z0-9\"\\\\/ é-]{0,20}", other in "[a-z ]{0,20}", new in "[a-zA-Z0-9\"\\\\/ é-]{0,20}") {
+        let body = serde_json::json!({"a": other, "model": model, "messages": [{"role": "user", "content": other}]}).to_string();
+        let out = apply(&body, |v, e| v.set_model(&new, e));
+        let mut expected: serde_json::Value = serde_json::from_str(&body).unwrap();
+        expected["model"] = serde_json::Value::String(new.clone());
+        let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+        prop_assert_eq!(got, expected);
+    }
+}

@@ -1,0 +1,107 @@
+//! The `tollgate` binary: parse the command line, load the config, run.
+
+use clap::Parser;
+use std::process::ExitCode;
+use tollgate::cli::{Cli, Command};
+use tollgate::config::{self, CompileOptions, ListenAddr};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file, skip_secrets } => validate(&file, skip_secrets),
+        Command::Schema => {
+            let schema = schemars::schema_for!(config::raw::RawConfig);
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Command::Serve {
+            config,
+            grpc_listen,
+            admin_listen,
+        } => serve(config, grpc_listen, admin_listen),
+    }
+}
+
+fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let opts = CompileOptions {
+        resolve_secrets: !skip_secrets,
+        env: &env,
+    };
+    match config::load(file, &opts) {
+        Ok(snap) => {
+            println!("{}: ok: {}", file.display(), snap.summary());
+            ExitCode::SUCCESS
+        }
+        Err(config::LoadError::Invalid { errors, .. }) => {
+            let n = errors.len();
+            for e in errors {
+                println!("{}: {e}", file.display());
+            }
+            println!(
+                "{}: {n} error{}",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) -> ExitCode {
+    let mut snap = match config::load(&path, &CompileOptions::from_process()) {
+        Ok(s) => s,
+        Err(e) => {
+            // Logging is not set up yet (its level comes from this very file).
+            println!("tollgate: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let file_settings = snap.settings.clone();
+    if let Some(g) = grpc {
+        match ListenAddr::parse(&g) {
+            Ok(a) => snap.settings.grpc_listen = a,
+            Err(e) => {
+                println!("tollgate: --grpc-listen: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(a) = admin {
+        match a.parse() {
+            Ok(a) => snap.settings.admin_listen = a,
+            Err(_) => {
+                println!("tollgate: --admin-listen: {a:?} is not host:port");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tollgate::telemetry::init(&snap.settings.log_level, snap.settings.log_json);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "{}", snap.summary());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tollgate::app::run(path, snap, file_settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

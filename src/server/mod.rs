@@ -1,0 +1,80 @@
+//! The ext_proc gRPC service: one [`exchange::Exchange`] per stream.
+//!
+//! The response stream is an `unfold` over the inbound messages that owns the exchange,
+//! so hyper's per-stream task drives it, and when Envoy cancels or resets the stream the
+//! exchange is dropped with it — nothing to leak, no extra task or channel per request.
+
+pub mod exchange;
+pub mod reply;
+
+use crate::config::Snapshot;
+use crate::metrics::Metrics;
+use crate::proto::{ExternalProcessor, ProcessingRequest, ProcessingResponse};
+use arc_swap::ArcSwap;
+use exchange::Exchange;
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The ext_proc service.
+#[derive(Clone)]
+pub struct ExtProc {
+    store: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
+}
+
+impl ExtProc {
+    /// Serves requests with the snapshot current when each stream starts.
+    pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Self { store, metrics }
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalProcessor for ExtProc {
+    type ProcessStream = ReplyStream;
+
+    async fn process(
+        &self,
+        request: Request<Streaming<ProcessingRequest>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let inbound = request.into_inner();
+        let exchange = Exchange::new(self.store.load_full(), self.metrics.clone());
+        let metrics = self.metrics.clone();
+        let replies = futures::stream::unfold(Some((inbound, exchange)), move |state| {
+            let metrics = metrics.clone();
+            async move {
+                let (mut inbound, mut exchange) = state?;
+                match inbound.message().await {
+                    Ok(Some(msg)) => {
+                        let started = Instant::now();
+                        let phase = msg.request.as_ref().map(reply::Kind::of);
+                        match exchange.on_message(msg) {
+                            Ok(reply) => {
+                                if let Some(p) = phase {
+                                    metrics.message_handled(p.label(), started.elapsed());
+                                }
+                                Some((Ok(reply), Some((inbound, exchange))))
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ext_proc protocol error; closing the stream");
+                                Some((Err(Status::invalid_argument(e.to_string())), None))
+                            }
+                        }
+                    }
+                    // Envoy closed its side: the request is complete.
+                    Ok(None) => None,
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "ext_proc stream ended by Envoy: {}", status.message());
+                        None
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+}

@@ -1,0 +1,97 @@
+//! Request-processing stages and the context they share.
+//!
+//! The request flows one way: the ext_proc exchange (server/exchange.rs) calls each stage
+//! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
+//! Envoy's reply. Stages never see protobuf types and never call back up.
+//!
+//! Order today: `route`. Later stages (auth before routing; guard, limits and usage after)
+//! slot into [`crate::server::exchange`] at the marked places.
+
+pub mod route;
+
+use crate::headers::Headers;
+use crate::llm::Endpoint;
+
+/// What one request has learned and wants changed, shared by all stages of one stream.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// `x-request-id` from Envoy, or generated.
+    pub request_id: String,
+    /// `:method`.
+    pub method: String,
+    /// `:path`, query included.
+    pub path: String,
+    /// The endpoint, once classified.
+    pub endpoint: Option<Endpoint>,
+    /// Request headers as the client sent them.
+    pub headers: Headers,
+    /// The routing decision, once made.
+    pub routed: Option<Routed>,
+    /// Changes for Envoy to apply to the request.
+    pub mutations: Mutations,
+}
+
+/// The routing outcome in plain words, for metrics, logs and metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Backend name.
+    pub backend: String,
+    /// Catalogue model name, or `unlisted`.
+    pub model_label: String,
+    /// Model the upstream receives.
+    pub upstream_model: String,
+    /// Rule that decided.
+    pub rule: String,
+    /// `stream: true`.
+    pub stream: bool,
+}
+
+/// Header and body changes requested by stages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Headers to set (overwriting).
+    pub set: Vec<(String, Vec<u8>)>,
+    /// Headers to remove.
+    pub remove: Vec<String>,
+    /// Re-run Envoy's route matching after this phase.
+    pub clear_route_cache: bool,
+    /// Replacement request body.
+    pub body: Option<Vec<u8>>,
+    /// Dynamic metadata (namespace `io.tollgate`).
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+impl Mutations {
+    /// Sets a header, replacing an earlier set of the same name.
+    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        self.set.retain(|(n, _)| n != name);
+        self.remove.retain(|n| n != name);
+        self.set.push((name.to_owned(), value.into()));
+    }
+
+    /// Removes a header (unless a stage sets it).
+    pub fn remove(&mut self, name: &str) {
+        if !self.set.iter().any(|(n, _)| n == name) && !self.remove.iter().any(|n| n == name) {
+            self.remove.push(name.to_owned());
+        }
+    }
+
+    /// Takes everything queued so far (one reply's worth).
+    pub fn take(&mut self) -> Mutations {
+        std::mem::take(self)
+    }
+}
+
+/// A stage's verdict for a phase.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Continue to the next stage / upstream.
+    Next,
+    /// Answer the client now with this successful response (e.g. `GET /v1/models`).
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// JSON body.
+        body: Vec<u8>,
+    },
+}
