@@ -1,1 +1,582 @@
-// placeholder
+use super::*;
+use crate::config::{CompileOptions, compile};
+use processing_request::Request as In;
+use processing_response::Response as Out;
+use proptest::prelude::*;
+
+const CONFIG: &str = r#"
+version: 1
+server: { max_request_body: 1KiB }
+backends:
+  - name: alpha
+    kind: openai
+    auth: { bearer: { env: ALPHA_KEY } }
+  - name: beta
+    kind: openai
+    base_path: /openai/v1
+    authority: beta.example.com
+    auth: { header: { name: api-key, value: { env: BETA_KEY } } }
+models:
+  - { name: gpt-4o-mini, aliases: [mini], backend: alpha, upstream_model: small-2025 }
+  - { name: echo, backend: alpha }
+routes:
+  - { name: beta-any, match: { models: ["beta-*"] }, backend: beta }
+"#;
+
+fn snapshot() -> Arc<Snapshot> {
+    let env = |k: &str| match k {
+        "ALPHA_KEY" => Some("sk-alpha".to_owned()),
+        "BETA_KEY" => Some("sk-beta".to_owned()),
+        _ => None,
+    };
+    Arc::new(
+        compile(
+            CONFIG,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid test config"),
+    )
+}
+
+fn exchange() -> (Exchange, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    (Exchange::new(snapshot(), metrics.clone()), metrics)
+}
+
+fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    HeaderMap {
+        headers: pairs
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: (*k).into(),
+                value: String::new(),
+                raw_value: v.as_bytes().to_vec(),
+            })
+            .collect(),
+    }
+}
+
+fn msg(request: In) -> ProcessingRequest {
+    ProcessingRequest {
+        request: Some(request),
+        ..Default::default()
+    }
+}
+
+fn request_headers(
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    end_of_stream: bool,
+) -> ProcessingRequest {
+    let mut pairs = vec![
+        (":method", method),
+        (":path", path),
+        (":authority", "gateway"),
+        ("x-request-id", "req-1"),
+    ];
+    pairs.extend_from_slice(extra);
+    msg(In::RequestHeaders(HttpHeaders {
+        headers: Some(header_map(&pairs)),
+        end_of_stream,
+        ..Default::default()
+    }))
+}
+
+fn chat_headers(extra: &[(&str, &str)]) -> ProcessingRequest {
+    request_headers("POST", "/v1/chat/completions", extra, false)
+}
+
+fn body(bytes: &str) -> ProcessingRequest {
+    msg(In::RequestBody(HttpBody {
+        body: bytes.as_bytes().to_vec(),
+        end_of_stream: true,
+        ..Default::default()
+    }))
+}
+
+fn response_headers(status: &str) -> ProcessingRequest {
+    msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[(":status", status)])),
+        ..Default::default()
+    }))
+}
+
+fn common(reply: &ProcessingResponse) -> &CommonResponse {
+    match reply.response.as_ref().expect("a response") {
+        Out::RequestHeaders(h) | Out::ResponseHeaders(h) => h.response.as_ref().expect("common"),
+        Out::RequestBody(b) | Out::ResponseBody(b) => b.response.as_ref().expect("common"),
+        other => panic!("not a continue reply: {other:?}"),
+    }
+}
+
+fn set_headers(c: &CommonResponse) -> Vec<(String, String)> {
+    c.header_mutation
+        .iter()
+        .flat_map(|m| &m.set_headers)
+        .map(|h| {
+            let hv = h.header.as_ref().expect("header");
+            assert_eq!(
+                h.append_action,
+                HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+                "never append"
+            );
+            (
+                hv.key.clone(),
+                String::from_utf8(hv.raw_value.clone()).expect("utf8"),
+            )
+        })
+        .collect()
+}
+
+fn removed(c: &CommonResponse) -> Vec<String> {
+    c.header_mutation
+        .iter()
+        .flat_map(|m| m.remove_headers.clone())
+        .collect()
+}
+
+fn immediate(reply: &ProcessingResponse) -> (u16, serde_json::Value, Vec<(String, String)>) {
+    let Some(Out::ImmediateResponse(ir)) = &reply.response else {
+        panic!("expected an immediate response, got {reply:?}")
+    };
+    let headers = ir
+        .headers
+        .iter()
+        .flat_map(|m| &m.set_headers)
+        .map(|h| {
+            let hv = h.header.as_ref().expect("header");
+            (
+                hv.key.clone(),
+                String::from_utf8(hv.raw_value.clone()).expect("utf8"),
+            )
+        })
+        .collect();
+    let status = u16::try_from(ir.status.as_ref().expect("status").code).expect("u16");
+    (
+        status,
+        serde_json::from_slice(&ir.body).expect("JSON body"),
+        headers,
+    )
+}
+
+fn metadata(reply: &ProcessingResponse) -> Vec<(String, String)> {
+    let ns = reply.dynamic_metadata.as_ref().expect("metadata");
+    let Some(ValueKind::StructValue(s)) = &ns.fields["io.tollgate"].kind else {
+        panic!("namespace struct")
+    };
+    let mut out: Vec<(String, String)> = s
+        .fields
+        .iter()
+        .map(|(k, v)| match &v.kind {
+            Some(ValueKind::StringValue(s)) => (k.clone(), s.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn routes_by_model_rewrites_body_path_and_credentials() {
+    let (mut ex, metrics) = exchange();
+    let r = ex
+        .on_message(chat_headers(&[
+            ("authorization", "Bearer client-key"),
+            ("content-type", "application/json"),
+        ]))
+        .unwrap();
+    assert!(matches!(r.response, Some(Out::RequestHeaders(_))));
+    assert_eq!(common(&r).header_mutation, None, "nothing to strip yet");
+
+    let r = ex
+        .on_message(body(
+            r#"{"model":"mini","messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap();
+    let c = common(&r);
+    assert!(c.clear_route_cache);
+    let new_body = r#"{"model":"small-2025","messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(
+        set_headers(c),
+        vec![
+            ("x-tollgate-backend".into(), "alpha".into()),
+            (":path".into(), "/v1/chat/completions".into()),
+            ("authorization".into(), "Bearer sk-alpha".into()),
+            ("content-length".into(), new_body.len().to_string()),
+        ]
+    );
+    assert_eq!(
+        removed(c),
+        Vec::<String>::new(),
+        "authorization is overwritten, not removed"
+    );
+    let Some(body_mutation::Mutation::Body(b)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("body")
+    };
+    assert_eq!(String::from_utf8(b).unwrap(), new_body);
+    assert_eq!(
+        metadata(&r),
+        vec![
+            ("backend".into(), "alpha".into()),
+            ("model".into(), "gpt-4o-mini".into()),
+            ("request_model".into(), "mini".into()),
+            ("route".into(), "catalogue".into()),
+            ("upstream_model".into(), "small-2025".into()),
+        ]
+    );
+    let r = ex.on_message(response_headers("200")).unwrap();
+    assert!(matches!(r.response, Some(Out::ResponseHeaders(_))));
+    drop(ex);
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            r#"tollgate_requests_total{backend="alpha",model="gpt-4o-mini",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("tollgate_extproc_streams_active 0"), "{text}");
+}
+
+#[test]
+fn unchanged_body_is_not_replaced() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[])).unwrap();
+    let r = ex
+        .on_message(body(r#"{"model":"echo","messages":[]}"#))
+        .unwrap();
+    let c = common(&r);
+    assert_eq!(c.body_mutation, None);
+    assert!(!set_headers(c).iter().any(|(k, _)| k == "content-length"));
+}
+
+#[test]
+fn custom_header_credential_authority_and_client_keys_removed() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[
+        ("x-api-key", "client"),
+        ("authorization", "Bearer client"),
+        ("api-key", "client"),
+    ]))
+    .unwrap();
+    let r = ex.on_message(body(r#"{"model":"beta-raw"}"#)).unwrap();
+    let c = common(&r);
+    let set = set_headers(c);
+    assert!(
+        set.contains(&("api-key".into(), "sk-beta".into())),
+        "{set:?}"
+    );
+    assert!(set.contains(&(":authority".into(), "beta.example.com".into())));
+    assert!(set.contains(&(":path".into(), "/openai/v1/chat/completions".into())));
+    let mut rm = removed(c);
+    rm.sort();
+    assert_eq!(rm, vec!["authorization", "x-api-key"]);
+    assert_eq!(c.body_mutation, None, "glob route passes the model through");
+}
+
+#[test]
+fn client_sent_gateway_headers_are_stripped_before_routing() {
+    let (mut ex, _) = exchange();
+    let r = ex
+        .on_message(chat_headers(&[
+            ("x-tollgate-backend", "beta"),
+            ("x-tollgate-anything", "1"),
+        ]))
+        .unwrap();
+    let c = common(&r);
+    assert_eq!(
+        removed(c),
+        vec!["x-tollgate-backend", "x-tollgate-anything"]
+    );
+    assert!(
+        c.clear_route_cache,
+        "the route chosen on the client's header must be dropped"
+    );
+    let r = ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    let c = common(&r);
+    assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "alpha".into())));
+    assert_eq!(removed(c), vec!["x-tollgate-anything"]);
+}
+
+#[test]
+fn model_command_routes_and_is_stripped() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[])).unwrap();
+    let r = ex
+        .on_message(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
+        .unwrap();
+    let c = common(&r);
+    assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "beta".into())));
+    let Some(body_mutation::Mutation::Body(b)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("body")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(v["model"], "custom-7b");
+    assert_eq!(v["messages"][0]["content"], "What is up?");
+    assert!(metadata(&r).contains(&("route".into(), "model_command".into())));
+}
+
+#[test]
+fn refusals_are_openai_errors_with_request_id() {
+    let big = "x".repeat(2048);
+    let cases: Vec<(&str, u16, &str)> = vec![
+        ("{not json", 400, "invalid_json"),
+        (r#"{"model":"nope"}"#, 404, "model_not_found"),
+        (r#"{"messages":[]}"#, 404, "model_not_found"),
+        (r#"{"model":7}"#, 400, "invalid_value"),
+        (
+            r#"{"model":"echo","messages":[{"role":"user","content":"/model zeta,x"}]}"#,
+            400,
+            "unknown_backend",
+        ),
+        (
+            r#"{"model":"echo","messages":[{"role":"user","content":"/model"}]}"#,
+            400,
+            "invalid_model_command",
+        ),
+        (&big, 413, "request_too_large"),
+    ];
+    for (payload, status, code) in cases {
+        let (mut ex, metrics) = exchange();
+        ex.on_message(chat_headers(&[])).unwrap();
+        let r = ex.on_message(body(payload)).unwrap();
+        let (s, json, headers) = immediate(&r);
+        assert_eq!(
+            (s, json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{payload:.60}: {json}"
+        );
+        assert!(headers.contains(&("content-type".into(), "application/json".into())));
+        assert!(headers.contains(&("x-request-id".into(), "req-1".into())));
+        drop(ex);
+        let text = metrics.render();
+        assert!(
+            text.contains(&format!(
+                r#"tollgate_requests_total{{backend="none",model="none",status="{status}"}} 1"#
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn header_phase_refusals() {
+    let cases: Vec<(ProcessingRequest, u16, &str)> = vec![
+        (
+            request_headers("POST", "/v1/completions", &[], false),
+            404,
+            "unsupported_path",
+        ),
+        (
+            request_headers("GET", "/admin?token=secret", &[], true),
+            404,
+            "unsupported_path",
+        ),
+        (
+            request_headers("GET", "/v1/chat/completions", &[], true),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            request_headers(
+                "POST",
+                "/v1/chat/completions",
+                &[("content-length", "4096")],
+                false,
+            ),
+            413,
+            "request_too_large",
+        ),
+        (
+            request_headers("POST", "/v1/chat/completions", &[], true),
+            400,
+            "missing_body",
+        ),
+    ];
+    for (m, status, code) in cases {
+        let (mut ex, _) = exchange();
+        let (s, json, _) = immediate(&ex.on_message(m).unwrap());
+        assert_eq!(
+            (s, json["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{json}"
+        );
+        assert!(
+            !json.to_string().contains("secret"),
+            "queries are never echoed"
+        );
+    }
+}
+
+#[test]
+fn models_list_is_answered_locally() {
+    let (mut ex, _) = exchange();
+    let (status, json, _) = immediate(
+        &ex.on_message(request_headers("GET", "/v1/models", &[], true))
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["gpt-4o-mini", "echo"]);
+    assert_eq!(json["object"], "list");
+}
+
+#[test]
+fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    // Envoy's duplicate final chunk on large bodies: answered, changes nothing.
+    let r = ex.on_message(body(r#"{"model":"beta-x"}"#)).unwrap();
+    assert!(matches!(r.response, Some(Out::RequestBody(_))));
+    assert_eq!(common(&r), &CommonResponse::default());
+    let r = ex
+        .on_message(msg(In::RequestTrailers(HttpTrailers::default())))
+        .unwrap();
+    assert!(matches!(r.response, Some(Out::RequestTrailers(_))));
+    let r = ex.on_message(chat_headers(&[])).unwrap();
+    assert!(
+        matches!(r.response, Some(Out::RequestHeaders(_))),
+        "duplicate headers answered in kind"
+    );
+    ex.on_message(response_headers("200")).unwrap();
+    let r = ex
+        .on_message(msg(In::ResponseBody(HttpBody::default())))
+        .unwrap();
+    assert!(matches!(r.response, Some(Out::ResponseBody(_))));
+    let r = ex
+        .on_message(msg(In::ResponseTrailers(HttpTrailers::default())))
+        .unwrap();
+    assert!(matches!(r.response, Some(Out::ResponseTrailers(_))));
+}
+
+#[test]
+fn body_without_headers_fails_closed() {
+    let (mut ex, _) = exchange();
+    let (status, json, _) = immediate(&ex.on_message(body(r#"{"model":"echo"}"#)).unwrap());
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (500, Some("gateway_misconfigured"))
+    );
+}
+
+#[test]
+fn streamed_request_body_mode_fails_closed() {
+    let (mut ex, _) = exchange();
+    let mut m = chat_headers(&[]);
+    m.protocol_config = Some(ProtocolConfiguration {
+        request_body_mode: BodySendMode::Streamed as i32,
+        ..Default::default()
+    });
+    let (status, json, _) = immediate(&ex.on_message(m).unwrap());
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (500, Some("gateway_misconfigured"))
+    );
+}
+
+#[test]
+fn empty_message_is_a_protocol_error() {
+    let (mut ex, _) = exchange();
+    assert_eq!(
+        ex.on_message(ProcessingRequest::default()).unwrap_err(),
+        ProtocolError::Empty
+    );
+}
+
+#[test]
+fn cancelled_stream_is_counted_as_aborted() {
+    let (mut ex, metrics) = exchange();
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    drop(ex);
+    assert!(
+        metrics.render().contains(
+            r#"tollgate_requests_total{backend="alpha",model="echo",status="aborted"} 1"#
+        )
+    );
+}
+
+fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
+    let bodies = prop_oneof![
+        Just(r#"{"model":"mini"}"#.to_owned()),
+        Just(
+            r#"{"model":"beta-x","messages":[{"role":"user","content":"/model alpha,echo\nhi"}]}"#
+                .to_owned()
+        ),
+        Just("{broken".to_owned()),
+        ".{0,40}",
+    ];
+    let paths = prop_oneof![
+        Just("/v1/chat/completions"),
+        Just("/v1/models"),
+        Just("/v1/embeddings"),
+        Just("/nope")
+    ];
+    prop_oneof![
+        (paths, any::<bool>(), prop_oneof![Just("POST"), Just("GET")])
+            .prop_map(|(p, eos, m)| request_headers(m, p, &[("x-tollgate-backend", "beta")], eos)),
+        (bodies, any::<bool>()).prop_map(|(b, eos)| msg(In::RequestBody(HttpBody {
+            body: b.into_bytes(),
+            end_of_stream: eos,
+            ..Default::default()
+        }))),
+        Just(msg(In::RequestTrailers(HttpTrailers::default()))),
+        prop_oneof![Just("200"), Just("503"), Just("x")].prop_map(response_headers),
+        any::<Vec<u8>>().prop_map(|b| msg(In::ResponseBody(HttpBody {
+            body: b,
+            ..Default::default()
+        }))),
+        Just(msg(In::ResponseTrailers(HttpTrailers::default()))),
+    ]
+}
+
+fn matches_kind(m: &ProcessingRequest, r: &ProcessingResponse) -> bool {
+    match (
+        m.request.as_ref().expect("request"),
+        r.response.as_ref().expect("response"),
+    ) {
+        (In::RequestHeaders(_), Out::RequestHeaders(_))
+        | (In::RequestBody(_), Out::RequestBody(_))
+        | (In::RequestTrailers(_), Out::RequestTrailers(_))
+        | (In::ResponseHeaders(_), Out::ResponseHeaders(_))
+        | (In::ResponseBody(_), Out::ResponseBody(_))
+        | (In::ResponseTrailers(_), Out::ResponseTrailers(_)) => true,
+        (In::RequestHeaders(_) | In::RequestBody(_), Out::ImmediateResponse(_)) => true,
+        _ => false,
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_message_sequence_gets_one_matching_reply_each(seq in proptest::collection::vec(arb_message(), 0..12)) {
+        let (mut ex, metrics) = exchange();
+        // A request exists once Envoy sent request headers or a request body.
+        let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
+        for m in seq {
+            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
+        }
+        drop(ex);
+        let text = metrics.render();
+        let counted: u64 = text
+            .lines()
+            .filter(|l| l.starts_with("tollgate_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        prop_assert_eq!(counted, u64::from(has_request), "a request is counted exactly once: {}", text);
+        prop_assert!(text.contains("tollgate_extproc_streams_active 0"));
+    }
+}
