@@ -1,5 +1,7 @@
 //! Service-level tests: the real tonic server on loopback, spoken to by a tonic ext_proc
 //! client the way Envoy speaks to it; and the `tollgate` binary's CLI.
+// Helpers outside #[test] fns are test code too; clippy's test allowances do not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -340,10 +342,8 @@ fn serve_reports_ready_and_drains_on_sigterm() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(r) = http_get(&admin, "/ready") {
-            if r.starts_with("HTTP/1.1 200") {
-                break;
-            }
+        if http_get(&admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            break;
         }
         assert!(std::time::Instant::now() < deadline, "never became ready");
         std::thread::sleep(Duration::from_millis(50));

