@@ -62,12 +62,9 @@ def test_client_routing_header_cannot_steer_a_routed_request(clean: Stack, clien
     assert raw.parse().choices[0].message.content == "stay on alpha"
     assert clean.upstream_count("beta") == 0
     headers = _only(clean, "alpha")["headers"]
-    # Client-sent x-tollgate-* headers are removed; only what tollgate set itself may remain.
-    assert "x-tollgate-anything" not in headers, headers
-    assert headers.get("x-tollgate-backend", "alpha") == "alpha", headers
-    for name, value in headers.items():
-        if name.startswith("x-tollgate-"):
-            assert value not in ("beta", "demo-large", "sneaky"), (name, value)
+    # Client-sent x-tollgate-* headers are removed, and Envoy drops tollgate's routing header
+    # after matching: no gateway-internal header reaches a provider.
+    assert not [n for n in headers if n.startswith("x-tollgate-")], headers
 
 
 @pytest.mark.parametrize("steer", ["alpha", "beta"])
