@@ -142,11 +142,7 @@ impl Exchange {
 
         match route::request_headers(&self.snap, &mut self.cx, h.end_of_stream) {
             Err(e) => self.refuse(e),
-            Ok(Flow::Respond { status, body }) => {
-                self.phase = Phase::Answered;
-                self.status = Some(status);
-                reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
-            }
+            Ok(Flow::Respond { status, body }) => self.respond(status, body),
             Ok(Flow::Next) => {
                 let buffered = BodySendMode::Buffered as i32;
                 if self.body_mode.is_some_and(|m| m != buffered) {
@@ -162,16 +158,19 @@ impl Exchange {
     fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         match route::request_body(&self.snap, &mut self.cx, &b.body) {
             Err(e) => self.refuse(e),
-            Ok(Flow::Respond { status, body }) => {
-                self.phase = Phase::Answered;
-                self.status = Some(status);
-                reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
-            }
+            Ok(Flow::Respond { status, body }) => self.respond(status, body),
             Ok(Flow::Next) => {
                 self.phase = Phase::Forwarded;
                 reply::proceed(Kind::RequestBody, self.cx.mutations.take())
             }
         }
+    }
+
+    /// A successful local answer (e.g. the models list).
+    fn respond(&mut self, status: u16, body: Vec<u8>) -> ProcessingResponse {
+        self.phase = Phase::Answered;
+        self.status = Some(status);
+        reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
     }
 
     fn refuse(&mut self, err: StageError) -> ProcessingResponse {

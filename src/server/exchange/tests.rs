@@ -463,6 +463,21 @@ fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
 }
 
 #[test]
+fn empty_request_body_is_a_clear_400() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[])).unwrap();
+    let (status, json, _) = immediate(&ex.on_message(body("")).unwrap());
+    assert_eq!(
+        (status, json["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    assert_eq!(
+        json["error"]["message"],
+        "we could not parse the JSON body of your request: the body is empty"
+    );
+}
+
+#[test]
 fn body_without_headers_fails_closed() {
     let (mut ex, _) = exchange();
     let (status, json, _) = immediate(&ex.on_message(body(r#"{"model":"echo"}"#)).unwrap());
