@@ -1,9 +1,10 @@
 //! `tollgate drain-envoy`: the sidecar pod's preStop hook for Envoy.
 //!
 //! Envoy exits at once on SIGTERM, cutting streams in flight. Before Kubernetes sends it,
-//! this asks Envoy's admin API (loopback, shared network namespace) to drain its listeners
-//! gracefully, then waits until Envoy has no active downstream requests or the timeout
-//! passes. Envoy's own preStop (a sleep) keeps it alive meanwhile; tollgate's SIGTERM comes
+//! this asks Envoy's admin API (loopback, shared network namespace) to fail its health check
+//! (`/ready` answers 503, so the pod leaves load balancers that probe it) and to drain its
+//! listeners gracefully (`--drain-time-s`, `--drain-strategy`), then waits until Envoy has no
+//! active downstream requests or the timeout passes. Envoy's own preStop (a sleep) keeps it alive meanwhile; tollgate's SIGTERM comes
 //! after this returns, so tollgate outlives the requests it serves.
 //!
 //! Plain HTTP/1.1 over a TCP socket: the admin API is on loopback and needs nothing more.
@@ -46,6 +47,7 @@ pub enum Drained {
 
 /// Starts Envoy's graceful drain and waits for its requests to finish.
 pub async fn drain_envoy(addr: &str, timeout: Duration) -> Result<Drained, DrainError> {
+    request(addr, "POST", "/healthcheck/fail").await?;
     request(addr, "POST", "/drain_listeners?graceful&inboundonly").await?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
