@@ -1,6 +1,6 @@
 """Capture real metrics for the dashboard picture: start demo upstreams + tollgate + Envoy
 (e2e/harness.py), drive a mixed OpenAI-SDK load through Envoy, and scrape tollgate's /metrics
-once a second into deploy/grafana/scrape.jsonl (one {"t": unix_time, "text": exposition} per
+once a second into deploy/grafana/scrape.jsonl.gz (one {"t": unix_time, "text": exposition} per
 line). `render.py` turns that file into tollgate.png.
 
     .venv/bin/python deploy/grafana/capture.py --target-dir target/release --seconds 60
@@ -9,6 +9,7 @@ line). `render.py` turns that file into tollgate.png.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import sys
@@ -58,7 +59,7 @@ def main() -> int:
     ap.add_argument("--target-dir", default="target/release")
     ap.add_argument("--seconds", type=int, default=60)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--out", type=Path, default=HERE / "scrape.jsonl")
+    ap.add_argument("--out", type=Path, default=HERE / "scrape.jsonl.gz")
     args = ap.parse_args()
     cfg = harness.load_yaml(harness.DEMO_TOLLGATE_CONFIG)
     cfg["telemetry"] = {"metrics": {"time_to_first_token": True}}
@@ -69,7 +70,7 @@ def main() -> int:
                    for i in range(args.clients)]
         for t in threads:
             t.start()
-        with open(args.out, "w", encoding="utf-8") as out:
+        with gzip.open(args.out, "wt", encoding="utf-8") as out:
             end = time.time() + args.seconds
             while time.time() < end:
                 out.write(json.dumps({"t": time.time(), "text": stack.metrics()}) + "\n")

@@ -1,7 +1,7 @@
 """Draw the panels of tollgate.json (the Grafana dashboard) from scraped metrics, with matplotlib.
 
 Grafana does not run here, so this is not a screenshot. The script reads the dashboard's own
-panels and evaluates each panel's PromQL against the scrapes in scrape.jsonl (written by
+panels and evaluates each panel's PromQL against the scrapes in scrape.jsonl.gz (written by
 capture.py from a real run), implementing the few query shapes the dashboard uses: `rate`,
 `increase`, `sum by (…)`, `min`, `histogram_quantile` (Prometheus's linear interpolation
 within a bucket), and a scalar factor. A panel whose series never appeared says so.
@@ -12,6 +12,7 @@ within a bucket), and a scalar factor. A panel whose series never appeared says 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -31,7 +32,9 @@ Series = dict[tuple[tuple[str, str], ...], list[float | None]]
 
 def load(path: Path) -> tuple[list[float], list[dict[str, dict[tuple, float]]]]:
     times, samples = [], []
-    for line in path.read_text().splitlines():
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        text = f.read()
+    for line in text.splitlines():
         rec = json.loads(line)
         by_name: dict[str, dict[tuple, float]] = {}
         for name, labels, value in parse_metrics(rec["text"]):
@@ -116,7 +119,7 @@ def quantile(q: float, buckets: Series, by: list[str]) -> Series:
     return out
 
 
-AGG = re.compile(r"^(sum|min)(?: by \(([^)]*)\))? \((.*)\)$")
+AGG = re.compile(r"^(sum|min)(?: by \(([^)]*)\))?\s*\((.*)\)$")
 FN = re.compile(r"^(rate|increase)\(([a-zA-Z_:][\w:]*)(\{[^}]*\})?\[[^\]]+\]\)$")
 HQ = re.compile(r"^histogram_quantile\(([\d.]+), (.*)\)$")
 
@@ -132,7 +135,8 @@ def evaluate(expr: str, times: list, samples: list) -> Series:
         inner = AGG.match(m.group(2))
         assert inner, expr
         by = [b.strip() for b in (inner.group(2) or "").split(",") if b.strip()]
-        return quantile(float(m.group(1)), evaluate(inner.group(3), times, samples) if not FN.match(inner.group(3)) else _fn(inner.group(3), times, samples), by)
+        buckets = aggregate(evaluate(inner.group(3), times, samples), by, inner.group(1))
+        return quantile(float(m.group(1)), buckets, by)
     m = AGG.match(expr)
     if m:
         by = [b.strip() for b in (m.group(2) or "").split(",") if b.strip()]
@@ -166,7 +170,7 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     dash = json.loads((HERE / "tollgate.json").read_text())
-    times, samples = load(HERE / "scrape.jsonl")
+    times, samples = load(HERE / "scrape.jsonl.gz")
     t0 = times[0]
     xs = [t - t0 for t in times]
     panels = dash["panels"]
@@ -209,7 +213,8 @@ def main() -> int:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle("tollgate dashboard (deploy/grafana/tollgate.json) — panels drawn by render.py "
-                 "from /metrics scraped during a real run (capture.py); not a Grafana screenshot",
+                 "from /metrics scraped during a real run (capture.py: Envoy + tollgate debug build "
+                 "+ demo upstreams, 4 OpenAI-SDK clients); not a Grafana screenshot",
                  color="#d8d9da", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = HERE / "tollgate.png"
