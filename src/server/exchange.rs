@@ -211,9 +211,7 @@ impl Exchange {
         let parent = headers
             .get("traceparent")
             .and_then(trace_context::parse_traceparent);
-        let mut random = [0u8; 24];
-        random[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        random[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
+        let random = random_ids();
         let ppm = self
             .snap
             .settings
@@ -286,12 +284,9 @@ impl Exchange {
     fn record(&mut self) -> RequestRecord {
         // Without request headers (a misconfigured Envoy) there is no caller context: the
         // record gets a fresh, unsampled trace id so audit lines still have one.
-        let trace = self.trace.unwrap_or_else(|| {
-            let mut random = [0u8; 24];
-            random[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-            random[16..].copy_from_slice(&uuid::Uuid::new_v4().as_bytes()[..8]);
-            TraceContext::start(None, 0, random)
-        });
+        let trace = self
+            .trace
+            .unwrap_or_else(|| TraceContext::start(None, 0, random_ids()));
         let provider = self.cx.routed.as_ref().and_then(|r| {
             self.snap
                 .routing
@@ -319,6 +314,24 @@ impl Exchange {
             guard: None,
         }
     }
+}
+
+/// 24 random bytes for a trace id and a span id. A v4 UUID has fixed version and variant
+/// bits (bytes 6 and 8); only its fully random bytes are used, or ratio sampling, which reads
+/// the trace id's low bytes, would be skewed.
+fn random_ids() -> [u8; 24] {
+    let mut out = [0u8; 24];
+    let mut n = 0;
+    while n < out.len() {
+        let u = uuid::Uuid::new_v4();
+        for (i, b) in u.as_bytes().iter().enumerate() {
+            if i != 6 && i != 8 && n < out.len() {
+                out[n] = *b;
+                n += 1;
+            }
+        }
+    }
+    out
 }
 
 fn header_of<'a>(h: &'a HttpHeaders, name: &str) -> Option<&'a str> {

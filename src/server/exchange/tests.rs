@@ -741,3 +741,17 @@ fn first_token_is_timed_only_when_enabled_and_streamed() {
         None
     );
 }
+
+#[test]
+fn new_traces_are_sampled_at_the_configured_ratio() {
+    // Real random ids through the exchange: about half of 400 new traces at 50 %.
+    let sampled = (0..400)
+        .filter(|_| {
+            let (mut ex, _) =
+                observed("telemetry: { traces: { enabled: true, sampling_ratio: 0.5 } }\n");
+            ex.on_message(chat_headers(&[])).unwrap();
+            ex.trace().expect("trace").sampled
+        })
+        .count();
+    assert!((140..260).contains(&sampled), "{sampled} of 400 sampled");
+}
