@@ -755,3 +755,29 @@ fn new_traces_are_sampled_at_the_configured_ratio() {
         .count();
     assert!((140..260).contains(&sampled), "{sampled} of 400 sampled");
 }
+
+fn arb_sse_headers() -> impl Strategy<Value = ProcessingRequest> {
+    prop_oneof![Just(sse_headers()), Just(response_headers("200"))]
+}
+
+proptest! {
+    #[test]
+    fn with_tracing_and_first_token_timing_every_message_still_gets_one_reply(
+        seq in proptest::collection::vec(prop_oneof![arb_message(), arb_sse_headers()], 0..12)
+    ) {
+        let (mut ex, sink) = observed(
+            "telemetry: { traces: { enabled: true }, metrics: { time_to_first_token: true } }\n",
+        );
+        let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
+        for m in seq {
+            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
+            // Only response headers may switch the body mode.
+            if r.mode_override.is_some() {
+                prop_assert!(matches!(m.request, Some(In::ResponseHeaders(_))));
+            }
+        }
+        drop(ex);
+        prop_assert_eq!(sink.0.lock().len(), usize::from(has_request), "one record per request");
+    }
+}
