@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--baseline-target-dir", default=None,
+                    help="also run the tollgate binary from this target dir (e.g. another branch's build)")
     ap.add_argument("--observe", action="store_true",
                     help="also run tollgate with the audit log and OTLP span export on")
     args = ap.parse_args()
@@ -119,6 +121,11 @@ def main() -> int:
     results: dict[str, list[dict]] = {"envoy alone": [], "envoy + tollgate": []}
     stacks = {"envoy alone": alone, "envoy + tollgate": full}
     receiver = None
+    if args.baseline_target_dir:
+        stacks["tollgate (baseline)"] = harness.Stack(
+            work / "baseline", target=harness.target_dir(args.baseline_target_dir),
+            envoy_log_level="error")
+        results["tollgate (baseline)"] = []
     if args.observe:
         receiver = otlp_sink()
         cfg = harness.load_yaml(harness.DEMO_TOLLGATE_CONFIG)
