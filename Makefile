@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ENVOY  := $(VENV)/bin/envoy
 
-.PHONY: help run test lint unit e2e build build-release venv schema validate-configs bench clean
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -38,11 +38,14 @@ unit: ## Unit, property, in-process gRPC and CLI tests
 e2e: build venv ## End-to-end tests through a real Envoy with the OpenAI SDK
 	cd e2e && TOLLGATE_TARGET_DIR=$(CURDIR)/target/debug $(CURDIR)/$(PY) -m pytest -q
 
-test: lint unit validate-configs e2e ## Everything CI runs
+test: lint unit validate-configs validate-deploy e2e ## Everything CI runs
 
 validate-configs: build venv ## tollgate validate on shipped configs; envoy --mode validate on envoy/*.yaml
 	./target/debug/tollgate validate --skip-secrets e2e/demo/tollgate.yaml
 	for f in envoy/*.yaml; do $(ENVOY) --mode validate -c $$f --log-level error || exit 1; done
+
+validate-deploy: build venv ## Offline: helm lint/render, Kubernetes schemas, envoy --mode validate, tollgate validate on k8s/ and helm/
+	$(PY) e2e/validate_deploy.py --envoy $(ENVOY) --tollgate ./target/debug/tollgate
 
 schema: build ## Regenerate docs/config.schema.json
 	./target/debug/tollgate schema > docs/config.schema.json

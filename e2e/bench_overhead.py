@@ -8,6 +8,8 @@ the median requests/s and the CPU time per request taken from /proc/<pid>/stat.
 
 "Envoy alone" is the shipped envoy.yaml with the ext_proc filter removed; its client sends
 the routing header and the upstream key itself, i.e. what tollgate would have added.
+With --observe a third system runs tollgate with the audit log (a file) and span export
+(OTLP/HTTP, every request sampled, to a receiver in this process) turned on.
 
     make bench            # or: .venv/bin/python e2e/bench_overhead.py --target-dir target/release
 """
@@ -15,7 +17,10 @@ the routing header and the upstream key itself, i.e. what tollgate would have ad
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.server
 import json
+import threading
 import os
 import shutil
 import statistics
@@ -36,6 +41,24 @@ PROMPT = "Summarise the following paragraph in one sentence. " + "lorem ipsum do
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def otlp_sink() -> http.server.ThreadingHTTPServer:
+    """Accepts OTLP/HTTP exports and discards them."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def pin(pid: int, cpu: int) -> None:
@@ -80,6 +103,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--baseline-target-dir", default=None,
+                    help="also run the tollgate binary from this target dir (e.g. another branch's build)")
+    ap.add_argument("--observe", action="store_true",
+                    help="also run tollgate with the audit log and OTLP span export on")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk")
@@ -92,8 +119,27 @@ def main() -> int:
                           envoy_transform=harness.strip_ext_proc, envoy_log_level="error")
     full = harness.Stack(work / "tollgate", target=target, envoy_log_level="error")
     results: dict[str, list[dict]] = {"envoy alone": [], "envoy + tollgate": []}
-    with alone, full:
-        for stack in (alone, full):
+    stacks = {"envoy alone": alone, "envoy + tollgate": full}
+    receiver = None
+    if args.baseline_target_dir:
+        stacks["tollgate (baseline)"] = harness.Stack(
+            work / "baseline", target=harness.target_dir(args.baseline_target_dir),
+            envoy_log_level="error")
+        results["tollgate (baseline)"] = []
+    if args.observe:
+        receiver = otlp_sink()
+        cfg = harness.load_yaml(harness.DEMO_TOLLGATE_CONFIG)
+        cfg["audit"] = {"output": str(work / "audit.jsonl")}
+        cfg["telemetry"] = {"traces": {
+            "enabled": True, "protocol": "http", "sampling_ratio": 1.0,
+            "endpoint": f"http://127.0.0.1:{receiver.server_address[1]}"}}
+        stacks["tollgate+observe"] = harness.Stack(
+            work / "observe", target=target, envoy_log_level="error", tollgate_config=cfg)
+        results["tollgate+observe"] = []
+    with contextlib.ExitStack() as es:
+        for st in stacks.values():
+            es.enter_context(st)
+        for stack in stacks.values():
             pin(stack.procs["envoy"].pid, 0)
             for up in ("alpha", "beta"):
                 pin(stack.procs[up].pid, 1)
@@ -108,12 +154,22 @@ def main() -> int:
             "content-type": "application/json",
             "authorization": "Bearer client-key",
         }, body)
-        # Warm-up, then interleaved rounds so drift hits both alike.
+        # Warm-up, then interleaved rounds so drift hits all alike.
         measure(alone, s_alone, 2, args.connections, ["envoy"])
-        measure(full, s_full, 2, args.connections, ["envoy", "tollgate"])
+        for name, st in stacks.items():
+            if name != "envoy alone":
+                measure(st, s_full, 2, args.connections, ["envoy", "tollgate"])
         for _ in range(args.rounds):
             results["envoy alone"].append(measure(alone, s_alone, args.seconds, args.connections, ["envoy"]))
-            results["envoy + tollgate"].append(measure(full, s_full, args.seconds, args.connections, ["envoy", "tollgate"]))
+            for name, st in stacks.items():
+                if name != "envoy alone":
+                    results[name].append(measure(st, s_full, args.seconds, args.connections, ["envoy", "tollgate"]))
+        if receiver is not None:
+            spans = stacks["tollgate+observe"].metric("tollgate_telemetry_spans_exported_total")
+            dropped = stacks["tollgate+observe"].metric("tollgate_telemetry_spans_dropped_total")
+            audit_lines = sum(1 for _ in open(work / "audit.jsonl", encoding="utf-8"))
+            print(f"observe run: {spans:.0f} spans exported, {dropped:.0f} dropped, {audit_lines} audit lines")
+            receiver.shutdown()
 
     print()
     print(f"{'system':<18} {'req/s (median)':>15} {'spread':>16} {'Envoy µs/req':>13} {'tollgate µs/req':>16}  latency (last round)")
@@ -127,6 +183,9 @@ def main() -> int:
         print(f"{name:<18} {med[name]:>15.0f} {min(rps):>7.0f}–{max(rps):<8.0f} {envoy_cpu:>13.1f} {tg_cpu:>16}  {rounds[-1]['latency']}")
     ratio = med["envoy + tollgate"] / med["envoy alone"]
     print(f"\nthroughput ratio (Envoy + tollgate) / (Envoy alone) on one core: {ratio:.2f}")
+    if "tollgate+observe" in med:
+        print(f"throughput ratio (tollgate + audit + spans) / (tollgate): "
+              f"{med['tollgate+observe'] / med['envoy + tollgate']:.2f}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

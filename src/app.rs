@@ -5,6 +5,7 @@ use crate::admin::{self, Readiness};
 use crate::config::watch::Reloader;
 use crate::config::{ListenAddr, Snapshot, StaticSettings};
 use crate::metrics::Metrics;
+use crate::observe::{Observer, audit::AuditLog, spans};
 use crate::proto::ExternalProcessorServer;
 use crate::server::ExtProc;
 use anyhow::Context;
@@ -42,9 +43,29 @@ pub async fn run(
             .await
     });
 
-    let service = ExternalProcessorServer::new(ExtProc::new(store, metrics.clone()))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    // Audit and span export start before serving, so a bad audit path or collector URL
+    // fails at start-up, not on the first request.
+    let (audit, audit_writer) = match &settings.audit {
+        Some(a) => {
+            let (log, writer) =
+                AuditLog::start(a, metrics.clone()).context("starting the audit log")?;
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
+    let (span_queue, span_task) = match &settings.traces {
+        Some(t) => {
+            let (q, task) = spans::start(t, metrics.clone()).context("starting span export")?;
+            tracing::info!(endpoint = %t.endpoint, protocol = ?t.protocol, sampling_ppm = t.sampling_ppm, "exporting spans over OTLP");
+            (Some(q), Some(task))
+        }
+        None => (None, None),
+    };
+    let observer = Arc::new(Observer::new(metrics.clone(), audit, span_queue));
+    let service =
+        ExternalProcessorServer::new(ExtProc::new(store, metrics.clone()).with_sink(observer))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
     let grpc_stop = {
         let s = shutdown.clone();
         async move { s.cancelled().await }
@@ -108,6 +129,25 @@ pub async fn run(
     }
     if let ListenAddr::Unix(path) = &settings.grpc_listen {
         let _ = std::fs::remove_file(path);
+    }
+    // The gRPC server is gone, and with it every exchange and the observer's queues: the
+    // writers flush what is queued and stop.
+    drop(grpc);
+    if let Some(task) = span_task
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("span export did not finish within 10s; remaining spans dropped");
+    }
+    if let Some(writer) = audit_writer {
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        if tokio::time::timeout(Duration::from_secs(10), joined)
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit writer did not finish within 10s");
+        }
     }
     let _ = admin.await;
     let _ = watcher.await;

@@ -41,4 +41,14 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Drain a sidecar Envoy before shutdown (Kubernetes preStop hook): ask its admin API for
+    /// a graceful listener drain, then wait until it has no active requests.
+    DrainEnvoy {
+        /// Envoy admin address, host:port.
+        #[arg(long, default_value = "127.0.0.1:9901", value_name = "ADDR")]
+        admin: String,
+        /// Longest wait for active requests to finish, e.g. `40s`.
+        #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }

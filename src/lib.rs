@@ -4,16 +4,19 @@
 //! `server` (gRPC stream) → `server::exchange` (per-request state machine) → `stages`
 //! (route today) → `routing` / `llm` (pure decisions and body edits) → replies built in
 //! `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
-//! pins; `metrics` and `admin` observe; `app` wires it all at start-up.
+//! pins; `metrics` and `admin` observe; `observe` turns each finished request into GenAI
+//! metrics, an audit line and an OTLP span; `app` wires it all at start-up.
 
 pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod headers;
 pub mod llm;
 pub mod metrics;
+pub mod observe;
 pub mod proto;
 pub mod routing;
 pub mod secret;

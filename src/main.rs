@@ -19,11 +19,39 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::FAILURE,
             }
         }
+        Command::DrainEnvoy { admin, timeout } => drain_envoy(&admin, timeout),
         Command::Serve {
             config,
             grpc_listen,
             admin_listen,
         } => serve(config, grpc_listen, admin_listen),
+    }
+}
+
+fn drain_envoy(admin: &str, timeout: std::time::Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("tollgate drain-envoy: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tollgate::drain::drain_envoy(admin, timeout)) {
+        Ok(tollgate::drain::Drained::Idle) => {
+            println!("tollgate drain-envoy: Envoy at {admin} is draining with no active requests");
+            ExitCode::SUCCESS
+        }
+        Ok(tollgate::drain::Drained::TimedOut(n)) => {
+            println!("tollgate drain-envoy: {n} requests still active after {timeout:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("tollgate drain-envoy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

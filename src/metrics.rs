@@ -1,11 +1,15 @@
 //! Prometheus metrics: one registry, handles with unit-suffixed names.
 //!
 //! Labels are bounded: `model` is a catalogue name or `unlisted`, `backend` a configured
-//! backend or `none`, never a value a client can choose freely.
+//! backend or `none`, never a value a client can choose freely. The GenAI metrics use the
+//! OpenTelemetry semantic-convention names mapped to Prometheus (see `observe::semconv`);
+//! their `gen_ai_request_model` label is the catalogue name too, never the raw request.
+//! Token, cost and guard series appear only once a stage reports those numbers.
 
+use crate::observe::RequestRecord;
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +23,28 @@ pub struct Metrics {
     last_reload_success: IntGauge,
     last_success_timestamp: Gauge,
     config_info: IntGaugeVec,
+    genai: GenAi,
 }
+
+/// GenAI semantic-convention metrics and the telemetry pipeline's own counters.
+struct GenAi {
+    request_seconds: HistogramVec,
+    token_usage: HistogramVec,
+    ttft_seconds: HistogramVec,
+    tpot_seconds: HistogramVec,
+    errors: IntCounterVec,
+    cost_usd: CounterVec,
+    guard_detections: IntCounterVec,
+    audit_dropped: IntCounter,
+    spans_dropped: IntCounterVec,
+    spans_exported: IntCounter,
+}
+
+const GENAI_LABELS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -83,6 +108,98 @@ impl Metrics {
             &["hash"],
         )
         .expect("metric");
+        let hist = |name: &str, help: &str, buckets: &[f64], extra: &[&str]| {
+            let labels: Vec<&str> = GENAI_LABELS.iter().chain(extra).copied().collect();
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &labels,
+            )
+            .expect("metric")
+        };
+        // Bucket boundaries are the ones the GenAI semantic conventions advise.
+        let genai = GenAi {
+            request_seconds: hist(
+                "gen_ai_server_request_duration_seconds",
+                "gen_ai.server.request.duration: request duration as tollgate saw it (request headers to the end of the ext_proc stream)",
+                &[0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92],
+                &["error_type"],
+            ),
+            token_usage: hist(
+                "gen_ai_client_token_usage",
+                "gen_ai.client.token.usage: tokens per request by gen_ai_token_type (input, output)",
+                &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0],
+                &["gen_ai_token_type"],
+            ),
+            ttft_seconds: hist(
+                "gen_ai_server_time_to_first_token_seconds",
+                "gen_ai.server.time_to_first_token: request headers to the first response body chunk of a streamed response",
+                &[0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0],
+                &[],
+            ),
+            tpot_seconds: hist(
+                "gen_ai_server_time_per_output_token_seconds",
+                "gen_ai.server.time_per_output_token: time per output token after the first",
+                &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5],
+                &[],
+            ),
+            errors: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_request_errors_total",
+                    "Failed requests by error_type: tollgate's error code, the upstream HTTP status, or aborted",
+                ),
+                &["backend", "error_type"],
+            )
+            .expect("metric"),
+            cost_usd: CounterVec::new(
+                Opts::new("tollgate_cost_usd_total", "Priced cost of requests, in USD"),
+                &["backend", "model"],
+            )
+            .expect("metric"),
+            guard_detections: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_guard_detections_total",
+                    "Guard findings by detector",
+                ),
+                &["detector"],
+            )
+            .expect("metric"),
+            audit_dropped: IntCounter::new(
+                "tollgate_audit_lines_dropped_total",
+                "Audit lines dropped because the writer's queue was full or a write failed",
+            )
+            .expect("metric"),
+            spans_dropped: IntCounterVec::new(
+                Opts::new(
+                    "tollgate_telemetry_spans_dropped_total",
+                    "Spans not exported, by reason (queue_full, export_failed, export_timeout)",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
+            spans_exported: IntCounter::new(
+                "tollgate_telemetry_spans_exported_total",
+                "Spans accepted by the OTLP collector",
+            )
+            .expect("metric"),
+        };
+        // Zero series from the start, so "no drops" is visible rather than absent.
+        for reason in ["queue_full", "export_failed", "export_timeout"] {
+            genai.spans_dropped.with_label_values(&[reason]);
+        }
+        for c in [
+            Box::new(genai.request_seconds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(genai.token_usage.clone()),
+            Box::new(genai.ttft_seconds.clone()),
+            Box::new(genai.tpot_seconds.clone()),
+            Box::new(genai.errors.clone()),
+            Box::new(genai.cost_usd.clone()),
+            Box::new(genai.guard_detections.clone()),
+            Box::new(genai.audit_dropped.clone()),
+            Box::new(genai.spans_dropped.clone()),
+            Box::new(genai.spans_exported.clone()),
+        ] {
+            registry.register(c).expect("distinct metric names");
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(message_seconds.clone()),
@@ -103,7 +220,74 @@ impl Metrics {
             last_reload_success,
             last_success_timestamp,
             config_info,
+            genai,
         }
+    }
+
+    /// Records one finished request on the GenAI metrics.
+    pub fn genai_request(&self, r: &RequestRecord) {
+        let g = &self.genai;
+        let (backend, model) = r.routed.as_ref().map_or(("none", "none"), |rt| {
+            (rt.backend.as_str(), rt.model_label.as_str())
+        });
+        let base = [
+            r.operation.unwrap_or("unknown"),
+            r.provider.unwrap_or("none"),
+            model,
+        ];
+        let error = r.error_type();
+        let err_label = error.as_deref().unwrap_or("");
+        g.request_seconds
+            .with_label_values(&[base[0], base[1], base[2], err_label])
+            .observe(r.duration.as_secs_f64());
+        if let Some(e) = &error {
+            g.errors.with_label_values(&[backend, e]).inc();
+        }
+        if let Some(u) = r.usage {
+            for (kind, n) in [("input", u.input_tokens), ("output", u.output_tokens)] {
+                g.token_usage
+                    .with_label_values(&[base[0], base[1], base[2], kind])
+                    .observe(n as f64);
+            }
+        }
+        if let Some(t) = r.time_to_first_token {
+            g.ttft_seconds
+                .with_label_values(&base)
+                .observe(t.as_secs_f64());
+        }
+        if let Some(t) = r.time_per_output_token() {
+            g.tpot_seconds
+                .with_label_values(&base)
+                .observe(t.as_secs_f64());
+        }
+        if let Some(c) = r.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
+            g.cost_usd.with_label_values(&[backend, model]).inc_by(c);
+        }
+        if let Some(guard) = &r.guard {
+            for (detector, n) in &guard.detections {
+                g.guard_detections
+                    .with_label_values(&[detector.as_str()])
+                    .inc_by(u64::from(*n));
+            }
+        }
+    }
+
+    /// An audit line was dropped.
+    pub fn audit_dropped(&self) {
+        self.genai.audit_dropped.inc();
+    }
+
+    /// `n` spans were dropped for `reason`.
+    pub fn spans_dropped(&self, reason: &str, n: usize) {
+        self.genai
+            .spans_dropped
+            .with_label_values(&[reason])
+            .inc_by(n as u64);
+    }
+
+    /// `n` spans reached the collector.
+    pub fn spans_exported(&self, n: usize) {
+        self.genai.spans_exported.inc_by(n as u64);
     }
 
     /// Counts one finished request.
@@ -169,4 +353,63 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::{GuardSummary, Usage, sample_record};
+
+    #[test]
+    fn genai_series_appear_only_with_their_data() {
+        let m = Metrics::new();
+        m.genai_request(&sample_record());
+        let text = m.render();
+        assert!(text.contains(
+            r#"gen_ai_server_request_duration_seconds_count{error_type="",gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 1"#
+        ), "{text}");
+        for absent in [
+            "gen_ai_client_token_usage_count",
+            "gen_ai_server_time_to_first_token_seconds_count",
+            "gen_ai_server_time_per_output_token_seconds_count",
+            "tollgate_cost_usd_total{",
+            "tollgate_guard_detections_total{",
+            "tollgate_request_errors_total{",
+        ] {
+            assert!(!text.contains(absent), "{absent} without data:\n{text}");
+        }
+        assert!(text.contains(r#"tollgate_telemetry_spans_dropped_total{reason="queue_full"} 0"#));
+    }
+
+    #[test]
+    fn tokens_cost_guard_and_errors_are_recorded_when_known() {
+        let m = Metrics::new();
+        let mut r = sample_record();
+        r.usage = Some(Usage {
+            input_tokens: 100,
+            output_tokens: 11,
+        });
+        r.time_to_first_token = Some(Duration::from_millis(234));
+        r.cost_usd = Some(0.25);
+        r.guard = Some(GuardSummary {
+            detections: vec![("email".into(), 2)],
+            masked: 2,
+            blocked: false,
+        });
+        r.status = Some(502);
+        m.genai_request(&r);
+        let text = m.render();
+        for want in [
+            r#"gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_token_type="input"} 100"#,
+            r#"gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini",gen_ai_token_type="output"} 11"#,
+            r#"gen_ai_server_time_to_first_token_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 0.234"#,
+            // (1234 ms - 234 ms) / (11 - 1) tokens
+            r#"gen_ai_server_time_per_output_token_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 0.1"#,
+            r#"tollgate_cost_usd_total{backend="alpha",model="gpt-4o-mini"} 0.25"#,
+            r#"tollgate_guard_detections_total{detector="email"} 2"#,
+            r#"tollgate_request_errors_total{backend="alpha",error_type="502"} 1"#,
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Logging setup: tracing-subscriber, text or JSON lines, level from config (`RUST_LOG`
-//! overrides). Log lines carry the request id; payloads and secrets are never logged.
+//! overrides). Every line logged while handling a request carries the `request` span's
+//! `request_id` and `trace_id` (text: `request{request_id=… trace_id=…}:` prefix; JSON: the
+//! `span` object). Payloads and secrets are never logged.
 
 use tracing_subscriber::EnvFilter;
 
@@ -15,7 +17,8 @@ pub fn init(level: &str, json: bool) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.compact().try_init()

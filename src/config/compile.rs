@@ -5,8 +5,13 @@
 //! names and values are checked. Nothing here is validated twice: the snapshot holds
 //! indices that are known to be valid.
 
-use super::raw::{ByteSize, RawAuth, RawBackend, RawConfig, RawModel, RawRoute, SecretRef};
-use super::{ListenAddr, ReloadSettings, Snapshot, StaticSettings};
+use super::raw::{
+    ByteSize, OtlpProtocol, RawAudit, RawAuth, RawBackend, RawConfig, RawModel, RawRoute,
+    RawTraces, SecretRef,
+};
+use super::{
+    AuditOutput, AuditSettings, ListenAddr, ReloadSettings, Snapshot, StaticSettings, TraceSettings,
+};
 use crate::routing::{Backend, Credential, Model, Route, Table, Target, glob::Glob};
 use crate::secret::Secret;
 use crate::suggest;
@@ -54,7 +59,16 @@ impl CompileOptions<'_> {
 }
 
 const SECTIONS: &[&str] = &[
-    "version", "server", "log", "reload", "routing", "backends", "models", "routes",
+    "version",
+    "server",
+    "log",
+    "reload",
+    "routing",
+    "backends",
+    "models",
+    "routes",
+    "telemetry",
+    "audit",
 ];
 
 /// Compiles a config document.
@@ -128,6 +142,8 @@ impl Cx {
         let backends = self.list("backends", get("backends"));
         let models = self.list("models", get("models"));
         let routes = self.list("routes", get("routes"));
+        let telemetry = self.section_or_default("telemetry", get("telemetry"));
+        let audit = self.section_or_default("audit", get("audit"));
         Some(RawConfig {
             version: version?,
             server: server?,
@@ -137,6 +153,8 @@ impl Cx {
             backends: backends?,
             models: models?,
             routes: routes?,
+            telemetry: telemetry?,
+            audit: audit?,
         })
     }
 
@@ -288,7 +306,97 @@ impl Cx {
             drain_timeout,
             log_level,
             log_json: raw.log.format == Some(super::raw::LogFormat::Json),
+            traces: self.traces(&raw.telemetry.traces),
+            time_to_first_token: raw.telemetry.metrics.time_to_first_token.unwrap_or(false),
+            audit: self.audit(&raw.audit),
         }
+    }
+
+    fn traces(&mut self, raw: &RawTraces) -> Option<TraceSettings> {
+        let protocol = raw.protocol.unwrap_or(OtlpProtocol::Grpc);
+        let default_endpoint = match protocol {
+            OtlpProtocol::Grpc => "http://127.0.0.1:4317",
+            OtlpProtocol::Http => "http://127.0.0.1:4318",
+        };
+        let endpoint = raw.endpoint.as_deref().unwrap_or(default_endpoint);
+        let endpoint = match otlp_endpoint(endpoint, protocol) {
+            Ok(e) => e,
+            Err(msg) => {
+                self.err("telemetry.traces.endpoint", msg);
+                String::new()
+            }
+        };
+        let ratio = raw.sampling_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&ratio) {
+            self.err(
+                "telemetry.traces.sampling_ratio",
+                format!("{ratio} is not between 0.0 and 1.0"),
+            );
+        }
+        let service_name = raw
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "tollgate".into());
+        if service_name.trim().is_empty() {
+            self.err("telemetry.traces.service_name", "must not be empty");
+        }
+        let queue_size = raw.queue_size.unwrap_or(2048);
+        if queue_size == 0 {
+            self.err("telemetry.traces.queue_size", "must be at least 1");
+        }
+        let export_timeout = self.duration(
+            "telemetry.traces.export_timeout",
+            raw.export_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        if !raw.enabled.unwrap_or(false) {
+            return None;
+        }
+        Some(TraceSettings {
+            endpoint,
+            protocol,
+            sampling_ppm: (ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u32,
+            service_name,
+            queue_size: queue_size.max(1),
+            export_timeout,
+        })
+    }
+
+    fn audit(&mut self, raw: &RawAudit) -> Option<AuditSettings> {
+        let max_size = match &raw.max_size {
+            None => 100 << 20,
+            Some(s) => self.byte_size("audit.max_size", s).unwrap_or(100 << 20),
+        };
+        let max_files = raw.max_files.unwrap_or(5);
+        let queue_size = raw.queue_size.unwrap_or(4096);
+        if queue_size == 0 {
+            self.err("audit.queue_size", "must be at least 1");
+        }
+        if raw.include_payload == Some(true) {
+            // Only masked text may ever be logged, and masking is the guard's job.
+            self.err(
+                "audit.include_payload",
+                "payload logging needs the guard's PII masking, which this build does not have; only masked text may be logged, so this is refused",
+            );
+        }
+        let output = match raw.output.as_deref() {
+            None => return None,
+            Some("stdout") => AuditOutput::Stdout,
+            Some(p) if p.starts_with('/') && !p.ends_with('/') => AuditOutput::File(p.into()),
+            Some(p) => {
+                self.err(
+                    "audit.output",
+                    format!("{p:?} must be `stdout` or an absolute file path"),
+                );
+                return None;
+            }
+        };
+        Some(AuditSettings {
+            output,
+            max_size,
+            max_files,
+            queue_size: queue_size.max(1),
+        })
     }
 
     fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
@@ -635,6 +743,34 @@ fn check_log_filter(filter: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Checks an OTLP collector URL; for HTTP, returns the full `/v1/traces` URL.
+fn otlp_endpoint(url: &str, protocol: OtlpProtocol) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "{url:?} is not a URL such as http://otel-collector:4317"
+        ));
+    };
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.starts_with('/') {
+        return Err(format!(
+            "{url:?} must be http:// or https:// followed by host:port"
+        ));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err("the endpoint must not carry credentials".into());
+    }
+    match protocol {
+        OtlpProtocol::Grpc => Ok(url.trim_end_matches('/').to_owned()),
+        OtlpProtocol::Http if path.is_empty() || path == "/" => {
+            Ok(format!("{scheme}://{authority}/v1/traces"))
+        }
+        OtlpProtocol::Http => Ok(url.to_owned()),
+    }
 }
 
 /// Parses `4MiB`, `512 KiB`, `1MB`, `100` (bytes).

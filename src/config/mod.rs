@@ -2,7 +2,7 @@
 //!
 //! Tiers:
 //! - **static** (read at start, a change is logged and needs a restart): `server.grpc_listen`,
-//!   `server.admin_listen`, `server.drain_timeout`, `log`;
+//!   `server.admin_listen`, `server.drain_timeout`, `log`, `telemetry`, `audit`;
 //! - **hot** (swapped atomically on reload): everything else — backends and their secrets,
 //!   models, routes, routing switches, `server.max_request_body`, `reload`.
 //!
@@ -86,6 +86,53 @@ pub struct StaticSettings {
     pub log_level: String,
     /// JSON log lines.
     pub log_json: bool,
+    /// OTLP trace export; `None` when off.
+    pub traces: Option<TraceSettings>,
+    /// Ask Envoy for SSE response bodies to time the first token.
+    pub time_to_first_token: bool,
+    /// Audit log; `None` when off.
+    pub audit: Option<AuditSettings>,
+}
+
+pub use raw::OtlpProtocol;
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// Collector URL (for HTTP, the full `/v1/traces` URL).
+    pub endpoint: String,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Share of new traces recorded, in millionths (0..=1_000_000).
+    pub sampling_ppm: u32,
+    /// `service.name`.
+    pub service_name: String,
+    /// Bound of the export queue.
+    pub queue_size: usize,
+    /// Longest export call.
+    pub export_timeout: Duration,
+}
+
+/// Audit log destination and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Where lines go.
+    pub output: AuditOutput,
+    /// Rotate at this size (files only).
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub max_files: u32,
+    /// Bound of the writer's queue.
+    pub queue_size: usize,
+}
+
+/// Audit destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// Standard output, one line per request.
+    Stdout,
+    /// A file, rotated by size.
+    File(PathBuf),
 }
 
 /// Reload behaviour.

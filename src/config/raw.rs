@@ -38,6 +38,87 @@ pub struct RawConfig {
     /// Ordered routing rules, tried before the catalogue; the first match wins.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// OpenTelemetry traces and optional metrics. Static: changes need a restart.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+    /// The audit log: one JSON line per request. Static: changes need a restart.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// Traces and metrics options.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP trace export. Off unless `enabled: true`.
+    #[serde(default)]
+    pub traces: RawTraces,
+    /// Optional metrics that cost extra work per request.
+    #[serde(default)]
+    pub metrics: RawTelemetryMetrics,
+}
+
+/// OTLP trace export: one span per request, GenAI semantic-convention attributes.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTraces {
+    /// Export spans. Default `false`. When on, tollgate continues the client's W3C
+    /// `traceparent` and sends its own span's `traceparent` upstream.
+    pub enabled: Option<bool>,
+    /// Collector URL. gRPC: `http://host:4317` (default). HTTP: `http://host:4318`;
+    /// `/v1/traces` is appended unless the URL already has a path.
+    pub endpoint: Option<String>,
+    /// `grpc` (default) or `http` (HTTP with protobuf bodies).
+    pub protocol: Option<OtlpProtocol>,
+    /// Share of new traces to record, 0.0-1.0. Default `1.0`. A request with a
+    /// `traceparent` follows its caller's sampled flag instead.
+    pub sampling_ratio: Option<f64>,
+    /// `service.name` resource attribute. Default `tollgate`.
+    pub service_name: Option<String>,
+    /// Spans waiting for export; when full, new spans are dropped (and counted in
+    /// `tollgate_telemetry_spans_dropped_total`) rather than slowing requests. Default `2048`.
+    pub queue_size: Option<usize>,
+    /// Longest wait for one export call, e.g. `5s`. Default `5s`.
+    pub export_timeout: Option<String>,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// Metrics with a cost.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetryMetrics {
+    /// Measure time to first token (`gen_ai_server_time_to_first_token_seconds`) on
+    /// streamed responses. Makes Envoy send every response body chunk of an SSE response to
+    /// tollgate (`mode_override` STREAMED; nothing is buffered), which costs Envoy CPU per
+    /// chunk. Default `false`.
+    pub time_to_first_token: Option<bool>,
+}
+
+/// Audit log settings. Absent or without `output`: no audit log.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `stdout`, or an absolute file path (appended to, rotated by size).
+    pub output: Option<String>,
+    /// Rotate the file when it reaches this size, e.g. `100MiB`. Default `100MiB`.
+    pub max_size: Option<ByteSize>,
+    /// Rotated files kept (`audit.jsonl.1` ... `.N`). Default `5`.
+    pub max_files: Option<u32>,
+    /// Lines waiting for the writer; when full, lines are dropped (and counted in
+    /// `tollgate_audit_lines_dropped_total`) rather than slowing requests. Default `4096`.
+    pub queue_size: Option<usize>,
+    /// Add the prompt to each line. Only masked text may be logged: this needs the guard's
+    /// masking, which this build does not have, so `true` is refused.
+    pub include_payload: Option<bool>,
 }
 
 /// Listen addresses and limits.

@@ -90,7 +90,7 @@ impl Reloader {
                     std::mem::replace(&mut *self.file_settings.lock(), next.settings.clone());
                 if next.settings != stated {
                     tracing::warn!(
-                        "static settings (server listen addresses, drain timeout, log) changed; they apply after a restart"
+                        "static settings (server listen addresses, drain timeout, log, telemetry, audit) changed; they apply after a restart"
                     );
                 }
                 next.settings = self.store.load().settings.clone();

@@ -9,17 +9,29 @@
 //! 500 refusal (fail closed).
 //!
 //! Each exchange pins one config snapshot for its whole life. Metrics for the request are
-//! recorded exactly once, when the exchange is dropped (stream ended, cancelled or reset).
+//! recorded exactly once, when the exchange is dropped (stream ended, cancelled or reset);
+//! at the same moment the finished [`RequestRecord`] goes to the [`RecordSink`], which does
+//! the I/O (audit line, span export) elsewhere.
+//!
+//! Tracing: at request headers the exchange starts this request's span from the client's
+//! `traceparent` (or a new trace) and, when trace export is on, sets `traceparent` upstream
+//! to tollgate's span. Its `tracing` span (`request{request_id, trace_id}`) is entered by the
+//! server around every message, so every log line about the request carries both ids.
+//!
+//! Time to first token: when enabled, an SSE response's body is switched to STREAMED with
+//! `mode_override`; each chunk is answered unchanged and the first one's arrival is timed.
 
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{Fault, StageError, rescue};
 use crate::headers::Headers;
 use crate::metrics::Metrics;
+use crate::observe::trace_context::{self, TraceContext};
+use crate::observe::{RecordSink, RequestRecord, semconv};
 use crate::proto::*;
 use crate::stages::{Flow, RequestCtx, route};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 
 /// Envoy broke the protocol in a way no reply can answer.
@@ -47,27 +59,57 @@ enum Phase {
 pub struct Exchange {
     snap: Arc<Snapshot>,
     metrics: Arc<Metrics>,
+    sink: Arc<dyn RecordSink>,
     phase: Phase,
     cx: RequestCtx,
     /// Request body mode Envoy announced in `protocol_config` (first message only).
     body_mode: Option<i32>,
     status: Option<u16>,
     started: Instant,
+    started_at: SystemTime,
+    trace: Option<TraceContext>,
+    /// tollgate's error code when it refused the request.
+    error_code: Option<&'static str>,
+    /// Response body switched to STREAMED to time the first token.
+    timing_body: bool,
+    first_body: Option<Duration>,
+    log_span: tracing::Span,
 }
 
 impl Exchange {
-    /// Starts an exchange on a pinned snapshot.
-    pub fn new(snap: Arc<Snapshot>, metrics: Arc<Metrics>) -> Self {
+    /// Starts an exchange on a pinned snapshot; the finished request goes to `sink`.
+    pub fn new(snap: Arc<Snapshot>, metrics: Arc<Metrics>, sink: Arc<dyn RecordSink>) -> Self {
         metrics.stream_opened();
         Self {
             snap,
             metrics,
+            sink,
             phase: Phase::Start,
             cx: RequestCtx::default(),
             body_mode: None,
             status: None,
             started: Instant::now(),
+            started_at: SystemTime::now(),
+            trace: None,
+            error_code: None,
+            timing_body: false,
+            first_body: None,
+            log_span: tracing::info_span!(
+                "request",
+                request_id = tracing::field::Empty,
+                trace_id = tracing::field::Empty
+            ),
         }
+    }
+
+    /// The `tracing` span that log lines about this request belong to.
+    pub fn log_span(&self) -> &tracing::Span {
+        &self.log_span
+    }
+
+    /// This request's trace context, once request headers arrived.
+    pub fn trace(&self) -> Option<&TraceContext> {
+        self.trace.as_ref()
     }
 
     /// Answers one message.
@@ -90,8 +132,11 @@ impl Exchange {
                     "request headers were not sent to tollgate; set request_header_mode: SEND",
                 ))
             }
-            R::ResponseHeaders(h) => {
-                self.status = status_of(&h).or(self.status);
+            R::ResponseHeaders(h) => self.response_headers(&h),
+            R::ResponseBody(b) => {
+                if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
+                    self.first_body = Some(self.started.elapsed());
+                }
                 reply::proceed(kind, Default::default())
             }
             _ => {
@@ -135,6 +180,7 @@ impl Exchange {
             request_id = Some(v.to_owned());
         }
         self.cx.request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        self.start_trace(&headers);
         self.cx.method = method;
         self.cx.path = path;
         self.cx.headers = headers;
@@ -153,6 +199,48 @@ impl Exchange {
                 reply::proceed(Kind::RequestHeaders, self.cx.mutations.take())
             }
         }
+    }
+
+    /// Continues the caller's trace (or starts one) and, when spans are exported, names
+    /// tollgate's span in the upstream `traceparent`.
+    fn start_trace(&mut self, headers: &crate::headers::Headers) {
+        let parent = headers
+            .get("traceparent")
+            .and_then(trace_context::parse_traceparent);
+        let random = random_ids();
+        let ppm = self
+            .snap
+            .settings
+            .traces
+            .as_ref()
+            .map_or(0, |t| t.sampling_ppm);
+        let trace = TraceContext::start(parent, ppm, random);
+        if self.snap.settings.traces.is_some() {
+            self.cx.mutations.set("traceparent", trace.traceparent());
+        }
+        self.log_span
+            .record("request_id", self.cx.request_id.as_str());
+        self.log_span
+            .record("trace_id", tracing::field::display(trace.trace_id));
+        self.trace = Some(trace);
+    }
+
+    fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        self.status = status_of(h).or(self.status);
+        let sse = header_of(h, "content-type")
+            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+        if self.snap.settings.time_to_first_token
+            && sse
+            && !h.end_of_stream
+            && self.phase == Phase::Forwarded
+        {
+            self.timing_body = true;
+            return reply::stream_response_body(reply::proceed(
+                Kind::ResponseHeaders,
+                Default::default(),
+            ));
+        }
+        reply::proceed(Kind::ResponseHeaders, Default::default())
     }
 
     fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
@@ -177,7 +265,9 @@ impl Exchange {
         let local = rescue(&err);
         match local.fault {
             Fault::Downstream => {
-                tracing::info!(request_id = %self.cx.request_id, status = local.status, code = local.code, "request refused: {}", local.message)
+                // The message can quote client input (a model name, a path): it goes to the
+                // client only; the log gets the stable code and parameter.
+                tracing::info!(request_id = %self.cx.request_id, status = local.status, code = local.code, param = local.param.unwrap_or_default(), "request refused")
             }
             Fault::Internal => {
                 tracing::error!(request_id = %self.cx.request_id, status = local.status, code = local.code, error = ?err, "request failed")
@@ -185,23 +275,81 @@ impl Exchange {
         }
         self.phase = Phase::Answered;
         self.status = Some(local.status);
+        self.error_code = Some(local.code);
         reply::refuse(&local, &self.cx.request_id)
+    }
+
+    /// The finished-request record (called once, from `Drop`).
+    fn record(&mut self) -> RequestRecord {
+        // Without request headers (a misconfigured Envoy) there is no caller context: the
+        // record gets a fresh, unsampled trace id so audit lines still have one.
+        let trace = self
+            .trace
+            .unwrap_or_else(|| TraceContext::start(None, 0, random_ids()));
+        let provider = self.cx.routed.as_ref().and_then(|r| {
+            self.snap
+                .routing
+                .backends
+                .iter()
+                .find(|b| b.name == r.backend)
+                .map(|b| semconv::provider(b.kind))
+        });
+        RequestRecord {
+            request_id: std::mem::take(&mut self.cx.request_id),
+            trace,
+            started_at: self.started_at,
+            duration: self.started.elapsed(),
+            operation: self.cx.endpoint.map(semconv::operation),
+            provider,
+            routed: self.cx.routed.take(),
+            response_model: None,
+            status: self.status,
+            error_code: self.error_code,
+            time_to_first_token: self.first_body,
+            usage: None,
+            cost_usd: None,
+            consumer: None,
+            team: None,
+            guard: None,
+        }
     }
 }
 
-fn status_of(h: &HttpHeaders) -> Option<u16> {
+/// 24 random bytes for a trace id and a span id. A v4 UUID has fixed version and variant
+/// bits (bytes 6 and 8); only its fully random bytes are used, or ratio sampling, which reads
+/// the trace id's low bytes, would be skewed.
+fn random_ids() -> [u8; 24] {
+    let mut out = [0u8; 24];
+    let mut n = 0;
+    while n < out.len() {
+        let u = uuid::Uuid::new_v4();
+        for (i, b) in u.as_bytes().iter().enumerate() {
+            if i != 6 && i != 8 && n < out.len() {
+                out[n] = *b;
+                n += 1;
+            }
+        }
+    }
+    out
+}
+
+fn header_of<'a>(h: &'a HttpHeaders, name: &str) -> Option<&'a str> {
     let hv = h
         .headers
         .as_ref()?
         .headers
         .iter()
-        .find(|hv| hv.key == ":status")?;
+        .find(|hv| hv.key.eq_ignore_ascii_case(name))?;
     let raw = if hv.raw_value.is_empty() {
         hv.value.as_bytes()
     } else {
         &hv.raw_value
     };
-    std::str::from_utf8(raw).ok()?.parse().ok()
+    std::str::from_utf8(raw).ok()
+}
+
+fn status_of(h: &HttpHeaders) -> Option<u16> {
+    header_of(h, ":status")?.parse().ok()
 }
 
 impl Drop for Exchange {
@@ -210,6 +358,7 @@ impl Drop for Exchange {
         if self.phase == Phase::Start {
             return; // The stream carried no request at all.
         }
+        let _entered = self.log_span.clone().entered();
         let (backend, model) = match &self.cx.routed {
             Some(r) => (r.backend.as_str(), r.model_label.as_str()),
             None => ("none", "none"),
@@ -227,6 +376,8 @@ impl Drop for Exchange {
             duration_ms = self.started.elapsed().as_millis() as u64,
             "request done"
         );
+        let record = self.record();
+        self.sink.finished(record);
     }
 }
 

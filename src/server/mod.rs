@@ -9,6 +9,7 @@ pub mod reply;
 
 use crate::config::Snapshot;
 use crate::metrics::Metrics;
+use crate::observe::{Discard, RecordSink};
 use crate::proto::{ExternalProcessor, ProcessingRequest, ProcessingResponse};
 use arc_swap::ArcSwap;
 use exchange::Exchange;
@@ -23,12 +24,24 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct ExtProc {
     store: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    sink: Arc<dyn RecordSink>,
 }
 
 impl ExtProc {
-    /// Serves requests with the snapshot current when each stream starts.
+    /// Serves requests with the snapshot current when each stream starts. Finished-request
+    /// records are discarded until [`ExtProc::with_sink`] names a sink.
     pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+        Self {
+            store,
+            metrics,
+            sink: Arc::new(Discard),
+        }
+    }
+
+    /// Sends each finished request's record to `sink` (audit, spans, GenAI metrics).
+    pub fn with_sink(mut self, sink: Arc<dyn RecordSink>) -> Self {
+        self.sink = sink;
+        self
     }
 }
 
@@ -43,7 +56,11 @@ impl ExternalProcessor for ExtProc {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let inbound = request.into_inner();
-        let exchange = Exchange::new(self.store.load_full(), self.metrics.clone());
+        let exchange = Exchange::new(
+            self.store.load_full(),
+            self.metrics.clone(),
+            self.sink.clone(),
+        );
         let metrics = self.metrics.clone();
         let replies = futures::stream::unfold(Some((inbound, exchange)), move |state| {
             let metrics = metrics.clone();
@@ -53,7 +70,10 @@ impl ExternalProcessor for ExtProc {
                     Ok(Some(msg)) => {
                         let started = Instant::now();
                         let phase = msg.request.as_ref().map(reply::Kind::of);
-                        match exchange.on_message(msg) {
+                        // Log lines written while answering carry the request and trace ids.
+                        let span = exchange.log_span().clone();
+                        let answered = span.in_scope(|| exchange.on_message(msg));
+                        match answered {
                             Ok(reply) => {
                                 if let Some(p) = phase {
                                     metrics.message_handled(p.label(), started.elapsed());

@@ -40,6 +40,8 @@ pub struct Routed {
     pub model_label: String,
     /// Model the upstream receives.
     pub upstream_model: String,
+    /// Model name the client asked for (empty when the body named none).
+    pub requested_model: String,
     /// Rule that decided.
     pub rule: String,
     /// `stream: true`.

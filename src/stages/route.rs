@@ -156,6 +156,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
             .clone()
             .or_else(|| requested.map(str::to_owned))
             .unwrap_or_default(),
+        requested_model: requested.unwrap_or_default().to_owned(),
         rule: decision.rule.label().to_owned(),
         stream: view.stream,
     };

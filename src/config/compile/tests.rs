@@ -295,3 +295,92 @@ fn shipped_configs_compile() {
         }
     }
 }
+
+#[test]
+fn telemetry_and_audit_are_off_by_default() {
+    let snap = compile("version: 1\n", &opts()).expect("valid");
+    assert_eq!(snap.settings.traces, None);
+    assert!(!snap.settings.time_to_first_token);
+    assert_eq!(snap.settings.audit, None);
+}
+
+#[test]
+fn telemetry_and_audit_compile() {
+    let snap = compile(
+        r#"
+version: 1
+telemetry:
+  traces: { enabled: true, endpoint: "http://collector:4318", protocol: http, sampling_ratio: 0.25, queue_size: 10 }
+  metrics: { time_to_first_token: true }
+audit: { output: /var/log/tollgate/audit.jsonl, max_size: 1MiB, max_files: 3 }
+"#,
+        &opts(),
+    )
+    .expect("valid");
+    let t = snap.settings.traces.expect("traces on");
+    assert_eq!(t.endpoint, "http://collector:4318/v1/traces");
+    assert_eq!(t.protocol, OtlpProtocol::Http);
+    assert_eq!(t.sampling_ppm, 250_000);
+    assert_eq!(t.service_name, "tollgate");
+    assert_eq!(t.queue_size, 10);
+    assert_eq!(t.export_timeout, Duration::from_secs(5));
+    assert!(snap.settings.time_to_first_token);
+    let a = snap.settings.audit.expect("audit on");
+    assert_eq!(
+        a.output,
+        AuditOutput::File("/var/log/tollgate/audit.jsonl".into())
+    );
+    assert_eq!(a.max_size, 1 << 20);
+    assert_eq!(a.max_files, 3);
+
+    let grpc = compile(
+        "version: 1\ntelemetry: { traces: { enabled: true } }\naudit: { output: stdout }\n",
+        &opts(),
+    )
+    .expect("valid");
+    assert_eq!(
+        grpc.settings.traces.expect("on").endpoint,
+        "http://127.0.0.1:4317"
+    );
+    assert_eq!(grpc.settings.audit.expect("on").output, AuditOutput::Stdout);
+}
+
+#[test]
+fn telemetry_and_audit_errors_have_paths() {
+    let errs = errors(
+        r#"
+version: 1
+telemetry:
+  traces: { enabled: true, endpoint: "collector:4317", sampling_ratio: 1.5, servce_name: x }
+audit: { output: relative/audit.jsonl, include_payload: true }
+"#,
+    );
+    let joined = errs.join("\n");
+    assert!(
+        joined.contains("telemetry.traces.servce_name: unknown field \"servce_name\" (did you mean \"service_name\"?)"),
+        "{joined}"
+    );
+    let errs = errors(
+        r#"
+version: 1
+telemetry:
+  traces: { enabled: true, endpoint: "collector:4317", sampling_ratio: 1.5 }
+audit: { output: relative/audit.jsonl, include_payload: true, queue_size: 0 }
+"#,
+    );
+    let joined = errs.join("\n");
+    for want in [
+        "telemetry.traces.endpoint: \"collector:4317\" is not a URL",
+        "telemetry.traces.sampling_ratio: 1.5 is not between 0.0 and 1.0",
+        "audit.output: \"relative/audit.jsonl\" must be `stdout` or an absolute file path",
+        "audit.include_payload: payload logging needs the guard's PII masking",
+        "audit.queue_size: must be at least 1",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+    let errs = errors("version: 1\ntelemetry: { traces: { endpoint: \"http://u:p@c:4317\" } }\n");
+    assert!(
+        errs.join("\n").contains("must not carry credentials"),
+        "{errs:?}"
+    );
+}

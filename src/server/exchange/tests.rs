@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{CompileOptions, compile};
+use crate::observe::{RecordSink, RequestRecord};
 use processing_request::Request as In;
 use processing_response::Response as Out;
 use proptest::prelude::*;
@@ -43,7 +44,14 @@ fn snapshot() -> Arc<Snapshot> {
 
 fn exchange() -> (Exchange, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    (Exchange::new(snapshot(), metrics.clone()), metrics)
+    (
+        Exchange::new(
+            snapshot(),
+            metrics.clone(),
+            Arc::new(crate::observe::Discard),
+        ),
+        metrics,
+    )
 }
 
 fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -597,5 +605,194 @@ proptest! {
             .sum();
         prop_assert_eq!(counted, u64::from(has_request), "a request is counted exactly once: {}", text);
         prop_assert!(text.contains("tollgate_extproc_streams_active 0"));
+    }
+}
+
+/// Keeps every finished record.
+#[derive(Default)]
+struct Collect(parking_lot::Mutex<Vec<RequestRecord>>);
+
+impl RecordSink for Collect {
+    fn finished(&self, record: RequestRecord) {
+        self.0.lock().push(record);
+    }
+}
+
+fn observed(extra_config: &str) -> (Exchange, Arc<Collect>) {
+    let env = |k: &str| (k == "ALPHA_KEY" || k == "BETA_KEY").then(|| "sk-x".to_owned());
+    let snap = compile(
+        &format!("{CONFIG}{extra_config}"),
+        &CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        },
+    )
+    .expect("valid test config");
+    let sink = Arc::new(Collect::default());
+    (
+        Exchange::new(Arc::new(snap), Arc::new(Metrics::new()), sink.clone()),
+        sink,
+    )
+}
+
+const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+fn sse_headers() -> ProcessingRequest {
+    msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":status", "200"),
+            ("content-type", "text/event-stream; charset=utf-8"),
+        ])),
+        ..Default::default()
+    }))
+}
+
+#[test]
+fn traceparent_is_continued_upstream_when_traces_are_on() {
+    let (mut ex, sink) =
+        observed("telemetry: { traces: { enabled: true, sampling_ratio: 0.0 } }\n");
+    let r = ex
+        .on_message(chat_headers(&[("traceparent", CALLER)]))
+        .unwrap();
+    let sent = set_headers(common(&r))
+        .into_iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v)
+        .expect("traceparent set upstream");
+    let cx = *ex.trace().expect("trace started");
+    assert_eq!(sent, cx.traceparent());
+    assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(sent.ends_with("-01"), "the caller's sampled flag is kept");
+    assert_eq!(
+        cx.parent.map(|p| p.to_string()).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
+    ex.on_message(body(r#"{"model":"mini"}"#)).unwrap();
+    ex.on_message(response_headers("200")).unwrap();
+    drop(ex);
+    let records = sink.0.lock();
+    let [rec] = records.as_slice() else {
+        panic!("one record, got {}", records.len())
+    };
+    assert_eq!(rec.trace, cx);
+    assert_eq!(rec.request_id, "req-1");
+    assert_eq!(rec.operation, Some("chat"));
+    assert_eq!(rec.provider, Some("openai"));
+    assert_eq!(rec.status, Some(200));
+    assert_eq!(rec.error_type(), None);
+    let routed = rec.routed.as_ref().expect("routed");
+    assert_eq!(
+        (
+            routed.requested_model.as_str(),
+            routed.upstream_model.as_str()
+        ),
+        ("mini", "small-2025")
+    );
+}
+
+#[test]
+fn traceparent_is_left_alone_when_traces_are_off() {
+    let (mut ex, sink) = observed("");
+    let r = ex
+        .on_message(chat_headers(&[("traceparent", CALLER)]))
+        .unwrap();
+    assert!(
+        !set_headers(common(&r))
+            .iter()
+            .any(|(k, _)| k == "traceparent"),
+        "no span is exported, so the caller's traceparent passes unchanged"
+    );
+    // Logs and audit still use the caller's trace id.
+    assert_eq!(
+        ex.trace().expect("trace").trace_id.to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    ex.on_message(body(r#"{"model":"nope"}"#)).unwrap();
+    drop(ex);
+    let records = sink.0.lock();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].error_code, Some("model_not_found"));
+    assert_eq!(records[0].status, Some(404));
+}
+
+#[test]
+fn first_token_is_timed_only_when_enabled_and_streamed() {
+    let (mut ex, sink) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(r#"{"model":"echo","stream":true}"#))
+        .unwrap();
+    let r = ex.on_message(sse_headers()).unwrap();
+    let mode = r.mode_override.expect("body switched to STREAMED");
+    assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
+    for chunk in ["data: {\"a\":1}\n\n", "data: [DONE]\n\n"] {
+        let r = ex
+            .on_message(msg(In::ResponseBody(HttpBody {
+                body: chunk.as_bytes().to_vec(),
+                end_of_stream: chunk.contains("DONE"),
+                ..Default::default()
+            })))
+            .unwrap();
+        let c = common(&r);
+        assert_eq!(c.body_mutation, None, "chunks pass unchanged");
+    }
+    drop(ex);
+    assert!(sink.0.lock()[0].time_to_first_token.is_some());
+
+    // Off by default; and JSON responses are never switched.
+    let (mut ex, sink) = observed("");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(r#"{"model":"echo","stream":true}"#))
+        .unwrap();
+    assert_eq!(ex.on_message(sse_headers()).unwrap().mode_override, None);
+    drop(ex);
+    assert_eq!(sink.0.lock()[0].time_to_first_token, None);
+    let (mut ex, _) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    assert_eq!(
+        ex.on_message(response_headers("200"))
+            .unwrap()
+            .mode_override,
+        None
+    );
+}
+
+#[test]
+fn new_traces_are_sampled_at_the_configured_ratio() {
+    // Real random ids through the exchange: about half of 400 new traces at 50 %.
+    let sampled = (0..400)
+        .filter(|_| {
+            let (mut ex, _) =
+                observed("telemetry: { traces: { enabled: true, sampling_ratio: 0.5 } }\n");
+            ex.on_message(chat_headers(&[])).unwrap();
+            ex.trace().expect("trace").sampled
+        })
+        .count();
+    assert!((140..260).contains(&sampled), "{sampled} of 400 sampled");
+}
+
+fn arb_sse_headers() -> impl Strategy<Value = ProcessingRequest> {
+    prop_oneof![Just(sse_headers()), Just(response_headers("200"))]
+}
+
+proptest! {
+    #[test]
+    fn with_tracing_and_first_token_timing_every_message_still_gets_one_reply(
+        seq in proptest::collection::vec(prop_oneof![arb_message(), arb_sse_headers()], 0..12)
+    ) {
+        let (mut ex, sink) = observed(
+            "telemetry: { traces: { enabled: true }, metrics: { time_to_first_token: true } }\n",
+        );
+        let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
+        for m in seq {
+            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
+            // Only response headers may switch the body mode.
+            if r.mode_override.is_some() {
+                prop_assert!(matches!(m.request, Some(In::ResponseHeaders(_))));
+            }
+        }
+        drop(ex);
+        prop_assert_eq!(sink.0.lock().len(), usize::from(has_request), "one record per request");
     }
 }
