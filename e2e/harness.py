@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -175,11 +176,33 @@ def http_request(
     path = u.path or "/"
     if u.query:
         path += "?" + u.query
+    # The body goes out from a thread while this one reads: a gateway may answer early (a 413
+    # from content-length) and close before the upload ends, and the answer must still be read.
+    payload: list[bytes]
+    if chunks is not None:
+        payload = [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c] + [b"0\r\n\r\n"]
+    else:
+        payload = [body] if body else []
+    names = {k.lower() for k in hdrs}
+    sender: threading.Thread | None = None
     try:
+        conn.putrequest(method, path)
+        for k, v in hdrs.items():
+            conn.putheader(k, v)
         if chunks is not None:
-            conn.request(method, path, body=iter(chunks), headers=hdrs, encode_chunked=True)
-        else:
-            conn.request(method, path, body=body, headers=hdrs)
+            conn.putheader("Transfer-Encoding", "chunked")
+        elif body is not None and "content-length" not in names:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        sock = conn.sock
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                for part in payload:
+                    sock.sendall(part)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
         resp = conn.getresponse()
         data = resp.read()
         out: dict[str, str] = {}
@@ -189,6 +212,8 @@ def http_request(
         return Response(resp.status, out, data)
     finally:
         conn.close()
+        if sender is not None:
+            sender.join(timeout)
 
 
 def wait_until(
