@@ -14,6 +14,7 @@ pub mod error;
 pub mod headers;
 pub mod llm;
 pub mod metrics;
+pub mod pii;
 pub mod proto;
 pub mod routing;
 pub mod secret;
