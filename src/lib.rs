@@ -11,6 +11,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod llm;
 pub mod metrics;

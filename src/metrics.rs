@@ -19,6 +19,8 @@ pub struct Metrics {
     last_reload_success: IntGauge,
     last_success_timestamp: Gauge,
     config_info: IntGaugeVec,
+    guard_detections: IntCounterVec,
+    guard_blocked: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -83,6 +85,22 @@ impl Metrics {
             &["hash"],
         )
         .expect("metric");
+        let guard_detections = IntCounterVec::new(
+            Opts::new(
+                "tollgate_guard_detections_total",
+                "PII/secret detections by policy, entity type, action, direction (request or response) and mode (enforce or shadow); never values",
+            ),
+            &["policy", "entity", "action", "direction", "mode"],
+        )
+        .expect("metric");
+        let guard_blocked = IntCounterVec::new(
+            Opts::new(
+                "tollgate_guard_blocked_total",
+                "Requests refused or responses ended by the guard, by policy, reason (content, pii, tool, unreadable), direction and mode (shadow: would have been blocked)",
+            ),
+            &["policy", "reason", "direction", "mode"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(message_seconds.clone()),
@@ -91,6 +109,8 @@ impl Metrics {
             Box::new(last_reload_success.clone()),
             Box::new(last_success_timestamp.clone()),
             Box::new(config_info.clone()),
+            Box::new(guard_detections.clone()),
+            Box::new(guard_blocked.clone()),
         ] {
             registry.register(c).expect("distinct metric names");
         }
@@ -103,7 +123,23 @@ impl Metrics {
             last_reload_success,
             last_success_timestamp,
             config_info,
+            guard_detections,
+            guard_blocked,
         }
+    }
+
+    /// Counts guard detections.
+    pub fn guard_detected(&self, policy: &str, entity: &str, action: &str, direction: &str, shadow: bool, n: u64) {
+        self.guard_detections
+            .with_label_values(&[policy, entity, action, direction, mode(shadow)])
+            .inc_by(n);
+    }
+
+    /// Counts a guard refusal (or, in shadow mode, one that was not applied).
+    pub fn guard_blocked(&self, policy: &str, reason: &str, direction: &str, shadow: bool) {
+        self.guard_blocked
+            .with_label_values(&[policy, reason, direction, mode(shadow)])
+            .inc();
     }
 
     /// Counts one finished request.
@@ -162,6 +198,10 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+fn mode(shadow: bool) -> &'static str {
+    if shadow { "shadow" } else { "enforce" }
 }
 
 fn unix_now() -> f64 {

@@ -98,7 +98,7 @@ pub struct ReloadSettings {
 }
 
 /// A compiled, immutable configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// Static settings (as read when this snapshot was compiled).
     pub settings: StaticSettings,
@@ -108,6 +108,8 @@ pub struct Snapshot {
     pub reload: ReloadSettings,
     /// Routing table.
     pub routing: Table,
+    /// Guard policies.
+    pub guard: crate::guard::Guard,
     /// Short content hash of the source file (shown in logs and metrics).
     pub hash: String,
 }

@@ -106,6 +106,25 @@ impl MaskState {
         self.reverse.get(placeholder).map(String::as_str)
     }
 
+    /// The counts and block verdict without the pseudonym map.
+    pub fn counts_only(&self) -> MaskState {
+        MaskState {
+            counts: self.counts.clone(),
+            blocked: self.blocked.clone(),
+            ..MaskState::default()
+        }
+    }
+
+    /// A fresh state for the response of this request: same pseudonym map, no counts.
+    pub fn for_response(&self) -> MaskState {
+        MaskState {
+            forward: self.forward.clone(),
+            reverse: self.reverse.clone(),
+            per_label: self.per_label.clone(),
+            ..MaskState::default()
+        }
+    }
+
     /// Whether any placeholder was issued.
     pub fn has_pseudonyms(&self) -> bool {
         !self.reverse.is_empty()

@@ -17,7 +17,8 @@ use crate::error::{Fault, StageError, rescue};
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::proto::*;
-use crate::stages::{Flow, RequestCtx, route};
+use crate::guard::response::ResponseGuard;
+use crate::stages::{Flow, Mutations, RequestCtx, guard, route};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
@@ -92,8 +93,9 @@ impl Exchange {
             }
             R::ResponseHeaders(h) => {
                 self.status = status_of(&h).or(self.status);
-                reply::proceed(kind, Default::default())
+                self.response_headers(h)
             }
+            R::ResponseBody(b) => self.response_body(b),
             _ => {
                 if matches!(kind, Kind::RequestHeaders) {
                     tracing::warn!(request_id = %self.cx.request_id, "duplicate request headers message ignored");
@@ -168,13 +170,115 @@ impl Exchange {
                 reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
             }
             Ok(Flow::Next) => {
+                if let Err(e) = guard::request_body(&self.snap, &mut self.cx, &b.body) {
+                    return self.refuse(e);
+                }
+                self.report_request_guard();
                 self.phase = Phase::Forwarded;
                 reply::proceed(Kind::RequestBody, self.cx.mutations.take())
             }
         }
     }
 
+    fn report_request_guard(&self) {
+        let Some(g) = &self.cx.guard else { return };
+        let shadow = g.policy.shadow;
+        for (entity, action, n) in crate::guard::counts(&g.request) {
+            self.metrics
+                .guard_detected(&g.policy.name, entity, action.label(), "request", shadow, n);
+        }
+        if let Some(reason) = &g.shadow_verdict {
+            self.metrics
+                .guard_blocked(&g.policy.name, reason, "request", true);
+        }
+    }
+
+    /// Asks Envoy for the response body when the guard needs it (mode_override STREAMED).
+    fn response_headers(&mut self, h: HttpHeaders) -> ProcessingResponse {
+        let needs = self.phase == Phase::Forwarded
+            && self
+                .cx
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
+        if !needs {
+            return reply::proceed(Kind::ResponseHeaders, Mutations::default());
+        }
+        let header = |name: &str| -> Option<String> {
+            let hv = h.headers.as_ref()?.headers.iter().find(|hv| hv.key.eq_ignore_ascii_case(name))?;
+            Some(if hv.raw_value.is_empty() {
+                hv.value.clone()
+            } else {
+                String::from_utf8_lossy(&hv.raw_value).into_owned()
+            })
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let encoding = header("content-encoding");
+        let mut m = Mutations::default();
+        // The body will change length; Envoy re-frames (chunked / DATA frames).
+        m.remove("content-length");
+        if encoding.is_some() {
+            // The body is replaced by an error; it is no longer encoded.
+            m.remove("content-encoding");
+        }
+        if let Some(g) = self.cx.guard.as_mut() {
+            g.response = Some(ResponseGuard::new(
+                g.policy.clone(),
+                &g.request,
+                &content_type,
+                encoding.as_deref(),
+            ));
+        }
+        reply::with_response_body_streamed(reply::proceed(Kind::ResponseHeaders, m))
+    }
+
+    /// Answers every response body chunk with its replacement (empty while held back).
+    fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
+        let Some(g) = self.cx.guard.as_mut() else {
+            return reply::proceed(Kind::ResponseBody, Mutations::default());
+        };
+        let Some(rg) = g.response.as_mut() else {
+            return reply::proceed(Kind::ResponseBody, Mutations::default());
+        };
+        let was_finished = rg.finished();
+        let out = rg.on_body(&b.body, b.end_of_stream);
+        let mut m = Mutations {
+            body: Some(out),
+            ..Mutations::default()
+        };
+        if !was_finished && rg.finished() {
+            let policy = g.policy.name.clone();
+            let shadow = g.policy.shadow;
+            for (entity, action, n) in crate::guard::counts(&rg.state) {
+                self.metrics
+                    .guard_detected(&policy, entity, action.label(), "response", shadow, n);
+            }
+            if rg.state.total() > 0 {
+                m.metadata.push(("pii_response", rg.state.summary()));
+            }
+            if let Some(v) = rg.violation() {
+                self.metrics
+                    .guard_blocked(&policy, v.reason(), "response", shadow);
+                m.metadata.push(("guard_blocked", v.reason().to_owned()));
+                tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
+            }
+        }
+        reply::proceed(Kind::ResponseBody, m)
+    }
+
     fn refuse(&mut self, err: StageError) -> ProcessingResponse {
+        if let StageError::Guard(g) = &err {
+            let policy = self
+                .snap
+                .guard
+                .select(
+                    self.cx.routed.as_ref().map(|r| r.rule.as_str()).unwrap_or_default(),
+                    &[self.cx.routed.as_ref().map(|r| r.model_label.as_str()).unwrap_or_default()],
+                )
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            self.metrics.guard_blocked(&policy, g.reason(), "request", false);
+        }
         let local = rescue(&err);
         match local.fault {
             Fault::Downstream => {

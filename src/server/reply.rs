@@ -91,6 +91,16 @@ pub fn proceed(kind: Kind, m: Mutations) -> ProcessingResponse {
     }
 }
 
+/// Adds a `mode_override` asking Envoy to stream the response body to tollgate (headers
+/// replies only; needs `allow_mode_override: true` in Envoy's ext_proc filter).
+pub fn with_response_body_streamed(mut r: ProcessingResponse) -> ProcessingResponse {
+    r.mode_override = Some(ProcessingMode {
+        response_body_mode: BodySendMode::Streamed as i32,
+        ..Default::default()
+    });
+    r
+}
+
 /// An immediate reply with a JSON body.
 pub fn immediate_json(
     status: u16,
