@@ -16,6 +16,8 @@
 pub mod blocked;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use crate::pii::{Action, MaskState, Masker};
 use crate::routing::glob::Glob;
