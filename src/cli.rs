@@ -41,4 +41,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Run the built-in PII/secret detectors over stdin (test bridge for oracle checks and
+    /// `make pii-report`): each input line is a JSON string; each output line is
+    /// `{"findings": [{"entity", "start", "end"}], "masked": "..."}` with byte offsets.
+    #[command(hide = true)]
+    PiiScan,
 }

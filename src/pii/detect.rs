@@ -152,7 +152,12 @@ impl Detector {
                 return None;
             }
             let m = self.regex.find_at(&hay[..cut], start)?;
-            (m.start() == start && m.end() == cut && self.valid(m.as_str())).then(|| m.range())
+            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
+            (m.start() == start
+                && m.end() == cut
+                && (digits == 15 || digits == 16)
+                && self.valid(m.as_str()))
+            .then(|| m.range())
         })
     }
 
@@ -183,9 +188,11 @@ impl Detector {
             };
             let mut valid = self.valid(&hay[value.clone()]);
             let mut value = value;
-            if !valid && self.value_group.is_none() && self.check != Check::None {
+            if !valid && self.check == Check::Validator(Validator::Card) {
                 // A greedy match can swallow a neighbour ("4111 1111 1111 1111 192"): try
-                // the longest shorter match from the same start that ends at a separator.
+                // a shorter match from the same start ending at a separator, but only with
+                // a common card length (15 or 16 digits), so a mistyped 16-digit number never
+                // yields a "valid" 12-digit prefix.
                 if let Some(shorter) = self.shorter_valid(hay, m.start(), m.end()) {
                     value = shorter;
                     valid = true;

@@ -66,5 +66,24 @@ pub fn builtin_masker(action: Action) -> Masker {
     masker(dets, Arc::from(&b"tollgate"[..]), false)
 }
 
+/// Findings and masked text as JSON (the `tollgate pii-scan` output line). Offsets are
+/// bytes into `text`.
+pub fn scan(masker: &Masker, text: &str) -> serde_json::Value {
+    let raw = masker.set.find(text, 0);
+    let kept = masker::resolve(&raw);
+    let findings: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "entity": &*masker.set.detectors()[m.detector].entity,
+                "start": m.value.start,
+                "end": m.value.end,
+            })
+        })
+        .collect();
+    let masked = masker.mask(text, &mut MaskState::default());
+    serde_json::json!({"findings": findings, "masked": masked})
+}
+
 #[cfg(test)]
 mod tests;

@@ -224,9 +224,10 @@ fn valid_date(year: u32, month: u32, day: u32) -> bool {
     (1..=max).contains(&day)
 }
 
-/// Korean business registration number (10 digits) checksum.
+/// Korean business registration number (10 digits): office code ≥ 101, type code not 00,
+/// serial not 0000, and the check digit.
 pub fn kr_brn(d: &[u8]) -> bool {
-    if d.len() != 10 {
+    if d.len() != 10 || prefix_num(d, 3) < 101 || d[3..5] == [0, 0] || d[5..9] == [0, 0, 0, 0] {
         return false;
     }
     const W: [u32; 9] = [1, 3, 7, 1, 3, 7, 1, 3, 5];
