@@ -56,8 +56,13 @@ fn sse_stream(unit: &str, events: usize) -> Vec<u8> {
 
 fn streaming(c: &mut Criterion) {
     let yaml = "version: 1\nguard:\n  policies:\n    - name: p\n      pii: {}\n";
-    let opts = CompileOptions { resolve_secrets: false, env: &|_| None };
-    let Ok(snap) = compile(yaml, &opts) else { return };
+    let opts = CompileOptions {
+        resolve_secrets: false,
+        env: &|_| None,
+    };
+    let Ok(snap) = compile(yaml, &opts) else {
+        return;
+    };
     let policy = snap.guard.policies[0].clone();
     let events = 1000;
     let mut g = c.benchmark_group("stream");
@@ -68,7 +73,12 @@ fn streaming(c: &mut Criterion) {
         let chunks: Vec<&[u8]> = wire.split_inclusive(|&b| b == b'\n').collect();
         g.bench_function(BenchmarkId::new("per_event", name), |b| {
             b.iter(|| {
-                let mut rg = ResponseGuard::new(Arc::clone(&policy), &MaskState::default(), "text/event-stream", None);
+                let mut rg = ResponseGuard::new(
+                    Arc::clone(&policy),
+                    &MaskState::default(),
+                    "text/event-stream",
+                    None,
+                );
                 let mut out = 0;
                 let n = chunks.len();
                 for (i, c) in chunks.iter().enumerate() {
@@ -78,7 +88,12 @@ fn streaming(c: &mut Criterion) {
             })
         });
         // Memory: the most bytes one stream holds at once (decoder, hold-back, tails).
-        let mut rg = ResponseGuard::new(Arc::clone(&policy), &MaskState::default(), "text/event-stream", None);
+        let mut rg = ResponseGuard::new(
+            Arc::clone(&policy),
+            &MaskState::default(),
+            "text/event-stream",
+            None,
+        );
         let mut peak = 0;
         for c in &chunks {
             rg.on_body(c, false);

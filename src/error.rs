@@ -264,7 +264,11 @@ mod tests {
                 400,
                 "tool_denied",
             ),
-            (GuardError::Unreadable("x".into()).into(), 400, "invalid_json"),
+            (
+                GuardError::Unreadable("x".into()).into(),
+                400,
+                "invalid_json",
+            ),
             (StageError::Misconfigured("x"), 500, "gateway_misconfigured"),
             (StageError::Internal("bug".into()), 500, "internal_error"),
         ];

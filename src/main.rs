@@ -113,7 +113,9 @@ fn pii_scan() -> ExitCode {
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in stdin.lock().lines() {
-        let Ok(line) = line else { return ExitCode::FAILURE };
+        let Ok(line) = line else {
+            return ExitCode::FAILURE;
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -129,7 +129,15 @@ impl Metrics {
     }
 
     /// Counts guard detections.
-    pub fn guard_detected(&self, policy: &str, entity: &str, action: &str, direction: &str, shadow: bool, n: u64) {
+    pub fn guard_detected(
+        &self,
+        policy: &str,
+        entity: &str,
+        action: &str,
+        direction: &str,
+        shadow: bool,
+        n: u64,
+    ) {
         self.guard_detections
             .with_label_values(&[policy, entity, action, direction, mode(shadow)])
             .inc_by(n);

@@ -8,8 +8,8 @@
 use super::raw::{
     ByteSize, RawAuth, RawBackend, RawConfig, RawGuard, RawModel, RawRoute, SecretRef,
 };
-use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
 use super::{ListenAddr, ReloadSettings, Snapshot, StaticSettings};
+use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
 use crate::routing::{Backend, Credential, Model, Route, Table, Target, glob::Glob};
 use crate::secret::Secret;
 use crate::suggest;
@@ -622,7 +622,14 @@ impl Cx {
     }
 }
 
-const DEFAULT_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const DEFAULT_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 impl Cx {
     fn guard(&mut self, raw: &RawGuard, opts: &CompileOptions<'_>) -> Guard {
@@ -635,13 +642,24 @@ impl Cx {
             let at = |f: &str| format!("guard.detectors[{i}].{f}");
             let valid_name = !d.name.is_empty()
                 && d.name.len() <= 40
-                && d.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                && d.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !valid_name {
-                self.err(at("name"), format!("{:?} must be 1-40 characters of a-z, 0-9 or '_'", d.name));
+                self.err(
+                    at("name"),
+                    format!("{:?} must be 1-40 characters of a-z, 0-9 or '_'", d.name),
+                );
                 continue;
             }
             if !names.insert(d.name.clone()) {
-                self.err(at("name"), format!("detector name {:?} is already used (built-in or earlier detector)", d.name));
+                self.err(
+                    at("name"),
+                    format!(
+                        "detector name {:?} is already used (built-in or earlier detector)",
+                        d.name
+                    ),
+                );
                 continue;
             }
             let validator = match d.validator.as_deref() {
@@ -649,7 +667,14 @@ impl Cx {
                 Some(v) => match pii::validate::Validator::by_name(v) {
                     Some(v) => Some(v),
                     None => {
-                        self.err(at("validator"), format!("unknown validator {v:?}{}; expected one of: {}", suggest::hint(v, pii::validate::Validator::NAMES.iter().copied()), pii::validate::Validator::NAMES.join(", ")));
+                        self.err(
+                            at("validator"),
+                            format!(
+                                "unknown validator {v:?}{}; expected one of: {}",
+                                suggest::hint(v, pii::validate::Validator::NAMES.iter().copied()),
+                                pii::validate::Validator::NAMES.join(", ")
+                            ),
+                        );
                         continue;
                     }
                 },
@@ -669,7 +694,8 @@ impl Cx {
 
         let uses_hash = raw.policies.iter().any(|p| {
             p.pii.as_ref().is_some_and(|pii| {
-                pii.default_action.as_deref() == Some("hash") || pii.entities.values().any(|a| a == "hash")
+                pii.default_action.as_deref() == Some("hash")
+                    || pii.entities.values().any(|a| a == "hash")
             })
         });
         let hash_key: Arc<[u8]> = match (&raw.hash_key, uses_hash) {
@@ -699,7 +725,14 @@ impl Cx {
                 match Action::by_label(text) {
                     Some(a) => Some(Some(a)),
                     None => {
-                        cx.err(path, format!("unknown action {text:?}{}; expected one of: {}, off", suggest::hint(text, Action::LABELS.iter().copied()), Action::LABELS.join(", ")));
+                        cx.err(
+                            path,
+                            format!(
+                                "unknown action {text:?}{}; expected one of: {}, off",
+                                suggest::hint(text, Action::LABELS.iter().copied()),
+                                Action::LABELS.join(", ")
+                            ),
+                        );
                         None
                     }
                 }
@@ -709,23 +742,40 @@ impl Cx {
             let mut restore_dets = Vec::new();
             let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| (*r).to_owned()).collect();
             if let Some(pii_cfg) = &p.pii {
-                let default = action(self, at("pii.default_action"), pii_cfg.default_action.as_deref().unwrap_or("mask")).flatten();
+                let default = action(
+                    self,
+                    at("pii.default_action"),
+                    pii_cfg.default_action.as_deref().unwrap_or("mask"),
+                )
+                .flatten();
                 for name in pii_cfg.entities.keys() {
                     if !known.contains(name) {
-                        self.err(at(&format!("pii.entities.{name}")), format!("unknown entity {name:?}{}", suggest::hint(name, known.iter().map(String::as_str))));
+                        self.err(
+                            at(&format!("pii.entities.{name}")),
+                            format!(
+                                "unknown entity {name:?}{}",
+                                suggest::hint(name, known.iter().map(String::as_str))
+                            ),
+                        );
                     }
                 }
                 let mut req_dets = Vec::new();
                 let mut resp_dets = Vec::new();
                 for d in &all {
                     let a = match pii_cfg.entities.get(&*d.entity) {
-                        Some(text) => action(self, at(&format!("pii.entities.{}", d.entity)), text).flatten(),
+                        Some(text) => {
+                            action(self, at(&format!("pii.entities.{}", d.entity)), text).flatten()
+                        }
                         None => default,
                     };
                     let Some(a) = a else { continue };
                     req_dets.push((d.clone(), a));
                     // Responses never issue new pseudonyms: the client would see them.
-                    let ra = if a == Action::Pseudonymize { Action::Mask } else { a };
+                    let ra = if a == Action::Pseudonymize {
+                        Action::Mask
+                    } else {
+                        a
+                    };
                     resp_dets.push((d.clone(), ra));
                 }
                 if let Some(r) = &pii_cfg.roles {
@@ -740,22 +790,33 @@ impl Cx {
                 }
             }
             let response_restore = Arc::new(pii::masker(restore_dets, hash_key.clone(), true));
-            let blocked = p.blocked.as_ref().and_then(|b| {
-                match crate::guard::blocked::Blocked::new(&b.words, &b.regexes) {
-                    Ok(x) => Some(x),
-                    Err((j, e)) => {
-                        let path = if j == usize::MAX { at("blocked.words") } else { at(&format!("blocked.regexes[{j}]")) };
-                        self.err(path, format!("invalid: {e}"));
-                        None
+            let blocked =
+                p.blocked.as_ref().and_then(|b| {
+                    match crate::guard::blocked::Blocked::new(&b.words, &b.regexes) {
+                        Ok(x) => Some(x),
+                        Err((j, e)) => {
+                            let path = if j == usize::MAX {
+                                at("blocked.words")
+                            } else {
+                                at(&format!("blocked.regexes[{j}]"))
+                            };
+                            self.err(path, format!("invalid: {e}"));
+                            None
+                        }
                     }
-                }
-            });
+                });
             let tools = p.tools.as_ref().map(|t| {
                 let on_denied = match t.on_denied.as_deref() {
                     None | Some("remove") => OnDenied::Remove,
                     Some("refuse") => OnDenied::Refuse,
                     Some(other) => {
-                        self.err(at("tools.on_denied"), format!("{other:?} must be `remove` or `refuse`{}", suggest::hint(other, ["remove", "refuse"])));
+                        self.err(
+                            at("tools.on_denied"),
+                            format!(
+                                "{other:?} must be `remove` or `refuse`{}",
+                                suggest::hint(other, ["remove", "refuse"])
+                            ),
+                        );
                         OnDenied::Remove
                     }
                 };
@@ -791,18 +852,27 @@ impl Cx {
             SecretRef::Env(var) => match (opts.env)(var) {
                 Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
                 _ => {
-                    self.err(format!("{path}.env"), format!("environment variable {var:?} is not set or empty"));
+                    self.err(
+                        format!("{path}.env"),
+                        format!("environment variable {var:?} is not set or empty"),
+                    );
                     None
                 }
             },
             SecretRef::File(file) => match std::fs::read_to_string(file) {
                 Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
                 Ok(_) => {
-                    self.err(format!("{path}.file"), format!("secret file {file:?} is empty"));
+                    self.err(
+                        format!("{path}.file"),
+                        format!("secret file {file:?} is empty"),
+                    );
                     None
                 }
                 Err(e) => {
-                    self.err(format!("{path}.file"), format!("cannot read secret file {file:?}: {e}"));
+                    self.err(
+                        format!("{path}.file"),
+                        format!("cannot read secret file {file:?}: {e}"),
+                    );
                     None
                 }
             },

@@ -118,9 +118,20 @@ mod tests {
     fn catches_obfuscated_forms() {
         let b = rules();
         assert_eq!(b.check("this is FORBIDDEN."), Some("words[0]".into()));
-        assert_eq!(b.check("ｆｏｒｂｉｄｄｅｎ"), Some("words[0]".into()), "full-width");
-        assert_eq!(b.check("for\u{200B}bid\u{200D}den"), Some("words[0]".into()), "zero-width");
-        assert_eq!(b.check("about project\n  nightingale"), Some("words[1]".into()));
+        assert_eq!(
+            b.check("ｆｏｒｂｉｄｄｅｎ"),
+            Some("words[0]".into()),
+            "full-width"
+        );
+        assert_eq!(
+            b.check("for\u{200B}bid\u{200D}den"),
+            Some("words[0]".into()),
+            "zero-width"
+        );
+        assert_eq!(
+            b.check("about project\n  nightingale"),
+            Some("words[1]".into())
+        );
         assert_eq!(b.check("the Launch Codes"), Some("regexes[0]".into()));
     }
 
@@ -133,6 +144,11 @@ mod tests {
 
     #[test]
     fn bad_regex_is_reported_by_index() {
-        assert_eq!(Blocked::new(&[], &["ok".into(), "(".into()]).err().map(|e| e.0), Some(1));
+        assert_eq!(
+            Blocked::new(&[], &["ok".into(), "(".into()])
+                .err()
+                .map(|e| e.0),
+            Some(1)
+        );
     }
 }

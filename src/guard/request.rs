@@ -39,7 +39,8 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
     let mut out = RequestOutcome::default();
     let verdict = |out: &mut RequestOutcome, e: GuardError| -> Result<(), GuardError> {
         if policy.shadow {
-            out.shadow_verdict.get_or_insert_with(|| e.reason().to_owned());
+            out.shadow_verdict
+                .get_or_insert_with(|| e.reason().to_owned());
             Ok(())
         } else {
             Err(e)
@@ -49,7 +50,9 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
 
     if let Some(blocked) = &policy.blocked {
         let mut texts = Vec::new();
-        visit_texts(obj, &policy.roles, &mut |s: &mut String| texts.push(s.clone()));
+        visit_texts(obj, &policy.roles, &mut |s: &mut String| {
+            texts.push(s.clone())
+        });
         if let Some(rule) = texts.iter().find_map(|t| blocked.check(t)) {
             verdict(
                 &mut out,
@@ -87,7 +90,9 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
             }
             if list.is_empty() && changed {
                 obj.remove("tools");
-                if obj.get("tool_choice").is_some_and(Value::is_object) || obj.get("tool_choice").and_then(Value::as_str) == Some("required") {
+                if obj.get("tool_choice").is_some_and(Value::is_object)
+                    || obj.get("tool_choice").and_then(Value::as_str) == Some("required")
+                {
                     obj.remove("tool_choice");
                 }
             }
@@ -137,16 +142,16 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
         out.state = state;
     }
 
-    if policy.prepend_system.is_some() || policy.append_system.is_some() {
-        if let Some(Value::Array(messages)) = obj.get_mut("messages") {
-            if let Some(text) = &policy.prepend_system {
-                messages.insert(0, system(text));
-            }
-            if let Some(text) = &policy.append_system {
-                messages.push(system(text));
-            }
-            changed = true;
+    if (policy.prepend_system.is_some() || policy.append_system.is_some())
+        && let Some(Value::Array(messages)) = obj.get_mut("messages")
+    {
+        if let Some(text) = &policy.prepend_system {
+            messages.insert(0, system(text));
         }
+        if let Some(text) = &policy.append_system {
+            messages.push(system(text));
+        }
+        changed = true;
     }
 
     if changed && !policy.shadow {
@@ -204,9 +209,8 @@ fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut
             }
             if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
                 for c in calls.iter_mut() {
-                    if let Some(Value::String(s)) = c
-                        .get_mut("function")
-                        .and_then(|f| f.get_mut("arguments"))
+                    if let Some(Value::String(s)) =
+                        c.get_mut("function").and_then(|f| f.get_mut("arguments"))
                     {
                         f(s);
                     }

@@ -129,7 +129,11 @@ impl ResponseGuard {
     pub fn held(&self) -> usize {
         self.whole.len()
             + self.decoder.buffered()
-            + self.channels.values().map(|c| c.masker.held() + c.tail.len()).sum::<usize>()
+            + self
+                .channels
+                .values()
+                .map(|c| c.masker.held() + c.tail.len())
+                .sum::<usize>()
     }
 
     /// Processes one body chunk; returns the bytes to send in its place.
@@ -263,9 +267,7 @@ impl ResponseGuard {
         };
         for choice in choices.iter_mut() {
             let i = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let finishing = choice
-                .get("finish_reason")
-                .is_some_and(|f| !f.is_null());
+            let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
             let Some(Value::Object(delta)) = choice.get_mut("delta") else {
                 continue;
             };
@@ -428,7 +430,9 @@ impl ResponseGuard {
         }
         let body = std::mem::take(&mut self.whole);
         let result = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(mut obj)) => self.whole_json(&mut obj).map(|()| Value::Object(obj).to_string().into_bytes()),
+            Ok(Value::Object(mut obj)) => self
+                .whole_json(&mut obj)
+                .map(|()| Value::Object(obj).to_string().into_bytes()),
             _ => match String::from_utf8(body) {
                 Ok(text) => {
                     let masked = match &self.masker {
@@ -515,7 +519,11 @@ struct Flushed {
 }
 
 fn check_blocked(policy: &Policy, ch: &mut Channel, released: &str) -> Result<(), GuardError> {
-    let Some(b) = policy.blocked.as_ref().filter(|_| policy.blocked_in_responses) else {
+    let Some(b) = policy
+        .blocked
+        .as_ref()
+        .filter(|_| policy.blocked_in_responses)
+    else {
         return Ok(());
     };
     if released.is_empty() {

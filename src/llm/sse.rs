@@ -67,7 +67,11 @@ impl Event {
             out.extend_from_slice(c.as_bytes());
             out.push(b'\n');
         }
-        for (name, v) in [("event", &self.event), ("id", &self.id), ("retry", &self.retry)] {
+        for (name, v) in [
+            ("event", &self.event),
+            ("id", &self.id),
+            ("retry", &self.retry),
+        ] {
             if let Some(v) = v {
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(b": ");
@@ -248,7 +252,12 @@ mod tests {
             .prop_map(|(event, data, id, comments)| Event {
                 event,
                 // A data value with a leading space would lose it (one space is dropped).
-                data: data.map(|d| d.split('\n').map(|l| l.trim_start_matches(' ')).collect::<Vec<_>>().join("\n")),
+                data: data.map(|d| {
+                    d.split('\n')
+                        .map(|l| l.trim_start_matches(' '))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }),
                 id,
                 retry: None,
                 comments,

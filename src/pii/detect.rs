@@ -430,9 +430,7 @@ pub fn builtin(entity: &str) -> Option<Detector> {
             false,
         ),
         "secret_assignment" => (
-            format!(
-                r#"(?i)(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|access[_-]?token|auth[_-]?token|private[_-]?key)["']?[ \t]{{0,3}}[:=][ \t]{{0,3}}["']?([^\s"'`,;]{{6,128}})"#
-            ),
+            r#"(?i)(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|access[_-]?token|auth[_-]?token|private[_-]?key)["']?[ \t]{0,3}[:=][ \t]{0,3}["']?([^\s"'`,;]{6,128})"#.to_owned(),
             Check::None,
             Some(1),
             vec![

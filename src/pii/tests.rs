@@ -159,10 +159,10 @@ proptest! {
             let pieces = splits(&text, &cuts);
             let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
             let mut st = MaskState::default();
-            let (streamed, held) = stream_all(&m, &mut st, &refs);
+            let (streamed, held) = stream_all(m, &mut st, &refs);
             prop_assert_eq!(&streamed, &whole);
             prop_assert_eq!(st.counts, whole_state.counts);
-            prop_assert!(held <= StreamMasker::hold_bound(&m));
+            prop_assert!(held <= StreamMasker::hold_bound(m));
             for raw in ["kim.minsu@example.com", "010-1234-5678", "900101-1234568", "4111 1111 1111 1111", "hunter2hunter2"] {
                 if action != Action::Partial {
                     prop_assert!(!streamed.contains(raw), "{raw} in {streamed:?} from {pieces:?}");

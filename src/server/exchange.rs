@@ -14,10 +14,10 @@
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{Fault, StageError, rescue};
+use crate::guard::response::ResponseGuard;
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::proto::*;
-use crate::guard::response::ResponseGuard;
 use crate::stages::{Flow, Mutations, RequestCtx, guard, route};
 use std::sync::Arc;
 use std::time::Instant;
@@ -184,8 +184,14 @@ impl Exchange {
         let Some(g) = &self.cx.guard else { return };
         let shadow = g.policy.shadow;
         for (entity, action, n) in crate::guard::counts(&g.request) {
-            self.metrics
-                .guard_detected(&g.policy.name, entity, action.label(), "request", shadow, n);
+            self.metrics.guard_detected(
+                &g.policy.name,
+                entity,
+                action.label(),
+                "request",
+                shadow,
+                n,
+            );
         }
         if let Some(reason) = &g.shadow_verdict {
             self.metrics
@@ -205,7 +211,12 @@ impl Exchange {
             return reply::proceed(Kind::ResponseHeaders, Mutations::default());
         }
         let header = |name: &str| -> Option<String> {
-            let hv = h.headers.as_ref()?.headers.iter().find(|hv| hv.key.eq_ignore_ascii_case(name))?;
+            let hv = h
+                .headers
+                .as_ref()?
+                .headers
+                .iter()
+                .find(|hv| hv.key.eq_ignore_ascii_case(name))?;
             Some(if hv.raw_value.is_empty() {
                 hv.value.clone()
             } else {
@@ -272,12 +283,22 @@ impl Exchange {
                 .snap
                 .guard
                 .select(
-                    self.cx.routed.as_ref().map(|r| r.rule.as_str()).unwrap_or_default(),
-                    &[self.cx.routed.as_ref().map(|r| r.model_label.as_str()).unwrap_or_default()],
+                    self.cx
+                        .routed
+                        .as_ref()
+                        .map(|r| r.rule.as_str())
+                        .unwrap_or_default(),
+                    &[self
+                        .cx
+                        .routed
+                        .as_ref()
+                        .map(|r| r.model_label.as_str())
+                        .unwrap_or_default()],
                 )
                 .map(|p| p.name.clone())
                 .unwrap_or_default();
-            self.metrics.guard_blocked(&policy, g.reason(), "request", false);
+            self.metrics
+                .guard_blocked(&policy, g.reason(), "request", false);
         }
         let local = rescue(&err);
         match local.fault {

@@ -12,7 +12,11 @@ use crate::error::StageError;
 use crate::guard::{GuardCtx, request};
 
 /// Request body phase, after routing. `original` is the body Envoy sent.
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) -> Result<(), StageError> {
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    original: &[u8],
+) -> Result<(), StageError> {
     let Some(routed) = &cx.routed else {
         return Ok(());
     };
@@ -39,7 +43,10 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) -> Re
     if policy.shadow {
         m.metadata.push((
             "guard_shadow",
-            outcome.shadow_verdict.clone().unwrap_or_else(|| "pass".into()),
+            outcome
+                .shadow_verdict
+                .clone()
+                .unwrap_or_else(|| "pass".into()),
         ));
     }
     cx.guard = Some(GuardCtx {

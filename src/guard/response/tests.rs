@@ -64,7 +64,12 @@ fn run(g: &mut ResponseGuard, wire: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 fn guard(yaml: &str, state: &MaskState) -> ResponseGuard {
-    ResponseGuard::new(policy(yaml), state, "text/event-stream; charset=utf-8", None)
+    ResponseGuard::new(
+        policy(yaml),
+        state,
+        "text/event-stream; charset=utf-8",
+        None,
+    )
 }
 
 const PII: &str = "  policies:\n    - name: p\n      pii: {}\n";
@@ -96,8 +101,15 @@ fn restores_pseudonyms_split_across_events() {
 
 #[test]
 fn blocked_phrase_ends_stream_with_error_event() {
-    let mut g = guard("  policies:\n    - name: p\n      blocked: {words: [launch codes]}\n", &MaskState::default());
-    let out = run(&mut g, sse_body(&["the launch ", "codes are"]).as_bytes(), &[]);
+    let mut g = guard(
+        "  policies:\n    - name: p\n      blocked: {words: [launch codes]}\n",
+        &MaskState::default(),
+    );
+    let out = run(
+        &mut g,
+        sse_body(&["the launch ", "codes are"]).as_bytes(),
+        &[],
+    );
     let (_, error, done) = client_text(&out);
     assert_eq!(error.as_deref(), Some("content_blocked"));
     assert!(!done, "no [DONE] after the error");
@@ -106,7 +118,10 @@ fn blocked_phrase_ends_stream_with_error_event() {
 
 #[test]
 fn denied_tool_call_in_response_is_blocked() {
-    let mut g = guard("  policies:\n    - name: p\n      tools: {deny: [shell]}\n", &MaskState::default());
+    let mut g = guard(
+        "  policies:\n    - name: p\n      tools: {deny: [shell]}\n",
+        &MaskState::default(),
+    );
     let ev = json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "shell", "arguments": ""}}]}}]});
     let out = g.on_body(format!("data: {ev}\n\n").as_bytes(), true);
     assert_eq!(client_text(&out).1.as_deref(), Some("tool_denied"));
@@ -126,9 +141,15 @@ fn tool_call_arguments_are_masked_across_deltas() {
     let mut d = Decoder::default();
     let mut args = String::new();
     for ev in d.push(&out).expect("decodes") {
-        if ev.is_done() { continue; }
+        if ev.is_done() {
+            continue;
+        }
         let v: Value = serde_json::from_str(ev.data.as_deref().expect("data")).expect("json");
-        for c in v["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for c in v["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             args.push_str(c["function"]["arguments"].as_str().unwrap_or_default());
         }
     }
@@ -147,7 +168,12 @@ fn whole_json_responses_are_masked_at_the_end() {
 
 #[test]
 fn compressed_responses_are_refused_not_passed() {
-    let mut g = ResponseGuard::new(policy(PII), &MaskState::default(), "application/json", Some("gzip"));
+    let mut g = ResponseGuard::new(
+        policy(PII),
+        &MaskState::default(),
+        "application/json",
+        Some("gzip"),
+    );
     assert!(g.on_body(b"\x1f\x8b binary", false).is_empty());
     let out: Value = serde_json::from_slice(&g.on_body(b"more", true)).expect("error json");
     assert_eq!(out["error"]["code"], "invalid_json");
@@ -155,7 +181,10 @@ fn compressed_responses_are_refused_not_passed() {
 
 #[test]
 fn shadow_mode_forwards_bytes_unchanged_and_counts() {
-    let mut g = guard("  policies:\n    - name: p\n      shadow: true\n      pii: {}\n", &MaskState::default());
+    let mut g = guard(
+        "  policies:\n    - name: p\n      shadow: true\n      pii: {}\n",
+        &MaskState::default(),
+    );
     let wire = sse_body(&["mail a@b", ".io now"]);
     let out = run(&mut g, wire.as_bytes(), &[7, 90]);
     assert_eq!(out, wire.as_bytes());

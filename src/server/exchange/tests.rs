@@ -132,7 +132,14 @@ fn response_body(bytes: &[u8], end_of_stream: bool) -> ProcessingRequest {
 
 fn body_mutation(reply: &ProcessingResponse) -> Option<Vec<u8>> {
     match reply.response.as_ref().expect("a response") {
-        Out::ResponseBody(b) => match b.response.as_ref()?.body_mutation.as_ref()?.mutation.as_ref()? {
+        Out::ResponseBody(b) => match b
+            .response
+            .as_ref()?
+            .body_mutation
+            .as_ref()?
+            .mutation
+            .as_ref()?
+        {
             body_mutation::Mutation::Body(b) => Some(b.clone()),
             _ => None,
         },
@@ -557,7 +564,10 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
         other => panic!("no body mutation: {other:?}"),
     };
     let sent_json: serde_json::Value = serde_json::from_slice(&sent).expect("json");
-    assert_eq!(sent_json["messages"][0]["content"], "mail [EMAIL], call <PHONE_1>");
+    assert_eq!(
+        sent_json["messages"][0]["content"],
+        "mail [EMAIL], call <PHONE_1>"
+    );
     let headers = set_headers(c);
     assert!(headers.contains(&("content-length".to_owned(), sent.len().to_string())));
     assert!(headers.contains(&("accept-encoding".to_owned(), "identity".to_owned())));
@@ -579,10 +589,15 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
     let text = String::from_utf8(out).expect("utf8");
     assert!(text.contains("ring "), "{text}");
     assert!(text.contains("010-1234-5678"), "pseudonym restored: {text}");
-    assert!(text.contains("[EMAIL]") && !text.contains("x@y.io"), "{text}");
+    assert!(
+        text.contains("[EMAIL]") && !text.contains("x@y.io"),
+        "{text}"
+    );
     assert!(text.ends_with("data: [DONE]\n\n"));
     // A repeated final chunk changes nothing.
-    let r = ex.on_message(response_body(b"data: [DONE]\n\n", true)).expect("reply");
+    let r = ex
+        .on_message(response_body(b"data: [DONE]\n\n", true))
+        .expect("reply");
     assert_eq!(body_mutation(&r), Some(Vec::new()));
     drop(ex);
     let m = metrics.render();
@@ -596,7 +611,9 @@ fn guard_refuses_blocked_words_with_400() {
     let (mut ex, metrics) = exchange();
     ex.on_message(chat_headers(&[])).expect("reply");
     let r = ex
-        .on_message(body(r#"{"model":"echo","messages":[{"role":"user","content":"this is FORBIDDEN"}]}"#))
+        .on_message(body(
+            r#"{"model":"echo","messages":[{"role":"user","content":"this is FORBIDDEN"}]}"#,
+        ))
         .expect("reply");
     let (status, body, _) = immediate(&r);
     assert_eq!(status, 400);
@@ -608,15 +625,20 @@ fn guard_refuses_blocked_words_with_400() {
 fn unguarded_requests_do_not_ask_for_response_bodies() {
     let (mut ex, _) = exchange();
     ex.on_message(chat_headers(&[])).expect("reply");
-    ex.on_message(body(r#"{"model":"mini","messages":[{"role":"user","content":"a@b.io"}]}"#))
-        .expect("reply");
+    ex.on_message(body(
+        r#"{"model":"mini","messages":[{"role":"user","content":"a@b.io"}]}"#,
+    ))
+    .expect("reply");
     let r = ex.on_message(sse_response_headers()).expect("reply");
     assert!(r.mode_override.is_none());
 }
 
 fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
     let bodies = prop_oneof![
-        Just(r#"{"model":"echo","messages":[{"role":"user","content":"a@b.io 010-1234-5678"}]}"#.to_owned()),
+        Just(
+            r#"{"model":"echo","messages":[{"role":"user","content":"a@b.io 010-1234-5678"}]}"#
+                .to_owned()
+        ),
         Just(r#"{"model":"mini"}"#.to_owned()),
         Just(
             r#"{"model":"beta-x","messages":[{"role":"user","content":"/model alpha,echo\nhi"}]}"#
