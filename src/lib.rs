@@ -2,8 +2,8 @@
 //!
 //! Request flow (one way, top to bottom):
 //! `server` (gRPC stream) → `server::exchange` (per-request state machine) → `stages`
-//! (route today) → `routing` / `llm` (pure decisions and body edits) → replies built in
-//! `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
+//! (route, then guard) → `routing` / `guard` / `pii` / `llm` (pure decisions, masking, body
+//! edits, SSE) → replies built in `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
 //! pins; `metrics` and `admin` observe; `app` wires it all at start-up.
 
 pub mod admin;

@@ -119,11 +119,12 @@ impl Snapshot {
     pub fn summary(&self) -> String {
         let aliases: usize = self.routing.models.iter().map(|m| m.aliases.len()).sum();
         format!(
-            "{} backends, {} models ({} aliases), {} routes; grpc {}, admin {}; config {}",
+            "{} backends, {} models ({} aliases), {} routes, {} guard policies; grpc {}, admin {}; config {}",
             self.routing.backends.len(),
             self.routing.models.len(),
             aliases,
             self.routing.routes.len(),
+            self.guard.policies.len(),
             self.settings.grpc_listen,
             self.settings.admin_listen,
             self.hash

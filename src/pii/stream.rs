@@ -13,10 +13,11 @@
 //! 3. `d` has anchors (every match starts with one) and none occurs between it and the
 //!    end, not even as a partial anchor at the very end.
 //!
-//! `p` is the minimum over detectors of their safe prefix, then moved left while a match
-//! straddles it (so each detector's leftmost-first search restarts where the one-shot
-//! search would). Matches entirely before `p` are final: they are the ones the one-shot
-//! search finds. The property tests check this equivalence for arbitrary splits.
+//! `p` is the minimum over detectors of their safe prefix, then moved left while a raw
+//! match (valid or not) straddles it, so every detector's search restarts where the
+//! one-shot search would and overlap resolution sees the same candidates on both sides of
+//! the cut. Matches entirely before `p` are final: they are the ones the one-shot search
+//! finds. The property tests check this equivalence for arbitrary splits.
 //!
 //! ## Bounds and latency
 //! Held-back bytes never exceed [`StreamMasker::hold_bound`] = 2 × the longest detector
