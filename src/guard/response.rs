@@ -429,10 +429,16 @@ impl ResponseGuard {
             return;
         }
         let body = std::mem::take(&mut self.whole);
-        let result = match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(mut obj)) => self
-                .whole_json(&mut obj)
-                .map(|()| Value::Object(obj).to_string().into_bytes()),
+        let parsed = serde_json::from_slice::<Value>(&body);
+        let result = match parsed {
+            // Unchanged JSON (embeddings, clean answers) keeps the upstream's exact bytes.
+            Ok(Value::Object(mut obj)) => self.whole_json(&mut obj).map(|changed| {
+                if changed {
+                    Value::Object(obj).to_string().into_bytes()
+                } else {
+                    body
+                }
+            }),
             _ => match String::from_utf8(body) {
                 Ok(text) => {
                     let masked = match &self.masker {
@@ -470,9 +476,11 @@ impl ResponseGuard {
         Ok(())
     }
 
-    fn whole_json(&mut self, obj: &mut Map<String, Value>) -> Result<(), GuardError> {
+    /// Masks a non-streamed completion in place; returns whether anything changed.
+    fn whole_json(&mut self, obj: &mut Map<String, Value>) -> Result<bool, GuardError> {
+        let mut changed = false;
         let Some(Value::Array(choices)) = obj.get_mut("choices") else {
-            return Ok(());
+            return Ok(changed);
         };
         for choice in choices.iter_mut() {
             let Some(Value::Object(msg)) = choice.get_mut("message") else {
@@ -480,7 +488,9 @@ impl ResponseGuard {
             };
             if let Some(Value::String(s)) = msg.get_mut("content") {
                 if let Some(m) = &self.masker {
-                    *s = m.mask(s, &mut self.state);
+                    let masked = m.mask(s, &mut self.state);
+                    changed |= masked != *s;
+                    *s = masked;
                 }
                 self.check_text(s)?;
             }
@@ -503,12 +513,14 @@ impl ResponseGuard {
                         .and_then(|f| f.get_mut("arguments"))
                         && let Some(m) = &self.masker
                     {
-                        *s = m.mask(s, &mut self.state);
+                        let masked = m.mask(s, &mut self.state);
+                        changed |= masked != *s;
+                        *s = masked;
                     }
                 }
             }
         }
-        Ok(())
+        Ok(changed)
     }
 }
 

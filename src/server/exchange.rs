@@ -196,6 +196,8 @@ impl Exchange {
         if let Some(reason) = &g.shadow_verdict {
             self.metrics
                 .guard_blocked(&g.policy.name, reason, "request", true);
+            // The audit trail of shadow mode: what enforcing would have done (no values).
+            tracing::info!(request_id = %self.cx.request_id, policy = %g.policy.name, reason = %reason, detections = %g.request.summary(), "shadow mode: the guard would have refused this request");
         }
     }
 

@@ -167,6 +167,13 @@ fn whole_json_responses_are_masked_at_the_end() {
 }
 
 #[test]
+fn unchanged_json_keeps_the_upstream_bytes() {
+    let mut g = ResponseGuard::new(policy(PII), &MaskState::default(), "application/json", None);
+    let body = br#"{"object":"list","data":[{"embedding":[0.10000000,1e-3]}]}"#;
+    assert_eq!(g.on_body(body, true), body.to_vec());
+}
+
+#[test]
 fn compressed_responses_are_refused_not_passed() {
     let mut g = ResponseGuard::new(
         policy(PII),
