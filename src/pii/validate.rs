@@ -58,7 +58,7 @@ impl Validator {
             Validator::UsSsn => us_ssn(&digits(text)),
             Validator::Ipv4 => text.parse::<Ipv4Addr>().is_ok(),
             Validator::Ipv6 => ipv6(text),
-            Validator::Card => card(&digits(text)),
+            Validator::Card => card_grouping(text) && card(&digits(text)),
         }
     }
 }
@@ -115,11 +115,12 @@ pub fn card(d: &[u8]) -> bool {
         4 => matches!(len, 13 | 16 | 19),
         2 => (2221..=2720).contains(&p4) && len == 16,
         5 => {
-            // Mastercard 51–55 (16); Maestro 50, 56–58 (12–19).
+            // Mastercard 51–55 (16); Maestro 50, 56–58 (16–19: shorter Maestro numbers are
+            // rare and collide with everyday 12–15 digit numbers).
             if (51..=55).contains(&p2) {
                 len == 16
             } else {
-                matches!(p2, 50 | 56..=58)
+                matches!(p2, 50 | 56..=58) && len >= 16
             }
         }
         3 => {
@@ -135,15 +136,32 @@ pub fn card(d: &[u8]) -> bool {
         }
         6 => {
             // Discover 6011, 644–649, 65, 622126–622925; UnionPay 62; Maestro 6304, 67xx.
-            p4 == 6011
-                || (644..=649).contains(&p3)
-                || p2 == 65
-                || p2 == 62
-                || (622_126..=622_925).contains(&p6)
-                || p4 == 6304
-                || p2 == 67
+            len >= 16
+                && (p4 == 6011
+                    || (644..=649).contains(&p3)
+                    || p2 == 65
+                    || p2 == 62
+                    || (622_126..=622_925).contains(&p6)
+                    || p4 == 6304
+                    || p2 == 67)
         }
         _ => false,
+    }
+}
+
+/// How card numbers are printed: one run of digits, groups of four (the last may be
+/// shorter), or the 4-6-5 / 4-6-4 layouts of Amex and Diners. Rejects RRN-like 6-7 layouts.
+pub fn card_grouping(text: &str) -> bool {
+    let groups: Vec<usize> = text
+        .split([' ', '-'])
+        .filter(|g| !g.is_empty())
+        .map(str::len)
+        .collect();
+    match groups.as_slice() {
+        [_] => true,
+        [4, 6, 5] | [4, 6, 4] => true,
+        [init @ .., last] => init.iter().all(|&g| g == 4) && (1..=4).contains(last),
+        [] => false,
     }
 }
 
@@ -294,6 +312,16 @@ mod tests {
                 assert!(!card(&d), "{bad}");
             }
         }
+    }
+
+    #[test]
+    fn card_layouts() {
+        assert!(card_grouping("4111 1111 1111 1111"));
+        assert!(card_grouping("4000-0000-0000-0000-006"));
+        assert!(card_grouping("3782 822463 10005"));
+        assert!(card_grouping("4111111111111111"));
+        assert!(!card_grouping("491328-5299467"), "RRN layout");
+        assert!(!Validator::Card.check("450101-1234567"));
     }
 
     #[test]
