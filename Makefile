@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ENVOY  := $(VENV)/bin/envoy
 
-.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench clean
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro pii-report clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ schema: build ## Regenerate docs/config.schema.json
 
 bench: build-release venv ## Load benchmark: Envoy alone vs Envoy + tollgate (one run, same load)
 	$(PY) e2e/bench_overhead.py --target-dir target/release
+
+bench-micro: ## Criterion micro-benchmarks: masking MB/s (16 KiB-1 MiB), per-SSE-event cost, memory per stream
+	$(CARGO) bench --bench guard --locked
+
+pii-report: build venv ## Precision/recall of the PII detectors on a generated, oracle-labelled corpus
+	$(PY) scripts/pii_report.py --tollgate target/debug/tollgate
 
 clean:
 	$(CARGO) clean

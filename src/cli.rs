@@ -51,4 +51,9 @@ pub enum Command {
         #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Run the built-in PII/secret detectors over stdin (test bridge for oracle checks and
+    /// `make pii-report`): each input line is a JSON string; each output line is
+    /// `{"findings": [{"entity", "start", "end"}], "masked": "..."}` with byte offsets.
+    #[command(hide = true)]
+    PiiScan,
 }

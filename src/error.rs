@@ -4,6 +4,7 @@
 //! A refusal is never a gRPC error: that would hand the decision to Envoy's
 //! `failure_mode_allow`, which in fail-open setups would let the refused request through.
 
+use crate::guard::GuardError;
 use crate::llm::openai::ParseError;
 use crate::routing::RouteError;
 use crate::routing::command::CommandError;
@@ -55,6 +56,9 @@ pub enum StageError {
     /// Envoy is configured in a way that would bypass routing.
     #[error("gateway misconfigured: {0}")]
     Misconfigured(&'static str),
+    /// The guard refused the request.
+    #[error(transparent)]
+    Guard(#[from] crate::guard::GuardError),
     /// A bug on our side.
     #[error("internal gateway error")]
     Internal(String),
@@ -122,6 +126,16 @@ pub fn rescue(err: &StageError) -> LocalReply {
         },
         StageError::BodyTooLarge { .. } => reply(413, INVALID, "request_too_large", None),
         StageError::MissingBody => reply(400, INVALID, "missing_body", None),
+        StageError::Guard(g @ GuardError::ContentBlocked { .. }) => {
+            reply(400, INVALID, g.code(), Some("messages"))
+        }
+        StageError::Guard(g @ GuardError::PiiBlocked { .. }) => {
+            reply(400, INVALID, g.code(), Some("messages"))
+        }
+        StageError::Guard(g @ GuardError::ToolDenied { .. }) => {
+            reply(400, INVALID, g.code(), Some("tools"))
+        }
+        StageError::Guard(g @ GuardError::Unreadable(_)) => reply(400, INVALID, g.code(), None),
         StageError::Misconfigured(_) => LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "gateway_misconfigured", None)
@@ -223,6 +237,38 @@ mod tests {
                 "request_too_large",
             ),
             (StageError::MissingBody, 400, "missing_body"),
+            (
+                GuardError::ContentBlocked {
+                    policy: "p".into(),
+                    rule: "words[0]".into(),
+                }
+                .into(),
+                400,
+                "content_blocked",
+            ),
+            (
+                GuardError::PiiBlocked {
+                    policy: "p".into(),
+                    entity: "card".into(),
+                }
+                .into(),
+                400,
+                "pii_blocked",
+            ),
+            (
+                GuardError::ToolDenied {
+                    policy: "p".into(),
+                    name: "shell".into(),
+                }
+                .into(),
+                400,
+                "tool_denied",
+            ),
+            (
+                GuardError::Unreadable("x".into()).into(),
+                400,
+                "invalid_json",
+            ),
             (StageError::Misconfigured("x"), 500, "gateway_misconfigured"),
             (StageError::Internal("bug".into()), 500, "internal_error"),
         ];

@@ -2,10 +2,10 @@
 //!
 //! Request flow (one way, top to bottom):
 //! `server` (gRPC stream) → `server::exchange` (per-request state machine) → `stages`
-//! (route today) → `routing` / `llm` (pure decisions and body edits) → replies built in
-//! `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
-//! pins; `metrics` and `admin` observe; `observe` turns each finished request into GenAI
-//! metrics, an audit line and an OTLP span; `app` wires it all at start-up.
+//! (route, then guard) → `routing` / `guard` / `pii` / `llm` (pure decisions, masking, body
+//! edits, SSE) → replies built in `server::reply`. `config` compiles the YAML into the
+//! immutable snapshot every stream pins; `metrics` and `admin` observe; `observe` turns each
+//! finished request into GenAI metrics, an audit line and an OTLP span; `app` wires it all.
 
 pub mod admin;
 pub mod app;
@@ -13,10 +13,12 @@ pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod llm;
 pub mod metrics;
 pub mod observe;
+pub mod pii;
 pub mod proto;
 pub mod routing;
 pub mod secret;

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file, skip_secrets } => validate(&file, skip_secrets),
+        Command::PiiScan => pii_scan(),
         Command::Schema => {
             let schema = schemars::schema_for!(config::raw::RawConfig);
             match serde_json::to_string_pretty(&schema) {
@@ -132,4 +133,27 @@ fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) 
             ExitCode::FAILURE
         }
     }
+}
+
+fn pii_scan() -> ExitCode {
+    use std::io::{BufRead, Write};
+    let masker = tollgate::pii::builtin_masker(tollgate::pii::Action::Mask);
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else {
+            return ExitCode::FAILURE;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(text) = serde_json::from_str::<String>(&line) else {
+            return ExitCode::from(64);
+        };
+        let report = tollgate::pii::scan(&masker, &text);
+        if writeln!(out, "{report}").is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     last_success_timestamp: Gauge,
     config_info: IntGaugeVec,
     genai: GenAi,
+    guard_detections: IntCounterVec,
+    guard_blocked: IntCounterVec,
 }
 
 /// GenAI semantic-convention metrics and the telemetry pipeline's own counters.
@@ -34,7 +36,6 @@ struct GenAi {
     tpot_seconds: HistogramVec,
     errors: IntCounterVec,
     cost_usd: CounterVec,
-    guard_detections: IntCounterVec,
     audit_dropped: IntCounter,
     spans_dropped: IntCounterVec,
     spans_exported: IntCounter,
@@ -155,14 +156,6 @@ impl Metrics {
                 &["backend", "model"],
             )
             .expect("metric"),
-            guard_detections: IntCounterVec::new(
-                Opts::new(
-                    "tollgate_guard_detections_total",
-                    "Guard findings by detector",
-                ),
-                &["detector"],
-            )
-            .expect("metric"),
             audit_dropped: IntCounter::new(
                 "tollgate_audit_lines_dropped_total",
                 "Audit lines dropped because the writer's queue was full or a write failed",
@@ -193,13 +186,30 @@ impl Metrics {
             Box::new(genai.tpot_seconds.clone()),
             Box::new(genai.errors.clone()),
             Box::new(genai.cost_usd.clone()),
-            Box::new(genai.guard_detections.clone()),
             Box::new(genai.audit_dropped.clone()),
             Box::new(genai.spans_dropped.clone()),
             Box::new(genai.spans_exported.clone()),
         ] {
             registry.register(c).expect("distinct metric names");
         }
+        // The guard's own detection counters (labelled by policy and action) replace a
+        // per-request placeholder here.
+        let guard_detections = IntCounterVec::new(
+            Opts::new(
+                "tollgate_guard_detections_total",
+                "PII/secret detections by policy, entity type, action, direction (request or response) and mode (enforce or shadow); never values",
+            ),
+            &["policy", "entity", "action", "direction", "mode"],
+        )
+        .expect("metric");
+        let guard_blocked = IntCounterVec::new(
+            Opts::new(
+                "tollgate_guard_blocked_total",
+                "Requests refused or responses ended by the guard, by policy, reason (content, pii, tool, unreadable), direction and mode (shadow: would have been blocked)",
+            ),
+            &["policy", "reason", "direction", "mode"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(message_seconds.clone()),
@@ -208,6 +218,8 @@ impl Metrics {
             Box::new(last_reload_success.clone()),
             Box::new(last_success_timestamp.clone()),
             Box::new(config_info.clone()),
+            Box::new(guard_detections.clone()),
+            Box::new(guard_blocked.clone()),
         ] {
             registry.register(c).expect("distinct metric names");
         }
@@ -221,6 +233,8 @@ impl Metrics {
             last_success_timestamp,
             config_info,
             genai,
+            guard_detections,
+            guard_blocked,
         }
     }
 
@@ -263,13 +277,6 @@ impl Metrics {
         if let Some(c) = r.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
             g.cost_usd.with_label_values(&[backend, model]).inc_by(c);
         }
-        if let Some(guard) = &r.guard {
-            for (detector, n) in &guard.detections {
-                g.guard_detections
-                    .with_label_values(&[detector.as_str()])
-                    .inc_by(u64::from(*n));
-            }
-        }
     }
 
     /// An audit line was dropped.
@@ -288,6 +295,28 @@ impl Metrics {
     /// `n` spans reached the collector.
     pub fn spans_exported(&self, n: usize) {
         self.genai.spans_exported.inc_by(n as u64);
+    }
+
+    /// Counts guard detections.
+    pub fn guard_detected(
+        &self,
+        policy: &str,
+        entity: &str,
+        action: &str,
+        direction: &str,
+        shadow: bool,
+        n: u64,
+    ) {
+        self.guard_detections
+            .with_label_values(&[policy, entity, action, direction, mode(shadow)])
+            .inc_by(n);
+    }
+
+    /// Counts a guard refusal (or, in shadow mode, one that was not applied).
+    pub fn guard_blocked(&self, policy: &str, reason: &str, direction: &str, shadow: bool) {
+        self.guard_blocked
+            .with_label_values(&[policy, reason, direction, mode(shadow)])
+            .inc();
     }
 
     /// Counts one finished request.
@@ -348,6 +377,10 @@ impl Metrics {
     }
 }
 
+fn mode(shadow: bool) -> &'static str {
+    if shadow { "shadow" } else { "enforce" }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -382,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn tokens_cost_guard_and_errors_are_recorded_when_known() {
+    fn tokens_cost_and_errors_are_recorded_when_known() {
         let m = Metrics::new();
         let mut r = sample_record();
         r.usage = Some(Usage {
@@ -406,7 +439,6 @@ mod tests {
             // (1234 ms - 234 ms) / (11 - 1) tokens
             r#"gen_ai_server_time_per_output_token_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 0.1"#,
             r#"tollgate_cost_usd_total{backend="alpha",model="gpt-4o-mini"} 0.25"#,
-            r#"tollgate_guard_detections_total{detector="email"} 2"#,
             r#"tollgate_request_errors_total{backend="alpha",error_type="502"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want}:\n{text}");

@@ -145,7 +145,7 @@ pub struct ReloadSettings {
 }
 
 /// A compiled, immutable configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Snapshot {
     /// Static settings (as read when this snapshot was compiled).
     pub settings: StaticSettings,
@@ -155,6 +155,8 @@ pub struct Snapshot {
     pub reload: ReloadSettings,
     /// Routing table.
     pub routing: Table,
+    /// Guard policies.
+    pub guard: crate::guard::Guard,
     /// Short content hash of the source file (shown in logs and metrics).
     pub hash: String,
 }
@@ -164,11 +166,12 @@ impl Snapshot {
     pub fn summary(&self) -> String {
         let aliases: usize = self.routing.models.iter().map(|m| m.aliases.len()).sum();
         format!(
-            "{} backends, {} models ({} aliases), {} routes; grpc {}, admin {}; config {}",
+            "{} backends, {} models ({} aliases), {} routes, {} guard policies; grpc {}, admin {}; config {}",
             self.routing.backends.len(),
             self.routing.models.len(),
             aliases,
             self.routing.routes.len(),
+            self.guard.policies.len(),
             self.settings.grpc_listen,
             self.settings.admin_listen,
             self.hash

@@ -44,6 +44,9 @@ pub struct RawConfig {
     /// The audit log: one JSON line per request. Static: changes need a restart.
     #[serde(default)]
     pub audit: RawAudit,
+    /// PII/secret masking, blocked content, tool lists and system prompts.
+    #[serde(default)]
+    pub guard: RawGuard,
 }
 
 /// Traces and metrics options.
@@ -119,6 +122,129 @@ pub struct RawAudit {
     /// Add the prompt to each line. Only masked text may be logged: this needs the guard's
     /// masking, which this build does not have, so `true` is refused.
     pub include_payload: Option<bool>,
+}
+
+/// Guard settings: custom detectors and ordered policies.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    /// Key for the `hash` action (a keyed HMAC-SHA256, so hashes join across requests but
+    /// cannot be reversed by guessing). Required when any policy uses `hash`.
+    pub hash_key: Option<SecretRef>,
+    /// Extra detectors. Their names can be used in `entities` like built-in ones.
+    #[serde(default)]
+    pub detectors: Vec<RawDetector>,
+    /// Policies, tried in order; the first whose `match` holds applies. Requests no policy
+    /// matches are not guarded.
+    #[serde(default)]
+    pub policies: Vec<RawPolicy>,
+}
+
+/// A custom detector.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetector {
+    /// Entity name (`[a-z0-9_]`), used in `entities`, placeholders (upper-cased) and metrics.
+    pub name: String,
+    /// Regex (Rust `regex` syntax). Every repetition must be bounded (`{1,64}`, not `+`),
+    /// so streams can be masked with a bounded hold-back.
+    pub pattern: String,
+    /// Optional check on each match: `luhn`, `mod97`, `kr_rrn`, `kr_brn`, `us_ssn`,
+    /// `ipv4`, `ipv6` or `card`.
+    pub validator: Option<String>,
+}
+
+/// One guard policy.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Name shown in metrics and metadata.
+    pub name: String,
+    /// When the policy applies; omitted or empty: every request.
+    #[serde(default, rename = "match")]
+    pub matches: RawPolicyMatch,
+    /// Detect and report (metrics, metadata) without changing or refusing anything.
+    #[serde(default)]
+    pub shadow: bool,
+    /// PII and secret masking.
+    pub pii: Option<RawPii>,
+    /// Blocked words, phrases and regexes.
+    pub blocked: Option<RawBlocked>,
+    /// Tool allow/deny lists.
+    pub tools: Option<RawTools>,
+    /// System messages added to every request.
+    pub system_prompt: Option<RawSystemPrompt>,
+}
+
+/// Conditions of a policy (all must hold). A `teams` condition arrives with authentication.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyMatch {
+    /// Routing rule names (a route's `name`, or `catalogue`, `command`); globs.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Catalogue model names (or the requested name for unlisted models); globs.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// PII masking settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPii {
+    /// Mask requests. Default true.
+    pub request: Option<bool>,
+    /// Mask responses (streamed and not). Default true.
+    pub response: Option<bool>,
+    /// Message roles scanned in requests. Default: system, user, assistant, tool, function,
+    /// developer.
+    pub roles: Option<Vec<String>>,
+    /// Action for every detector not listed in `entities`: `mask`, `partial`, `redact`,
+    /// `hash`, `block`, `allow`, `pseudonymize`, or `off` (not run). Default `mask`.
+    pub default_action: Option<String>,
+    /// Per entity (built-in or custom detector name): an action as in `default_action`.
+    #[serde(default)]
+    pub entities: BTreeMap<String, String>,
+}
+
+/// Blocked content.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlocked {
+    /// Words and phrases, matched as whole words after NFKC normalisation, zero-width
+    /// removal and case folding.
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// Regexes, matched on the same normalised (lower-case) text.
+    #[serde(default)]
+    pub regexes: Vec<String>,
+    /// Also end responses that contain blocked content. Default true.
+    pub responses: Option<bool>,
+}
+
+/// Tool lists (globs on function names).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTools {
+    /// Only these tools may be offered or called (empty: all not denied).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// These tools may never be offered or called.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// A denied tool in a request's `tools`: `remove` it (default) or `refuse` the request.
+    /// A denied tool call in a response always ends the response with an error.
+    pub on_denied: Option<String>,
+}
+
+/// System messages added to requests.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSystemPrompt {
+    /// Inserted as the first message.
+    pub prepend: Option<String>,
+    /// Added as the last message.
+    pub append: Option<String>,
 }
 
 /// Listen addresses and limits.

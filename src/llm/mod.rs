@@ -5,6 +5,7 @@
 
 pub mod edit;
 pub mod openai;
+pub mod sse;
 
 /// An API endpoint tollgate understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

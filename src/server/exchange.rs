@@ -24,12 +24,14 @@
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{Fault, StageError, rescue};
+use crate::guard::response::ResponseGuard;
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::observe::trace_context::{self, TraceContext};
-use crate::observe::{RecordSink, RequestRecord, semconv};
+use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
+use crate::pii::Action;
 use crate::proto::*;
-use crate::stages::{Flow, RequestCtx, route};
+use crate::stages::{Flow, Mutations, RequestCtx, guard, route};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -133,12 +135,7 @@ impl Exchange {
                 ))
             }
             R::ResponseHeaders(h) => self.response_headers(&h),
-            R::ResponseBody(b) => {
-                if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
-                    self.first_body = Some(self.started.elapsed());
-                }
-                reply::proceed(kind, Default::default())
-            }
+            R::ResponseBody(b) => self.response_body(b),
             _ => {
                 if matches!(kind, Kind::RequestHeaders) {
                     tracing::warn!(request_id = %self.cx.request_id, "duplicate request headers message ignored");
@@ -225,29 +222,15 @@ impl Exchange {
         self.trace = Some(trace);
     }
 
-    fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
-        self.status = status_of(h).or(self.status);
-        let sse = header_of(h, "content-type")
-            .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-        if self.snap.settings.time_to_first_token
-            && sse
-            && !h.end_of_stream
-            && self.phase == Phase::Forwarded
-        {
-            self.timing_body = true;
-            return reply::stream_response_body(reply::proceed(
-                Kind::ResponseHeaders,
-                Default::default(),
-            ));
-        }
-        reply::proceed(Kind::ResponseHeaders, Default::default())
-    }
-
     fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         match route::request_body(&self.snap, &mut self.cx, &b.body) {
             Err(e) => self.refuse(e),
             Ok(Flow::Respond { status, body }) => self.respond(status, body),
             Ok(Flow::Next) => {
+                if let Err(e) = guard::request_body(&self.snap, &mut self.cx, &b.body) {
+                    return self.refuse(e);
+                }
+                self.report_request_guard();
                 self.phase = Phase::Forwarded;
                 reply::proceed(Kind::RequestBody, self.cx.mutations.take())
             }
@@ -261,7 +244,129 @@ impl Exchange {
         reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
     }
 
+    fn report_request_guard(&self) {
+        let Some(g) = &self.cx.guard else { return };
+        let shadow = g.policy.shadow;
+        for (entity, action, n) in crate::guard::counts(&g.request) {
+            self.metrics.guard_detected(
+                &g.policy.name,
+                entity,
+                action.label(),
+                "request",
+                shadow,
+                n,
+            );
+        }
+        if let Some(reason) = &g.shadow_verdict {
+            self.metrics
+                .guard_blocked(&g.policy.name, reason, "request", true);
+            // The audit trail of shadow mode: what enforcing would have done (no values).
+            tracing::info!(request_id = %self.cx.request_id, policy = %g.policy.name, reason = %reason, detections = %g.request.summary(), "shadow mode: the guard would have refused this request");
+        }
+    }
+
+    /// Records the status; asks Envoy for the response body (mode_override STREAMED) only
+    /// when something needs it: the guard, or time-to-first-token timing of an SSE stream.
+    fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        self.status = status_of(h).or(self.status);
+        let content_type = header_of(h, "content-type").unwrap_or_default();
+        let sse = content_type.trim_start().starts_with("text/event-stream");
+        let forwarded = self.phase == Phase::Forwarded;
+        self.timing_body =
+            self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
+        let guard_needs = forwarded
+            && self
+                .cx
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
+        if !guard_needs {
+            let m = Mutations::default();
+            return if self.timing_body {
+                reply::stream_response_body(reply::proceed(Kind::ResponseHeaders, m))
+            } else {
+                reply::proceed(Kind::ResponseHeaders, m)
+            };
+        }
+        let encoding = header_of(h, "content-encoding");
+        let mut m = Mutations::default();
+        // The body will change length; Envoy re-frames (chunked / DATA frames).
+        m.remove("content-length");
+        if encoding.is_some() {
+            // The body is replaced by an error; it is no longer encoded.
+            m.remove("content-encoding");
+        }
+        if let Some(g) = self.cx.guard.as_mut() {
+            g.response = Some(ResponseGuard::new(
+                g.policy.clone(),
+                &g.request,
+                content_type,
+                encoding,
+            ));
+        }
+        reply::stream_response_body(reply::proceed(Kind::ResponseHeaders, m))
+    }
+
+    /// Answers every response body chunk with its replacement (empty while held back).
+    fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
+        if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
+            self.first_body = Some(self.started.elapsed());
+        }
+        let Some(g) = self.cx.guard.as_mut() else {
+            return reply::proceed(Kind::ResponseBody, Mutations::default());
+        };
+        let Some(rg) = g.response.as_mut() else {
+            return reply::proceed(Kind::ResponseBody, Mutations::default());
+        };
+        let was_finished = rg.finished();
+        let out = rg.on_body(&b.body, b.end_of_stream);
+        let mut m = Mutations {
+            body: Some(out),
+            ..Mutations::default()
+        };
+        if !was_finished && rg.finished() {
+            let policy = g.policy.name.clone();
+            let shadow = g.policy.shadow;
+            for (entity, action, n) in crate::guard::counts(&rg.state) {
+                self.metrics
+                    .guard_detected(&policy, entity, action.label(), "response", shadow, n);
+            }
+            if rg.state.total() > 0 {
+                m.metadata.push(("pii_response", rg.state.summary()));
+            }
+            if let Some(v) = rg.violation() {
+                self.metrics
+                    .guard_blocked(&policy, v.reason(), "response", shadow);
+                m.metadata.push(("guard_blocked", v.reason().to_owned()));
+                tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
+            }
+        }
+        reply::proceed(Kind::ResponseBody, m)
+    }
+
     fn refuse(&mut self, err: StageError) -> ProcessingResponse {
+        if let StageError::Guard(g) = &err {
+            let policy = self
+                .snap
+                .guard
+                .select(
+                    self.cx
+                        .routed
+                        .as_ref()
+                        .map(|r| r.rule.as_str())
+                        .unwrap_or_default(),
+                    &[self
+                        .cx
+                        .routed
+                        .as_ref()
+                        .map(|r| r.model_label.as_str())
+                        .unwrap_or_default()],
+                )
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            self.metrics
+                .guard_blocked(&policy, g.reason(), "request", false);
+        }
         let local = rescue(&err);
         match local.fault {
             Fault::Downstream => {
@@ -310,8 +415,38 @@ impl Exchange {
             cost_usd: None,
             consumer: None,
             team: None,
-            guard: None,
+            guard: self.guard_summary(),
         }
+    }
+
+    /// What the guard did, as counts for the audit line and span (never values).
+    fn guard_summary(&self) -> Option<GuardSummary> {
+        let g = self.cx.guard.as_ref()?;
+        let mut by_entity: std::collections::BTreeMap<&str, u32> = Default::default();
+        let mut masked = 0u32;
+        let response = g.response.as_ref().map(|r| &r.state);
+        for (entity, action, n) in crate::guard::counts(&g.request)
+            .chain(response.into_iter().flat_map(crate::guard::counts))
+        {
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            *by_entity.entry(entity).or_default() += n;
+            if !g.policy.shadow && !matches!(action, Action::Allow | Action::Block) {
+                masked = masked.saturating_add(n);
+            }
+        }
+        let refused = matches!(
+            self.error_code,
+            Some("content_blocked" | "pii_blocked" | "tool_denied")
+        );
+        let ended = g.response.as_ref().is_some_and(|r| r.violation().is_some());
+        Some(GuardSummary {
+            detections: by_entity
+                .into_iter()
+                .map(|(e, n)| (e.to_owned(), n))
+                .collect(),
+            masked,
+            blocked: !g.policy.shadow && (refused || ended),
+        })
     }
 }
 

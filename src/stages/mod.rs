@@ -4,9 +4,11 @@
 //! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
 //! Envoy's reply. Stages never see protobuf types and never call back up.
 //!
-//! Order today: `route`. Later stages (auth before routing; guard, limits and usage after)
-//! slot into [`crate::server::exchange`] at the marked places.
+//! Order today: `route`, then `guard` (it needs the routing decision to pick its policy).
+//! Later stages (auth before routing; limits and usage after) slot into
+//! [`crate::server::exchange`] at the marked places.
 
+pub mod guard;
 pub mod route;
 
 use crate::headers::Headers;
@@ -29,6 +31,8 @@ pub struct RequestCtx {
     pub routed: Option<Routed>,
     /// Changes for Envoy to apply to the request.
     pub mutations: Mutations,
+    /// Guard state (policy, pseudonym map, response processor), when a policy applies.
+    pub guard: Option<crate::guard::GuardCtx>,
 }
 
 /// The routing outcome in plain words, for metrics, logs and metadata.

@@ -384,3 +384,77 @@ audit: { output: relative/audit.jsonl, include_payload: true, queue_size: 0 }
         "{errs:?}"
     );
 }
+
+#[test]
+fn guard_errors_are_all_reported_with_paths() {
+    let yaml = r#"
+version: 1
+guard:
+  detectors:
+    - { name: order_id, pattern: "ORD-[0-9]+" }
+    - { name: email, pattern: "x{1,3}" }
+    - { name: ticket, pattern: "T-[0-9]{6}", validator: lunh }
+  policies:
+    - name: p
+      pii:
+        default_action: maks
+        entities: { emial: mask, card: hash }
+      blocked: { regexes: ["("] }
+      tools: { deny: [shell], on_denied: drop }
+"#;
+    let errs = errors(yaml);
+    let expect = [
+        "guard.detectors[0].pattern: the pattern can match unboundedly long text",
+        "guard.detectors[1].name: detector name \"email\" is already used",
+        "guard.detectors[2].validator: unknown validator \"lunh\" (did you mean \"luhn\"?)",
+        "guard.hash_key: a policy uses the `hash` action",
+        "guard.policies[0].pii.default_action: unknown action \"maks\" (did you mean \"mask\"?)",
+        "guard.policies[0].pii.entities.emial: unknown entity \"emial\" (did you mean \"email\"?)",
+        "guard.policies[0].blocked.regexes[0]: invalid",
+        "guard.policies[0].tools.on_denied: \"drop\" must be `remove` or `refuse`",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+}
+
+#[test]
+fn guard_policies_compile() {
+    let yaml = r#"
+version: 1
+guard:
+  hash_key: { env: ALPHA_KEY }
+  detectors:
+    - { name: order_id, pattern: "ORD-[0-9]{8}" }
+  policies:
+    - name: strict
+      match: { routes: [research], models: ["gpt-*"] }
+      pii: { entities: { order_id: hash, ipv4: off } }
+    - name: default
+"#;
+    let s = compile(yaml, &opts()).expect("valid");
+    assert_eq!(s.guard.policies.len(), 2);
+    assert_eq!(
+        s.guard
+            .select("research", &["gpt-4o"])
+            .map(|p| p.name.clone()),
+        Some("strict".into())
+    );
+    assert_eq!(
+        s.guard
+            .select("catalogue", &["gpt-4o"])
+            .map(|p| p.name.clone()),
+        Some("default".into())
+    );
+    let strict = s.guard.select("research", &["gpt-4o"]).expect("policy");
+    let masker = strict.request.as_ref().expect("request masking on");
+    let mut st = crate::pii::MaskState::default();
+    let out = masker.mask("ORD-12345678 from 10.0.0.1", &mut st);
+    assert!(
+        out.starts_with("[ORDER_ID:") && out.ends_with(" from 10.0.0.1"),
+        "{out}"
+    );
+}

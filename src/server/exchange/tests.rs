@@ -22,6 +22,12 @@ models:
   - { name: echo, backend: alpha }
 routes:
   - { name: beta-any, match: { models: ["beta-*"] }, backend: beta }
+guard:
+  policies:
+    - name: echo-guard
+      match: { models: [echo] }
+      pii: { entities: { phone: pseudonymize } }
+      blocked: { words: [forbidden] }
 "#;
 
 fn snapshot() -> Arc<Snapshot> {
@@ -111,6 +117,42 @@ fn response_headers(status: &str) -> ProcessingRequest {
         headers: Some(header_map(&[(":status", status)])),
         ..Default::default()
     }))
+}
+
+fn sse_response_headers() -> ProcessingRequest {
+    msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":status", "200"),
+            ("content-type", "text/event-stream"),
+            ("content-length", "999"),
+        ])),
+        ..Default::default()
+    }))
+}
+
+fn response_body(bytes: &[u8], end_of_stream: bool) -> ProcessingRequest {
+    msg(In::ResponseBody(HttpBody {
+        body: bytes.to_vec(),
+        end_of_stream,
+        ..Default::default()
+    }))
+}
+
+fn body_mutation(reply: &ProcessingResponse) -> Option<Vec<u8>> {
+    match reply.response.as_ref().expect("a response") {
+        Out::ResponseBody(b) => match b
+            .response
+            .as_ref()?
+            .body_mutation
+            .as_ref()?
+            .mutation
+            .as_ref()?
+        {
+            body_mutation::Mutation::Body(b) => Some(b.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn common(reply: &ProcessingResponse) -> &CommonResponse {
@@ -532,8 +574,94 @@ fn cancelled_stream_is_counted_as_aborted() {
     );
 }
 
+#[test]
+fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
+    let (mut ex, metrics) = exchange();
+    ex.on_message(chat_headers(&[])).expect("reply");
+    let r = ex
+        .on_message(body(r#"{"model":"echo","stream":true,"messages":[{"role":"user","content":"mail a@b.io, call 010-1234-5678"}]}"#))
+        .expect("reply");
+    let c = common(&r);
+    let sent = match c.body_mutation.as_ref().and_then(|m| m.mutation.as_ref()) {
+        Some(body_mutation::Mutation::Body(b)) => b.clone(),
+        other => panic!("no body mutation: {other:?}"),
+    };
+    let sent_json: serde_json::Value = serde_json::from_slice(&sent).expect("json");
+    assert_eq!(
+        sent_json["messages"][0]["content"],
+        "mail [EMAIL], call <PHONE_1>"
+    );
+    let headers = set_headers(c);
+    assert!(headers.contains(&("content-length".to_owned(), sent.len().to_string())));
+    assert!(headers.contains(&("accept-encoding".to_owned(), "identity".to_owned())));
+    assert!(metadata(&r).contains(&("guard_policy".to_owned(), "echo-guard".to_owned())));
+
+    let r = ex.on_message(sse_response_headers()).expect("reply");
+    let mode = r.mode_override.expect("asks for the response body");
+    assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
+    assert!(removed(common(&r)).contains(&"content-length".to_owned()));
+
+    let wire = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ring <PHO\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"NE_1> or x@y.io\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+    let mut out = Vec::new();
+    let bytes = wire.as_bytes();
+    for (i, piece) in bytes.chunks(7).enumerate() {
+        let last = (i + 1) * 7 >= bytes.len();
+        let r = ex.on_message(response_body(piece, last)).expect("reply");
+        out.extend(body_mutation(&r).expect("every chunk answered with a body"));
+    }
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(text.contains("ring "), "{text}");
+    assert!(text.contains("010-1234-5678"), "pseudonym restored: {text}");
+    assert!(
+        text.contains("[EMAIL]") && !text.contains("x@y.io"),
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    // A repeated final chunk changes nothing.
+    let r = ex
+        .on_message(response_body(b"data: [DONE]\n\n", true))
+        .expect("reply");
+    assert_eq!(body_mutation(&r), Some(Vec::new()));
+    drop(ex);
+    let m = metrics.render();
+    assert!(m.contains(r#"tollgate_guard_detections_total{action="mask",direction="request",entity="email",mode="enforce",policy="echo-guard"} 1"#), "{m}");
+    assert!(m.contains(r#"direction="response",entity="email""#), "{m}");
+    assert!(!m.contains("a@b.io") && !m.contains("x@y.io"));
+}
+
+#[test]
+fn guard_refuses_blocked_words_with_400() {
+    let (mut ex, metrics) = exchange();
+    ex.on_message(chat_headers(&[])).expect("reply");
+    let r = ex
+        .on_message(body(
+            r#"{"model":"echo","messages":[{"role":"user","content":"this is FORBIDDEN"}]}"#,
+        ))
+        .expect("reply");
+    let (status, body, _) = immediate(&r);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "content_blocked");
+    assert!(metrics.render().contains(r#"tollgate_guard_blocked_total{direction="request",mode="enforce",policy="echo-guard",reason="content"} 1"#));
+}
+
+#[test]
+fn unguarded_requests_do_not_ask_for_response_bodies() {
+    let (mut ex, _) = exchange();
+    ex.on_message(chat_headers(&[])).expect("reply");
+    ex.on_message(body(
+        r#"{"model":"mini","messages":[{"role":"user","content":"a@b.io"}]}"#,
+    ))
+    .expect("reply");
+    let r = ex.on_message(sse_response_headers()).expect("reply");
+    assert!(r.mode_override.is_none());
+}
+
 fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
     let bodies = prop_oneof![
+        Just(
+            r#"{"model":"echo","messages":[{"role":"user","content":"a@b.io 010-1234-5678"}]}"#
+                .to_owned()
+        ),
         Just(r#"{"model":"mini"}"#.to_owned()),
         Just(
             r#"{"model":"beta-x","messages":[{"role":"user","content":"/model alpha,echo\nhi"}]}"#
@@ -558,10 +686,13 @@ fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
         }))),
         Just(msg(In::RequestTrailers(HttpTrailers::default()))),
         prop_oneof![Just("200"), Just("503"), Just("x")].prop_map(response_headers),
-        any::<Vec<u8>>().prop_map(|b| msg(In::ResponseBody(HttpBody {
+        Just(sse_response_headers()),
+        (any::<Vec<u8>>(), any::<bool>()).prop_map(|(b, eos)| msg(In::ResponseBody(HttpBody {
             body: b,
+            end_of_stream: eos,
             ..Default::default()
         }))),
+        any::<bool>().prop_map(|eos| response_body(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x@y.io <PHONE_1>\"}}]}\n\n", eos)),
         Just(msg(In::ResponseTrailers(HttpTrailers::default()))),
     ]
 }
@@ -719,7 +850,7 @@ fn traceparent_is_left_alone_when_traces_are_off() {
 fn first_token_is_timed_only_when_enabled_and_streamed() {
     let (mut ex, sink) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
     ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo","stream":true}"#))
+    ex.on_message(body(r#"{"model":"mini","stream":true}"#))
         .unwrap();
     let r = ex.on_message(sse_headers()).unwrap();
     let mode = r.mode_override.expect("body switched to STREAMED");
@@ -741,14 +872,14 @@ fn first_token_is_timed_only_when_enabled_and_streamed() {
     // Off by default; and JSON responses are never switched.
     let (mut ex, sink) = observed("");
     ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo","stream":true}"#))
+    ex.on_message(body(r#"{"model":"mini","stream":true}"#))
         .unwrap();
     assert_eq!(ex.on_message(sse_headers()).unwrap().mode_override, None);
     drop(ex);
     assert_eq!(sink.0.lock()[0].time_to_first_token, None);
     let (mut ex, _) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
     ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    ex.on_message(body(r#"{"model":"mini"}"#)).unwrap();
     assert_eq!(
         ex.on_message(response_headers("200"))
             .unwrap()

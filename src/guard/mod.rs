@@ -1,0 +1,207 @@
+//! Guard policies: PII/secret masking, blocked content, tool allow/deny lists, system
+//! prompts and shadow mode, selected per request after routing.
+//!
+//! - [`Guard`] (in the config snapshot) holds compiled [`Policy`]s; the first whose `match`
+//!   holds for the routed request (route name and model globs) applies. Teams are not
+//!   known yet: a `teams` condition slots into [`PolicyMatch`] when authentication lands.
+//! - [`request`] rewrites the request body (after routing, see its module doc);
+//! - [`response`] masks streamed (SSE) and non-streamed responses and restores
+//!   pseudonyms.
+//! - [`blocked`] matches configured words/phrases/regexes on normalised text;
+//! - Shadow mode computes every decision and reports it (metrics, metadata) but changes
+//!   nothing.
+//!
+//! Invariant: no raw detected value is ever logged, counted in a label or put in an error.
+
+pub mod blocked;
+pub mod request;
+pub mod response;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use crate::pii::{Action, MaskState, Masker};
+use crate::routing::glob::Glob;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// All guard policies of a snapshot.
+#[derive(Debug, Default)]
+pub struct Guard {
+    /// Policies in order; the first match applies.
+    pub policies: Vec<Arc<Policy>>,
+}
+
+/// When a policy applies. Empty lists match everything.
+#[derive(Debug, Default)]
+pub struct PolicyMatch {
+    /// Routing rule names (`route` metadata: a route's name, `catalogue` or `command`).
+    pub routes: Vec<Glob>,
+    /// Catalogue model names (or the requested model when unlisted).
+    pub models: Vec<Glob>,
+}
+
+/// What to do with a request `tools` entry a policy denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDenied {
+    /// Drop the tool from the request.
+    Remove,
+    /// Refuse the request (400 `tool_denied`).
+    Refuse,
+}
+
+/// Tool allow/deny lists (globs).
+#[derive(Debug)]
+pub struct ToolPolicy {
+    /// When non-empty, only these tools may be used.
+    pub allow: Vec<Glob>,
+    /// Never these.
+    pub deny: Vec<Glob>,
+    /// Request-side treatment.
+    pub on_denied: OnDenied,
+}
+
+impl ToolPolicy {
+    /// Whether a tool named `name` may be offered or called.
+    pub fn allows(&self, name: &str) -> bool {
+        (self.allow.is_empty() || self.allow.iter().any(|g| g.matches(name)))
+            && !self.deny.iter().any(|g| g.matches(name))
+    }
+}
+
+/// One compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    /// Name (metrics, metadata).
+    pub name: String,
+    /// When it applies.
+    pub matches: PolicyMatch,
+    /// Detect and report only.
+    pub shadow: bool,
+    /// Request masker (`None`: request masking off).
+    pub request: Option<Arc<Masker>>,
+    /// Response masker, without placeholder restore (`None`: response masking off).
+    pub response: Option<Arc<Masker>>,
+    /// Response masker with placeholder restore, used when the request issued pseudonyms.
+    pub response_restore: Arc<Masker>,
+    /// Message roles whose text is scanned.
+    pub roles: Vec<String>,
+    /// Blocked words/phrases/regexes.
+    pub blocked: Option<blocked::Blocked>,
+    /// Also end response streams that contain blocked content.
+    pub blocked_in_responses: bool,
+    /// Tool lists.
+    pub tools: Option<ToolPolicy>,
+    /// System message inserted first.
+    pub prepend_system: Option<String>,
+    /// System message added last.
+    pub append_system: Option<String>,
+}
+
+impl Guard {
+    /// The policy for a routed request.
+    /// `models` are the names the request is known by (catalogue name, upstream name).
+    pub fn select(&self, route: &str, models: &[&str]) -> Option<Arc<Policy>> {
+        self.policies
+            .iter()
+            .find(|p| {
+                (p.matches.routes.is_empty() || p.matches.routes.iter().any(|g| g.matches(route)))
+                    && (p.matches.models.is_empty()
+                        || p.matches
+                            .models
+                            .iter()
+                            .any(|g| models.iter().any(|m| g.matches(m))))
+            })
+            .cloned()
+    }
+}
+
+impl Policy {
+    /// Whether this policy needs to see the response body.
+    pub fn needs_response(&self, state: &MaskState) -> bool {
+        self.response.is_some()
+            || state.has_pseudonyms()
+            || (self.blocked.is_some() && self.blocked_in_responses)
+            || self.tools.is_some()
+    }
+
+    /// The response masker for a request with this state.
+    pub fn response_masker(&self, state: &MaskState) -> Option<Arc<Masker>> {
+        if state.has_pseudonyms() && !self.shadow {
+            Some(self.response_restore.clone())
+        } else {
+            self.response.clone()
+        }
+    }
+}
+
+/// Why the guard refuses a request or ends a response.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum GuardError {
+    /// Blocked word, phrase or regex.
+    #[error("the request was blocked by content policy {policy:?} ({rule})")]
+    ContentBlocked {
+        /// Policy name.
+        policy: String,
+        /// Which rule, e.g. `words[2]` (never the matched text).
+        rule: String,
+    },
+    /// A detector whose action is `block`.
+    #[error("the request contains data that policy {policy:?} does not allow to be sent: {entity}")]
+    PiiBlocked {
+        /// Policy name.
+        policy: String,
+        /// Entity type.
+        entity: String,
+    },
+    /// A tool the policy denies.
+    #[error("tool {name:?} is not allowed by policy {policy:?}")]
+    ToolDenied {
+        /// Policy name.
+        policy: String,
+        /// Tool name (a config-visible identifier, not user data).
+        name: String,
+    },
+    /// The body is not the JSON the guard must inspect.
+    #[error("the request body could not be inspected: {0}")]
+    Unreadable(String),
+}
+
+impl GuardError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GuardError::ContentBlocked { .. } => "content",
+            GuardError::PiiBlocked { .. } => "pii",
+            GuardError::ToolDenied { .. } => "tool",
+            GuardError::Unreadable(_) => "unreadable",
+        }
+    }
+
+    /// OpenAI error `code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GuardError::ContentBlocked { .. } => "content_blocked",
+            GuardError::PiiBlocked { .. } => "pii_blocked",
+            GuardError::ToolDenied { .. } => "tool_denied",
+            GuardError::Unreadable(_) => "invalid_json",
+        }
+    }
+}
+
+/// Per-request guard state, kept in the request context.
+#[derive(Debug)]
+pub struct GuardCtx {
+    /// The policy in force.
+    pub policy: Arc<Policy>,
+    /// Request-side detections and the pseudonym map.
+    pub request: MaskState,
+    /// What shadow mode would have done (`block:content`, ...), for metadata.
+    pub shadow_verdict: Option<String>,
+    /// The response processor, once response headers arrived.
+    pub response: Option<response::ResponseGuard>,
+}
+
+/// Counts of a mask state as `(entity, action, n)` for metrics.
+pub fn counts(state: &MaskState) -> impl Iterator<Item = (&str, Action, u64)> {
+    state.counts.iter().map(|((e, a), n)| (&**e, *a, *n))
+}

@@ -1,0 +1,59 @@
+//! Guard stage: picks the guard policy for the routed request and applies it to the
+//! request body; prepares the response side.
+//!
+//! Runs after routing on the body routing produced (see [`crate::guard::request`] for why
+//! the body is re-serialised only when the guard changes something). When a policy applies,
+//! the upstream is asked for an uncompressed response (`accept-encoding: identity`) so the
+//! response can be scanned; a compressed answer anyway is refused, never passed unscanned.
+
+use super::RequestCtx;
+use crate::config::Snapshot;
+use crate::error::StageError;
+use crate::guard::{GuardCtx, request};
+
+/// Request body phase, after routing. `original` is the body Envoy sent.
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    original: &[u8],
+) -> Result<(), StageError> {
+    let Some(routed) = &cx.routed else {
+        return Ok(());
+    };
+    let Some(policy) = snap.guard.select(
+        &routed.rule,
+        &[routed.model_label.as_str(), routed.upstream_model.as_str()],
+    ) else {
+        return Ok(());
+    };
+    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let outcome = request::apply(&policy, body)?;
+    let m = &mut cx.mutations;
+    if let Some(new_body) = outcome.body {
+        m.set("content-length", new_body.len().to_string());
+        m.body = Some(new_body);
+    }
+    if policy.needs_response(&outcome.state) {
+        m.set("accept-encoding", "identity");
+    }
+    m.metadata.push(("guard_policy", policy.name.clone()));
+    if outcome.state.total() > 0 {
+        m.metadata.push(("pii_request", outcome.state.summary()));
+    }
+    if policy.shadow {
+        m.metadata.push((
+            "guard_shadow",
+            outcome
+                .shadow_verdict
+                .clone()
+                .unwrap_or_else(|| "pass".into()),
+        ));
+    }
+    cx.guard = Some(GuardCtx {
+        policy,
+        request: outcome.state,
+        shadow_verdict: outcome.shadow_verdict,
+        response: None,
+    });
+    Ok(())
+}
