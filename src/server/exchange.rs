@@ -421,7 +421,17 @@ impl Exchange {
 
     /// What the guard did, as counts for the audit line and span (never values).
     fn guard_summary(&self) -> Option<GuardSummary> {
-        let g = self.cx.guard.as_ref()?;
+        let refused = matches!(
+            self.error_code,
+            Some("content_blocked" | "pii_blocked" | "tool_denied")
+        );
+        let Some(g) = self.cx.guard.as_ref() else {
+            // A refusal happens before the guard's state is kept: the code says it all.
+            return refused.then(|| GuardSummary {
+                blocked: true,
+                ..GuardSummary::default()
+            });
+        };
         let mut by_entity: std::collections::BTreeMap<&str, u32> = Default::default();
         let mut masked = 0u32;
         let response = g.response.as_ref().map(|r| &r.state);
@@ -434,10 +444,6 @@ impl Exchange {
                 masked = masked.saturating_add(n);
             }
         }
-        let refused = matches!(
-            self.error_code,
-            Some("content_blocked" | "pii_blocked" | "tool_denied")
-        );
         let ended = g.response.as_ref().is_some_and(|r| r.violation().is_some());
         Some(GuardSummary {
             detections: by_entity

@@ -927,3 +927,49 @@ proptest! {
         prop_assert_eq!(sink.0.lock().len(), usize::from(has_request), "one record per request");
     }
 }
+
+#[test]
+fn guard_counts_reach_the_request_record_without_values() {
+    let (mut ex, sink) = observed("");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(
+        r#"{"model":"echo","messages":[{"role":"user","content":"call 010-1234-5678 or mail kim@example.com"}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    let record = sink.0.lock()[0].clone();
+    let g = record.guard.expect("the guard ran");
+    assert_eq!(
+        g.detections,
+        vec![("email".to_owned(), 1), ("phone".to_owned(), 1)]
+    );
+    assert_eq!(g.masked, 2, "email masked, phone pseudonymized");
+    assert!(!g.blocked);
+    let dump = format!("{:?}", sink.0.lock()[0]);
+    assert!(
+        !dump.contains("kim@example.com") && !dump.contains("1234-5678"),
+        "{dump}"
+    );
+
+    let (mut ex, sink) = observed("");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(
+        r#"{"model":"echo","messages":[{"role":"user","content":"a forbidden word"}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    let g = sink.0.lock()[0].guard.clone().expect("the guard ran");
+    assert!(g.blocked, "a refusal by the guard is recorded as blocked");
+}
+
+#[test]
+fn unguarded_requests_have_no_guard_summary() {
+    let (mut ex, sink) = observed("");
+    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message(body(
+        r#"{"model":"mini","messages":[{"role":"user","content":"kim@example.com"}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    assert_eq!(sink.0.lock()[0].guard, None);
+}
