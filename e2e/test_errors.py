@@ -8,6 +8,7 @@ from typing import Any
 import openai
 import pytest
 
+from harness import DEMO_CLIENT_KEY
 from harness import Response, Stack, http_request
 
 CHAT = "/v1/chat/completions"
@@ -34,7 +35,7 @@ def assert_untouched(stack: Stack) -> None:
 
 
 def post(stack: Stack, body: Any, path: str = CHAT, **kw: Any) -> Response:
-    headers = {"authorization": "Bearer client-key", "content-type": "application/json"}
+    headers = {"authorization": f"Bearer {DEMO_CLIENT_KEY}", "content-type": "application/json"}
     headers.update(kw.pop("headers", {}))
     return http_request("POST", stack.base_url + path, headers=headers, body=body, **kw)
 
@@ -90,7 +91,7 @@ def test_body_that_is_not_a_json_object_is_a_400(clean: Stack, raw: bytes) -> No
 def test_unsupported_path_is_a_404(clean: Stack, method: str, path: str) -> None:
     body = {"model": "echo", "messages": []} if method == "POST" else None
     r = http_request(method, clean.base_url + path, body=body,
-                     headers={"authorization": "Bearer client-key"})
+                     headers={"authorization": f"Bearer {DEMO_CLIENT_KEY}"})
     assert_error(r, 404, "unsupported_path")
     assert_untouched(clean)
 
@@ -101,7 +102,7 @@ def test_unsupported_path_is_a_404(clean: Stack, method: str, path: str) -> None
 def test_wrong_method_is_a_405(clean: Stack, method: str, path: str) -> None:
     body = {"model": "echo", "messages": []} if method in ("PUT", "POST") else None
     r = http_request(method, clean.base_url + path, body=body,
-                     headers={"authorization": "Bearer client-key"})
+                     headers={"authorization": f"Bearer {DEMO_CLIENT_KEY}"})
     assert_error(r, 405, None)
     assert_untouched(clean)
 

@@ -10,7 +10,9 @@ import pytest
 
 from harness import Stack, http_request
 
-CLIENT_SECRETS = ("client-key", "client-x-api-key", "client-api-key")
+from harness import DEMO_CLIENT_KEY
+
+CLIENT_SECRETS = (DEMO_CLIENT_KEY, "client-x-api-key", "client-api-key")
 
 
 def _only(stack: Stack, name: str) -> dict[str, Any]:
@@ -39,13 +41,14 @@ def test_backend_key_replaces_every_client_credential(clean: Stack, client: Any)
         assert clean.keys[other] not in dump
 
 
-def test_request_without_client_key_still_gets_the_backend_key(clean: Stack) -> None:
+def test_request_without_client_key_is_refused_before_any_provider(clean: Stack) -> None:
     r = http_request(
         "POST", f"{clean.base_url}/v1/chat/completions",
         body={"model": "echo", "messages": [{"role": "user", "content": "anonymous"}]},
     )
-    assert r.status == 200, r
-    assert _only(clean, "alpha")["headers"]["authorization"] == f"Bearer {clean.keys['alpha']}"
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "missing_api_key"
+    assert clean.upstream_count("alpha") == 0
 
 
 def test_client_routing_header_cannot_steer_a_routed_request(clean: Stack, client: Any) -> None:

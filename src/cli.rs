@@ -41,4 +41,7 @@ pub enum Command {
     },
     /// Print the JSON Schema of the config file.
     Schema,
+    /// Print the hash of an API key for `consumers[].keys` (reads the key from standard
+    /// input, so it stays out of shell history and process lists).
+    HashKey,
 }

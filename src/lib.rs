@@ -2,18 +2,22 @@
 //!
 //! Request flow (one way, top to bottom):
 //! `server` (gRPC stream) → `server::exchange` (per-request state machine) → `stages`
-//! (route today) → `routing` / `llm` (pure decisions and body edits) → replies built in
-//! `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
+//! (access, route, usage, limits) → pure decisions: `auth` (consumers, teams), `routing`,
+//! `llm` (body edits, SSE, usage shapes), `tokens`, `pricing`, `limits` (reservation
+//! arithmetic; memory and Redis stores) → replies built in `server::reply`. `config` compiles the YAML into the immutable snapshot every stream
 //! pins; `metrics` and `admin` observe; `app` wires it all at start-up.
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod headers;
+pub mod limits;
 pub mod llm;
 pub mod metrics;
+pub mod pricing;
 pub mod proto;
 pub mod routing;
 pub mod secret;
@@ -21,3 +25,4 @@ pub mod server;
 pub mod stages;
 pub mod suggest;
 pub mod telemetry;
+pub mod tokens;

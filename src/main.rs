@@ -19,12 +19,31 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::FAILURE,
             }
         }
+        Command::HashKey => hash_key(),
         Command::Serve {
             config,
             grpc_listen,
             admin_listen,
         } => serve(config, grpc_listen, admin_listen),
     }
+}
+
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if std::io::stdin().read_line(&mut key).is_err() {
+        println!("tollgate hash-key: cannot read the key from standard input");
+        return ExitCode::from(1);
+    }
+    let key = key.trim_end_matches(['\n', '\r']);
+    if key.trim().is_empty() {
+        println!("tollgate hash-key: pipe the key in, e.g. `printf %s \"$KEY\" | tollgate hash-key`");
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}",
+        tollgate::auth::hash_key(&tollgate::secret::Secret::new(key))
+    );
+    ExitCode::SUCCESS
 }
 
 fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {

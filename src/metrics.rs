@@ -4,7 +4,7 @@
 //! backend or `none`, never a value a client can choose freely.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +19,7 @@ pub struct Metrics {
     last_reload_success: IntGauge,
     last_success_timestamp: Gauge,
     config_info: IntGaugeVec,
+    usage: UsageMetrics,
 }
 
 impl Default for Metrics {
@@ -94,7 +95,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("distinct metric names");
         }
+        let usage = UsageMetrics::new(&registry);
         Self {
+            usage,
             registry,
             requests,
             message_seconds,
@@ -169,4 +172,162 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
+}
+
+/// Usage, cost and limits metrics (issue: access, usage and limits).
+struct UsageMetrics {
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    unpriced: IntCounterVec,
+    limit_refusals: IntCounterVec,
+    limiter_seconds: HistogramVec,
+    limiter_errors: IntCounterVec,
+    fail_open: IntCounter,
+    store_up: IntGauge,
+}
+
+#[expect(clippy::expect_used, reason = "static metric definitions")]
+impl UsageMetrics {
+    fn new(registry: &Registry) -> Self {
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "tollgate_tokens_total",
+                "Tokens used, by backend, model and kind (input, cached_input, output, reasoning)",
+            ),
+            &["backend", "model", "kind"],
+        )
+        .expect("metric");
+        let cost = CounterVec::new(
+            Opts::new(
+                "tollgate_cost_usd_total",
+                "Cost of the requests in USD (price table), by backend and model",
+            ),
+            &["backend", "model"],
+        )
+        .expect("metric");
+        let unpriced = IntCounterVec::new(
+            Opts::new(
+                "tollgate_unpriced_requests_total",
+                "Requests whose model has no price (cost counted as 0)",
+            ),
+            &["backend", "model"],
+        )
+        .expect("metric");
+        let limit_refusals = IntCounterVec::new(
+            Opts::new(
+                "tollgate_limit_refusals_total",
+                "Requests refused with 429, by limit rule and metric",
+            ),
+            &["rule", "metric"],
+        )
+        .expect("metric");
+        let limiter_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_limiter_reserve_duration_seconds",
+                "Time to reserve capacity in the limits store",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["store"],
+        )
+        .expect("metric");
+        let limiter_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_limiter_errors_total",
+                "Limits store failures (timeouts, connection errors, open circuit), by operation",
+            ),
+            &["op"],
+        )
+        .expect("metric");
+        let fail_open = IntCounter::new(
+            "tollgate_limits_fail_open_total",
+            "Requests admitted without limits because the store was down (fail-open)",
+        )
+        .expect("metric");
+        let store_up = IntGauge::new(
+            "tollgate_limits_store_up",
+            "1 when the limits store answers (always 1 for the in-memory store)",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(tokens.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cost.clone()),
+            Box::new(unpriced.clone()),
+            Box::new(limit_refusals.clone()),
+            Box::new(limiter_seconds.clone()),
+            Box::new(limiter_errors.clone()),
+            Box::new(fail_open.clone()),
+            Box::new(store_up.clone()),
+        ] {
+            registry.register(c).expect("distinct metric names");
+        }
+        Self {
+            tokens,
+            cost,
+            unpriced,
+            limit_refusals,
+            limiter_seconds,
+            limiter_errors,
+            fail_open,
+            store_up,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one request's usage and cost (`cost_usd` is `None` when unpriced).
+    pub fn usage(
+        &self,
+        backend: &str,
+        model: &str,
+        usage: &crate::llm::usage::Usage,
+        cost_usd: Option<f64>,
+    ) {
+        let u = &self.usage;
+        for (kind, n) in [
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ] {
+            u.tokens.with_label_values(&[backend, model, kind]).inc_by(n);
+        }
+        match cost_usd {
+            Some(c) => u.cost.with_label_values(&[backend, model]).inc_by(c),
+            None => u.unpriced.with_label_values(&[backend, model]).inc(),
+        }
+    }
+
+    /// A 429 from a limit rule (rule names come from the config: bounded).
+    pub fn limit_refused(&self, rule: &str, metric: &str) {
+        self.usage
+            .limit_refusals
+            .with_label_values(&[rule, metric])
+            .inc();
+    }
+
+    /// Time of one reservation call.
+    pub fn limiter_call(&self, store: &str, took: Duration) {
+        self.usage
+            .limiter_seconds
+            .with_label_values(&[store])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A store failure.
+    pub fn limiter_error(&self, op: &str) {
+        self.usage.limiter_errors.with_label_values(&[op]).inc();
+    }
+
+    /// A request admitted without limits.
+    pub fn fail_open(&self) {
+        self.usage.fail_open.inc();
+    }
+
+    /// Store health.
+    pub fn store_up(&self, up: bool) {
+        self.usage.store_up.set(i64::from(up));
+    }
 }

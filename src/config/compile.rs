@@ -54,7 +54,20 @@ impl CompileOptions<'_> {
 }
 
 const SECTIONS: &[&str] = &[
-    "version", "server", "log", "reload", "routing", "backends", "models", "routes",
+    "version",
+    "server",
+    "log",
+    "reload",
+    "routing",
+    "backends",
+    "models",
+    "routes",
+    "auth",
+    "teams",
+    "consumers",
+    "pricing",
+    "limits",
+    "usage",
 ];
 
 /// Compiles a config document.
@@ -128,6 +141,12 @@ impl Cx {
         let backends = self.list("backends", get("backends"));
         let models = self.list("models", get("models"));
         let routes = self.list("routes", get("routes"));
+        let auth = self.section_or_default("auth", get("auth"));
+        let teams = self.list("teams", get("teams"));
+        let consumers = self.list("consumers", get("consumers"));
+        let pricing = self.section_or_default("pricing", get("pricing"));
+        let limits = self.section_or_default("limits", get("limits"));
+        let usage = self.section_or_default("usage", get("usage"));
         Some(RawConfig {
             version: version?,
             server: server?,
@@ -137,6 +156,12 @@ impl Cx {
             backends: backends?,
             models: models?,
             routes: routes?,
+            auth: auth?,
+            teams: teams?,
+            consumers: consumers?,
+            pricing: pricing?,
+            limits: limits?,
+            usage: usage?,
         })
     }
 
@@ -237,6 +262,10 @@ impl Cx {
             .collect();
         let models = self.models(&raw.models, &backend_index);
         let routes = self.routes(&raw.routes, &backend_index, &raw.models);
+        let access = self.access(raw, &backend_index, opts);
+        let pricing = self.pricing(&raw.pricing);
+        let limits = self.limits(&raw.limits, &access, opts);
+        let usage = self.usage(raw);
         Some(Snapshot {
             settings,
             max_request_body,
@@ -248,6 +277,10 @@ impl Cx {
                 model_command: raw.routing.model_command.unwrap_or(true),
             },
             hash: String::new(),
+            access,
+            pricing,
+            limits,
+            usage,
         })
     }
 
@@ -417,42 +450,7 @@ impl Cx {
                 value: Secret::new(format!("{prefix}<unresolved>")),
             });
         }
-        let secret = match secret_ref {
-            SecretRef::Env(var) => match (opts.env)(var) {
-                Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-                Some(_) => {
-                    self.err(
-                        format!("{secret_path}.env"),
-                        format!("environment variable {var:?} is empty"),
-                    );
-                    None
-                }
-                None => {
-                    self.err(
-                        format!("{secret_path}.env"),
-                        format!("environment variable {var:?} is not set"),
-                    );
-                    None
-                }
-            },
-            SecretRef::File(file) => match std::fs::read_to_string(file) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
-                Ok(_) => {
-                    self.err(
-                        format!("{secret_path}.file"),
-                        format!("secret file {file:?} is empty"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.err(
-                        format!("{secret_path}.file"),
-                        format!("cannot read secret file {file:?}: {e}"),
-                    );
-                    None
-                }
-            },
-        }?;
+        let secret = self.secret(&secret_path, secret_ref, opts)?;
         if secret.bytes().any(|c| c.is_ascii_control()) {
             self.err(
                 secret_path,
@@ -464,6 +462,51 @@ impl Cx {
             header,
             value: Secret::new(format!("{prefix}{secret}")),
         })
+    }
+
+    /// Reads a secret from the environment or a file; errors name `secret_path`.
+    fn secret(
+        &mut self,
+        secret_path: &str,
+        secret_ref: &SecretRef,
+        opts: &CompileOptions<'_>,
+    ) -> Option<String> {
+            match secret_ref {
+                SecretRef::Env(var) => match (opts.env)(var) {
+                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                    Some(_) => {
+                        self.err(
+                            format!("{secret_path}.env"),
+                            format!("environment variable {var:?} is empty"),
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(
+                            format!("{secret_path}.env"),
+                            format!("environment variable {var:?} is not set"),
+                        );
+                        None
+                    }
+                },
+                SecretRef::File(file) => match std::fs::read_to_string(file) {
+                    Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
+                    Ok(_) => {
+                        self.err(
+                            format!("{secret_path}.file"),
+                            format!("secret file {file:?} is empty"),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.err(
+                            format!("{secret_path}.file"),
+                            format!("cannot read secret file {file:?}: {e}"),
+                        );
+                        None
+                    }
+                },
+            }
     }
 
     fn models(&mut self, raw: &[RawModel], backends: &HashMap<&str, usize>) -> Vec<Model> {
@@ -676,6 +719,8 @@ fn humanize(message: &str) -> String {
     }
     message.to_owned()
 }
+
+mod access;
 
 #[cfg(test)]
 mod tests;

@@ -110,6 +110,65 @@ pub struct Snapshot {
     pub routing: Table,
     /// Short content hash of the source file (shown in logs and metrics).
     pub hash: String,
+    /// Consumers, teams and how they are identified.
+    pub access: crate::auth::Access,
+    /// Prices per model.
+    pub pricing: crate::pricing::PriceTable,
+    /// Limit rules and the counter store.
+    pub limits: LimitSettings,
+    /// Token counting and metering.
+    pub usage: UsageSettings,
+}
+
+/// Limits as compiled.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSettings {
+    /// Rules; every matching one applies.
+    pub rules: Vec<crate::limits::Rule>,
+    /// Output tokens reserved when a request sets no maximum.
+    pub default_max_tokens: u64,
+    /// Counter store (static: read at start).
+    pub store: StoreSettings,
+}
+
+/// Where limit counters live.
+#[derive(Debug, Clone, Default)]
+pub enum StoreSettings {
+    /// In-process.
+    #[default]
+    Memory,
+    /// Redis.
+    Redis {
+        /// Connection settings.
+        settings: crate::limits::redis::RedisSettings,
+        /// Admit requests while Redis is down.
+        fail_open: bool,
+    },
+}
+
+/// Token counting and metering as compiled.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSettings {
+    /// Read response bodies for usage even without token/cost limits.
+    pub meter: bool,
+    /// Count prompts exactly by default.
+    pub exact_default: bool,
+    /// Routing rule labels with exact counting.
+    pub exact_routes: Vec<String>,
+    /// Model globs with exact counting.
+    pub exact_models: Vec<crate::routing::glob::Glob>,
+}
+
+impl UsageSettings {
+    /// Whether prompts of this request are counted exactly.
+    pub fn exact_for(&self, rule: &str, models: &[&str]) -> bool {
+        self.exact_default
+            || self.exact_routes.iter().any(|r| r == rule)
+            || self
+                .exact_models
+                .iter()
+                .any(|g| models.iter().any(|m| g.matches(m)))
+    }
 }
 
 impl Snapshot {
@@ -117,11 +176,14 @@ impl Snapshot {
     pub fn summary(&self) -> String {
         let aliases: usize = self.routing.models.iter().map(|m| m.aliases.len()).sum();
         format!(
-            "{} backends, {} models ({} aliases), {} routes; grpc {}, admin {}; config {}",
+            "{} backends, {} models ({} aliases), {} routes, {} consumers, {} teams, {} limit rules; grpc {}, admin {}; config {}",
             self.routing.backends.len(),
             self.routing.models.len(),
             aliases,
             self.routing.routes.len(),
+            self.access.consumers.len(),
+            self.access.teams.len(),
+            self.limits.rules.len(),
             self.settings.grpc_listen,
             self.settings.admin_listen,
             self.hash

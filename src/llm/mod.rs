@@ -4,7 +4,10 @@
 //! client sent it, byte for byte, because changes are made as splices ([`edit`]).
 
 pub mod edit;
+pub mod include_usage;
 pub mod openai;
+pub mod sse;
+pub mod usage;
 
 /// An API endpoint tollgate understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,12 @@
 //!
 //! Each exchange pins one config snapshot for its whole life. Metrics for the request are
 //! recorded exactly once, when the exchange is dropped (stream ended, cancelled or reset).
+//!
+//! Stage order (fixed): request headers `access` → `route`; request body `route` →
+//! `access` → `usage` → `limits` (the one await: the limits store, bounded by its command
+//! timeout); response headers/body `usage`. Usage is completed once — at the response's end
+//! of stream, at response headers when the body is not read, or in `Drop` when the stream
+//! ends early — and its settlement is queued for the background worker (Drop cannot await).
 
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
@@ -17,7 +23,8 @@ use crate::error::{Fault, StageError, rescue};
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::proto::*;
-use crate::stages::{Flow, RequestCtx, route};
+use crate::stages::limits::{Services, Settlement};
+use crate::stages::{Flow, RequestCtx, access, limits, route, usage};
 use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
@@ -47,6 +54,7 @@ enum Phase {
 pub struct Exchange {
     snap: Arc<Snapshot>,
     metrics: Arc<Metrics>,
+    svc: Arc<Services>,
     phase: Phase,
     cx: RequestCtx,
     /// Request body mode Envoy announced in `protocol_config` (first message only).
@@ -57,11 +65,12 @@ pub struct Exchange {
 
 impl Exchange {
     /// Starts an exchange on a pinned snapshot.
-    pub fn new(snap: Arc<Snapshot>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(snap: Arc<Snapshot>, metrics: Arc<Metrics>, svc: Arc<Services>) -> Self {
         metrics.stream_opened();
         Self {
             snap,
             metrics,
+            svc,
             phase: Phase::Start,
             cx: RequestCtx::default(),
             body_mode: None,
@@ -71,7 +80,7 @@ impl Exchange {
     }
 
     /// Answers one message.
-    pub fn on_message(
+    pub async fn on_message(
         &mut self,
         msg: ProcessingRequest,
     ) -> Result<ProcessingResponse, ProtocolError> {
@@ -83,17 +92,15 @@ impl Exchange {
         let kind = Kind::of(&request);
         let reply = match request {
             R::RequestHeaders(h) if self.phase == Phase::Start => self.request_headers(h),
-            R::RequestBody(b) if self.phase == Phase::AwaitBody => self.request_body(b),
+            R::RequestBody(b) if self.phase == Phase::AwaitBody => self.request_body(b).await,
             R::RequestBody(_) if self.phase == Phase::Start => {
                 // Headers never came (request_header_mode SKIP): we cannot route safely.
                 self.refuse(StageError::Misconfigured(
                     "request headers were not sent to tollgate; set request_header_mode: SEND",
                 ))
             }
-            R::ResponseHeaders(h) => {
-                self.status = status_of(&h).or(self.status);
-                reply::proceed(kind, Default::default())
-            }
+            R::ResponseHeaders(h) => self.response_headers(&h),
+            R::ResponseBody(b) => self.response_body(&b),
             _ => {
                 if matches!(kind, Kind::RequestHeaders) {
                     tracing::warn!(request_id = %self.cx.request_id, "duplicate request headers message ignored");
@@ -140,6 +147,9 @@ impl Exchange {
         self.cx.headers = headers;
         self.phase = Phase::AwaitBody;
 
+        if let Err(e) = access::request_headers(&self.snap, &mut self.cx) {
+            return self.refuse(e);
+        }
         match route::request_headers(&self.snap, &mut self.cx, h.end_of_stream) {
             Err(e) => self.refuse(e),
             Ok(Flow::Respond { status, body }) => {
@@ -159,17 +169,133 @@ impl Exchange {
         }
     }
 
-    fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
+    async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         match route::request_body(&self.snap, &mut self.cx, &b.body) {
-            Err(e) => self.refuse(e),
+            Err(e) => return self.refuse(e),
             Ok(Flow::Respond { status, body }) => {
                 self.phase = Phase::Answered;
                 self.status = Some(status);
-                reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
+                return reply::immediate_json(
+                    status,
+                    body,
+                    &self.cx.request_id,
+                    &[],
+                    "tollgate_local",
+                );
             }
-            Ok(Flow::Next) => {
-                self.phase = Phase::Forwarded;
-                reply::proceed(Kind::RequestBody, self.cx.mutations.take())
+            Ok(Flow::Next) => {}
+        }
+        if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
+            return self.refuse(e);
+        }
+        usage::request_body(&self.snap, &mut self.cx, &b.body);
+        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
+            return self.refuse(e);
+        }
+        if let Some(who) = &self.cx.identity {
+            self.cx
+                .mutations
+                .metadata
+                .push(("consumer", who.consumer.clone()));
+            if let Some(team) = &who.team {
+                self.cx.mutations.metadata.push(("team", team.clone()));
+            }
+        }
+        self.phase = Phase::Forwarded;
+        reply::proceed(Kind::RequestBody, self.cx.mutations.take())
+    }
+
+    fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        self.status = status_of(h).or(self.status);
+        if self.phase == Phase::Forwarded && self.cx.charge.is_some() {
+            let content_type = header_of(h, "content-type").unwrap_or_default();
+            if usage::response_headers(&mut self.cx, self.status, &content_type) {
+                self.cx.mutations.stream_response_body = true;
+            } else {
+                // Nothing to read: the usage is known now.
+                self.complete(false);
+            }
+        }
+        reply::proceed(Kind::ResponseHeaders, self.cx.mutations.take())
+    }
+
+    fn response_body(&mut self, b: &HttpBody) -> ProcessingResponse {
+        let reading = self
+            .cx
+            .charge
+            .as_deref()
+            .is_some_and(usage::Charge::reading_body);
+        if reading {
+            if let Some(replacement) = usage::response_body(&mut self.cx, &b.body, b.end_of_stream)
+            {
+                self.cx.mutations.body = Some(replacement);
+            }
+            if b.end_of_stream {
+                self.complete(false);
+            }
+        }
+        reply::proceed(Kind::ResponseBody, self.cx.mutations.take())
+    }
+
+    /// Records the request's usage and cost, publishes them as metadata (unless the stream
+    /// is gone) and queues the settlement. Runs at most once.
+    fn complete(&mut self, aborted: bool) {
+        let Some(charge) = self.cx.charge.as_deref_mut() else {
+            return;
+        };
+        if charge.settled {
+            return;
+        }
+        charge.settled = true;
+        let usage = charge.usage_so_far();
+        let cost = charge.cost(&usage);
+        let (backend, model) = match &self.cx.routed {
+            Some(r) => (r.backend.as_str(), r.model_label.as_str()),
+            None => ("none", "none"),
+        };
+        let priced = charge.price.is_some();
+        if charge.status.is_some_and(|s| (200..300).contains(&s)) {
+            self.metrics.usage(
+                backend,
+                model,
+                &usage,
+                priced.then(|| crate::pricing::usd(cost)),
+            );
+        }
+        if let Some(reservation) = charge.reservation.take() {
+            self.svc.queue(Settlement {
+                reservation,
+                actual: limits::actual(1, &usage, cost),
+            });
+        }
+        tracing::info!(
+            target: "tollgate::audit",
+            request_id = %self.cx.request_id,
+            consumer = self.cx.identity.as_ref().map(|w| w.consumer.as_str()).unwrap_or("anonymous"),
+            team = self.cx.identity.as_ref().and_then(|w| w.team.as_deref()).unwrap_or(""),
+            backend,
+            model,
+            status = charge.status.unwrap_or_default(),
+            input_tokens = usage.input,
+            cached_input_tokens = usage.cached_input,
+            output_tokens = usage.output,
+            reasoning_tokens = usage.reasoning,
+            usage_reported = usage.reported,
+            cost_usd = crate::pricing::usd(cost),
+            aborted,
+            "usage"
+        );
+        if !aborted {
+            let m = &mut self.cx.mutations.metadata_numbers;
+            m.extend([
+                ("llm_input_token", usage.input as f64),
+                ("llm_output_token", usage.output as f64),
+                ("llm_total_token", usage.total() as f64),
+                ("llm_cached_input_token", usage.cached_input as f64),
+                ("llm_reasoning_token", usage.reasoning as f64),
+            ]);
+            if priced {
+                m.push(("cost_usd", crate::pricing::usd(cost)));
             }
         }
     }
@@ -186,8 +312,21 @@ impl Exchange {
         }
         self.phase = Phase::Answered;
         self.status = Some(local.status);
+        // Nothing went upstream: nothing to charge (admission is the last step, so no
+        // reservation exists yet).
+        self.cx.charge = None;
         reply::refuse(&local, &self.cx.request_id)
     }
+}
+
+fn header_of(h: &HttpHeaders, name: &str) -> Option<String> {
+    let hv = h.headers.as_ref()?.headers.iter().find(|hv| hv.key == name)?;
+    let raw = if hv.raw_value.is_empty() {
+        hv.value.as_bytes()
+    } else {
+        &hv.raw_value
+    };
+    std::str::from_utf8(raw).ok().map(str::to_owned)
 }
 
 fn status_of(h: &HttpHeaders) -> Option<u16> {
@@ -207,6 +346,9 @@ fn status_of(h: &HttpHeaders) -> Option<u16> {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        // A stream that ended before its response did (client gone, reset, timeout): charge
+        // what was delivered and release the rest of the reservation.
+        self.complete(true);
         self.metrics.stream_closed();
         if self.phase == Phase::Start {
             return; // The stream carried no request at all.

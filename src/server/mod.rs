@@ -10,6 +10,7 @@ pub mod reply;
 use crate::config::Snapshot;
 use crate::metrics::Metrics;
 use crate::proto::{ExternalProcessor, ProcessingRequest, ProcessingResponse};
+use crate::stages::limits::Services;
 use arc_swap::ArcSwap;
 use exchange::Exchange;
 use futures::Stream;
@@ -23,12 +24,17 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct ExtProc {
     store: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    svc: Arc<Services>,
 }
 
 impl ExtProc {
     /// Serves requests with the snapshot current when each stream starts.
-    pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
-        Self { store, metrics }
+    pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, svc: Arc<Services>) -> Self {
+        Self {
+            store,
+            metrics,
+            svc,
+        }
     }
 }
 
@@ -43,7 +49,11 @@ impl ExternalProcessor for ExtProc {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let inbound = request.into_inner();
-        let exchange = Exchange::new(self.store.load_full(), self.metrics.clone());
+        let exchange = Exchange::new(
+            self.store.load_full(),
+            self.metrics.clone(),
+            self.svc.clone(),
+        );
         let metrics = self.metrics.clone();
         let replies = futures::stream::unfold(Some((inbound, exchange)), move |state| {
             let metrics = metrics.clone();
@@ -53,7 +63,7 @@ impl ExternalProcessor for ExtProc {
                     Ok(Some(msg)) => {
                         let started = Instant::now();
                         let phase = msg.request.as_ref().map(reply::Kind::of);
-                        match exchange.on_message(msg) {
+                        match exchange.on_message(msg).await {
                             Ok(reply) => {
                                 if let Some(p) = phase {
                                     metrics.message_handled(p.label(), started.elapsed());

@@ -4,10 +4,17 @@
 //! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
 //! Envoy's reply. Stages never see protobuf types and never call back up.
 //!
-//! Order today: `route`. Later stages (auth before routing; guard, limits and usage after)
-//! slot into [`crate::server::exchange`] at the marked places.
+//! Order (fixed, in [`crate::server::exchange`]):
+//! - request headers: `access` (who is calling) → `route` (endpoint, size, `/v1/models`);
+//! - request body: `route` → `access` (model/backend allowed?) → `usage` (prompt count,
+//!   output ceiling, include_usage) → `limits` (reserve or refuse);
+//! - response headers/body: `usage` (read usage, strip the added usage event);
+//! - end (or drop): `limits` settlement (reconcile or refund).
 
+pub mod access;
+pub mod limits;
 pub mod route;
+pub mod usage;
 
 use crate::headers::Headers;
 use crate::llm::Endpoint;
@@ -27,6 +34,10 @@ pub struct RequestCtx {
     pub headers: Headers,
     /// The routing decision, once made.
     pub routed: Option<Routed>,
+    /// The caller, once identified (`None` when authentication is off).
+    pub identity: Option<crate::auth::Identity>,
+    /// Usage accounting for this request (set up after routing).
+    pub charge: Option<Box<usage::Charge>>,
     /// Changes for Envoy to apply to the request.
     pub mutations: Mutations,
 }
@@ -40,6 +51,8 @@ pub struct Routed {
     pub model_label: String,
     /// Model the upstream receives.
     pub upstream_model: String,
+    /// Model the client asked for (may be empty).
+    pub requested_model: String,
     /// Rule that decided.
     pub rule: String,
     /// `stream: true`.
@@ -47,7 +60,7 @@ pub struct Routed {
 }
 
 /// Header and body changes requested by stages.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Mutations {
     /// Headers to set (overwriting).
     pub set: Vec<(String, Vec<u8>)>,
@@ -59,6 +72,10 @@ pub struct Mutations {
     pub body: Option<Vec<u8>>,
     /// Dynamic metadata (namespace `io.tollgate`).
     pub metadata: Vec<(&'static str, String)>,
+    /// Numeric dynamic metadata (namespace `io.tollgate`), e.g. token counts.
+    pub metadata_numbers: Vec<(&'static str, f64)>,
+    /// Ask Envoy to stream this response's body to tollgate (response headers only).
+    pub stream_response_body: bool,
 }
 
 impl Mutations {

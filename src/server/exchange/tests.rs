@@ -2,6 +2,7 @@ use super::*;
 use crate::config::{CompileOptions, compile};
 use processing_request::Request as In;
 use processing_response::Response as Out;
+use crate::limits::memory::MemoryLimiter;
 use proptest::prelude::*;
 
 const CONFIG: &str = r#"
@@ -43,7 +44,26 @@ fn snapshot() -> Arc<Snapshot> {
 
 fn exchange() -> (Exchange, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    (Exchange::new(snapshot(), metrics.clone()), metrics)
+    let (svc, _settlements) = Services::new(Arc::new(MemoryLimiter::new()));
+    (Exchange::new(snapshot(), metrics.clone(), svc), metrics)
+}
+
+/// Drives the async exchange to completion: with the in-memory store nothing in it waits
+/// on a timer or on I/O, so a plain executor is enough.
+trait Now {
+    fn on_message_now(
+        &mut self,
+        m: ProcessingRequest,
+    ) -> Result<ProcessingResponse, ProtocolError>;
+}
+
+impl Now for Exchange {
+    fn on_message_now(
+        &mut self,
+        m: ProcessingRequest,
+    ) -> Result<ProcessingResponse, ProtocolError> {
+        futures::executor::block_on(self.on_message(m))
+    }
 }
 
 fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -184,7 +204,7 @@ fn metadata(reply: &ProcessingResponse) -> Vec<(String, String)> {
 fn routes_by_model_rewrites_body_path_and_credentials() {
     let (mut ex, metrics) = exchange();
     let r = ex
-        .on_message(chat_headers(&[
+        .on_message_now(chat_headers(&[
             ("authorization", "Bearer client-key"),
             ("content-type", "application/json"),
         ]))
@@ -193,7 +213,7 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
     assert_eq!(common(&r).header_mutation, None, "nothing to strip yet");
 
     let r = ex
-        .on_message(body(
+        .on_message_now(body(
             r#"{"model":"mini","messages":[{"role":"user","content":"hi"}]}"#,
         ))
         .unwrap();
@@ -230,7 +250,7 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
             ("upstream_model".into(), "small-2025".into()),
         ]
     );
-    let r = ex.on_message(response_headers("200")).unwrap();
+    let r = ex.on_message_now(response_headers("200")).unwrap();
     assert!(matches!(r.response, Some(Out::ResponseHeaders(_))));
     drop(ex);
     let text = metrics.render();
@@ -246,9 +266,9 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
 #[test]
 fn unchanged_body_is_not_replaced() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
     let r = ex
-        .on_message(body(r#"{"model":"echo","messages":[]}"#))
+        .on_message_now(body(r#"{"model":"echo","messages":[]}"#))
         .unwrap();
     let c = common(&r);
     assert_eq!(c.body_mutation, None);
@@ -258,13 +278,13 @@ fn unchanged_body_is_not_replaced() {
 #[test]
 fn custom_header_credential_authority_and_client_keys_removed() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[
+    ex.on_message_now(chat_headers(&[
         ("x-api-key", "client"),
         ("authorization", "Bearer client"),
         ("api-key", "client"),
     ]))
     .unwrap();
-    let r = ex.on_message(body(r#"{"model":"beta-raw"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"beta-raw"}"#)).unwrap();
     let c = common(&r);
     let set = set_headers(c);
     assert!(
@@ -283,7 +303,7 @@ fn custom_header_credential_authority_and_client_keys_removed() {
 fn client_sent_gateway_headers_are_stripped_before_routing() {
     let (mut ex, _) = exchange();
     let r = ex
-        .on_message(chat_headers(&[
+        .on_message_now(chat_headers(&[
             ("x-tollgate-backend", "beta"),
             ("x-tollgate-anything", "1"),
         ]))
@@ -297,7 +317,7 @@ fn client_sent_gateway_headers_are_stripped_before_routing() {
         c.clear_route_cache,
         "the route chosen on the client's header must be dropped"
     );
-    let r = ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     let c = common(&r);
     assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "alpha".into())));
     assert_eq!(removed(c), vec!["x-tollgate-anything"]);
@@ -306,9 +326,9 @@ fn client_sent_gateway_headers_are_stripped_before_routing() {
 #[test]
 fn model_command_routes_and_is_stripped() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
     let r = ex
-        .on_message(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
+        .on_message_now(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
         .unwrap();
     let c = common(&r);
     assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "beta".into())));
@@ -345,8 +365,8 @@ fn refusals_are_openai_errors_with_request_id() {
     ];
     for (payload, status, code) in cases {
         let (mut ex, metrics) = exchange();
-        ex.on_message(chat_headers(&[])).unwrap();
-        let r = ex.on_message(body(payload)).unwrap();
+        ex.on_message_now(chat_headers(&[])).unwrap();
+        let r = ex.on_message_now(body(payload)).unwrap();
         let (s, json, headers) = immediate(&r);
         assert_eq!(
             (s, json["error"]["code"].as_str()),
@@ -402,7 +422,7 @@ fn header_phase_refusals() {
     ];
     for (m, status, code) in cases {
         let (mut ex, _) = exchange();
-        let (s, json, _) = immediate(&ex.on_message(m).unwrap());
+        let (s, json, _) = immediate(&ex.on_message_now(m).unwrap());
         assert_eq!(
             (s, json["error"]["code"].as_str()),
             (status, Some(code)),
@@ -419,7 +439,7 @@ fn header_phase_refusals() {
 fn models_list_is_answered_locally() {
     let (mut ex, _) = exchange();
     let (status, json, _) = immediate(
-        &ex.on_message(request_headers("GET", "/v1/models", &[], true))
+        &ex.on_message_now(request_headers("GET", "/v1/models", &[], true))
             .unwrap(),
     );
     assert_eq!(status, 200);
@@ -436,28 +456,28 @@ fn models_list_is_answered_locally() {
 #[test]
 fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     // Envoy's duplicate final chunk on large bodies: answered, changes nothing.
-    let r = ex.on_message(body(r#"{"model":"beta-x"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"beta-x"}"#)).unwrap();
     assert!(matches!(r.response, Some(Out::RequestBody(_))));
     assert_eq!(common(&r), &CommonResponse::default());
     let r = ex
-        .on_message(msg(In::RequestTrailers(HttpTrailers::default())))
+        .on_message_now(msg(In::RequestTrailers(HttpTrailers::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::RequestTrailers(_))));
-    let r = ex.on_message(chat_headers(&[])).unwrap();
+    let r = ex.on_message_now(chat_headers(&[])).unwrap();
     assert!(
         matches!(r.response, Some(Out::RequestHeaders(_))),
         "duplicate headers answered in kind"
     );
-    ex.on_message(response_headers("200")).unwrap();
+    ex.on_message_now(response_headers("200")).unwrap();
     let r = ex
-        .on_message(msg(In::ResponseBody(HttpBody::default())))
+        .on_message_now(msg(In::ResponseBody(HttpBody::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::ResponseBody(_))));
     let r = ex
-        .on_message(msg(In::ResponseTrailers(HttpTrailers::default())))
+        .on_message_now(msg(In::ResponseTrailers(HttpTrailers::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::ResponseTrailers(_))));
 }
@@ -465,7 +485,7 @@ fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
 #[test]
 fn body_without_headers_fails_closed() {
     let (mut ex, _) = exchange();
-    let (status, json, _) = immediate(&ex.on_message(body(r#"{"model":"echo"}"#)).unwrap());
+    let (status, json, _) = immediate(&ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap());
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (500, Some("gateway_misconfigured"))
@@ -480,7 +500,7 @@ fn streamed_request_body_mode_fails_closed() {
         request_body_mode: BodySendMode::Streamed as i32,
         ..Default::default()
     });
-    let (status, json, _) = immediate(&ex.on_message(m).unwrap());
+    let (status, json, _) = immediate(&ex.on_message_now(m).unwrap());
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (500, Some("gateway_misconfigured"))
@@ -491,7 +511,7 @@ fn streamed_request_body_mode_fails_closed() {
 fn empty_message_is_a_protocol_error() {
     let (mut ex, _) = exchange();
     assert_eq!(
-        ex.on_message(ProcessingRequest::default()).unwrap_err(),
+        ex.on_message_now(ProcessingRequest::default()).unwrap_err(),
         ProtocolError::Empty
     );
 }
@@ -499,8 +519,8 @@ fn empty_message_is_a_protocol_error() {
 #[test]
 fn cancelled_stream_is_counted_as_aborted() {
     let (mut ex, metrics) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     drop(ex);
     assert!(
         metrics.render().contains(
@@ -570,7 +590,7 @@ proptest! {
         // A request exists once Envoy sent request headers or a request body.
         let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
         for m in seq {
-            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            let r = ex.on_message_now(m.clone()).expect("non-empty messages never error");
             prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
         }
         drop(ex);
