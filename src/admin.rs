@@ -6,13 +6,13 @@
 //! body says `limits: down`), with fail-closed it answers 503 per request itself — taking
 //! every replica out of the load balancer at once would turn a Redis outage into a total one.
 
+use crate::limits::{Health, Limiter};
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use crate::limits::{Health, Limiter};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 

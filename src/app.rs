@@ -7,10 +7,10 @@ use crate::config::{ListenAddr, Snapshot, StaticSettings, StoreSettings};
 use crate::limits::Limiter;
 use crate::limits::memory::MemoryLimiter;
 use crate::limits::redis::RedisLimiter;
-use crate::stages::limits::{Services, settle_worker};
 use crate::metrics::Metrics;
 use crate::proto::ExternalProcessorServer;
 use crate::server::ExtProc;
+use crate::stages::limits::{Services, settle_worker};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -132,8 +132,13 @@ pub async fn run(
     // Every exchange is gone with the gRPC server, so the settlement queue's senders are
     // dropped: the worker drains what is queued (refunds of streams cut by the shutdown
     // included) and ends. Bounded, in case the store hangs.
-    if tokio::time::timeout(Duration::from_secs(5), settler).await.is_err() {
-        tracing::warn!("settlements not drained within 5s; their reservations expire with their windows");
+    if tokio::time::timeout(Duration::from_secs(5), settler)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "settlements not drained within 5s; their reservations expire with their windows"
+        );
     }
     limiter_stop.cancel();
     if let Some(t) = redis_task {

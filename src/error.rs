@@ -156,9 +156,12 @@ pub fn rescue(err: &StageError) -> LocalReply {
                 AuthError::ModelNotAllowed { .. } => {
                     reply(403, "permission_error", "model_not_allowed", Some("model"))
                 }
-                AuthError::BackendNotAllowed { .. } => {
-                    reply(403, "permission_error", "backend_not_allowed", Some("model"))
-                }
+                AuthError::BackendNotAllowed { .. } => reply(
+                    403,
+                    "permission_error",
+                    "backend_not_allowed",
+                    Some("model"),
+                ),
             }
         }
         StageError::Limited(r) => {

@@ -36,7 +36,9 @@ fn hash_key() -> ExitCode {
     }
     let key = key.trim_end_matches(['\n', '\r']);
     if key.trim().is_empty() {
-        println!("tollgate hash-key: pipe the key in, e.g. `printf %s \"$KEY\" | tollgate hash-key`");
+        println!(
+            "tollgate hash-key: pipe the key in, e.g. `printf %s \"$KEY\" | tollgate hash-key`"
+        );
         return ExitCode::from(2);
     }
     println!(

@@ -4,8 +4,8 @@
 //! backend or `none`, never a value a client can choose freely.
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -292,7 +292,9 @@ impl Metrics {
             ("output", usage.output),
             ("reasoning", usage.reasoning),
         ] {
-            u.tokens.with_label_values(&[backend, model, kind]).inc_by(n);
+            u.tokens
+                .with_label_values(&[backend, model, kind])
+                .inc_by(n);
         }
         match cost_usd {
             Some(c) => u.cost.with_label_values(&[backend, model]).inc_by(c),

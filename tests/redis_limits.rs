@@ -51,7 +51,9 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install -y redis-server; .ci/run does it)");
+            .expect(
+                "redis-server must be installed (apt-get install -y redis-server; .ci/run does it)",
+            );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.ping().is_err() {
@@ -92,7 +94,13 @@ impl Redis {
 
     fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     fn stop(&mut self) {
@@ -130,7 +138,11 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -184,7 +196,10 @@ fn tollgate(cfg: &str) -> Tollgate {
         if http_get(&admin, "/ready").is_some_and(|r| r.contains("limits: up")) {
             break;
         }
-        assert!(Instant::now() < deadline, "tollgate never became ready with Redis up");
+        assert!(
+            Instant::now() < deadline,
+            "tollgate never became ready with Redis up"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Tollgate {
@@ -195,9 +210,12 @@ fn tollgate(cfg: &str) -> Tollgate {
     }
 }
 
-fn headers(pairs: &[(&str, &str)]) -> ProcessingRequest {
+fn headers(
+    kind: fn(HttpHeaders) -> processing_request::Request,
+    pairs: &[(&str, &str)],
+) -> ProcessingRequest {
     ProcessingRequest {
-        request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+        request: Some(kind(HttpHeaders {
             headers: Some(HeaderMap {
                 headers: pairs
                     .iter()
@@ -214,7 +232,11 @@ fn headers(pairs: &[(&str, &str)]) -> ProcessingRequest {
     }
 }
 
-fn body(kind: fn(HttpBody) -> processing_request::Request, b: &[u8], eos: bool) -> ProcessingRequest {
+fn body(
+    kind: fn(HttpBody) -> processing_request::Request,
+    b: &[u8],
+    eos: bool,
+) -> ProcessingRequest {
     ProcessingRequest {
         request: Some(kind(HttpBody {
             body: b.to_vec(),
@@ -247,25 +269,34 @@ async fn request(grpc: &str, prompt: u64, completion: u64) -> (Outcome, Duration
         .await
         .expect("stream")
         .into_inner();
-    tx.send(headers(&[(":method", "POST"), (":path", "/v1/chat/completions")]))
-        .await
-        .unwrap();
+    tx.send(headers(
+        processing_request::Request::RequestHeaders,
+        &[(":method", "POST"), (":path", "/v1/chat/completions")],
+    ))
+    .await
+    .unwrap();
     replies.next().await.unwrap().unwrap();
     let started = Instant::now();
     tx.send(body(processing_request::Request::RequestBody, BODY, true))
-    .await
-    .unwrap();
+        .await
+        .unwrap();
     let r = replies.next().await.unwrap().unwrap();
     let took = started.elapsed();
     if let Some(processing_response::Response::ImmediateResponse(ir)) = r.response {
         return (Outcome::Refused(ir.status.unwrap().code as u32), took);
     }
-    tx.send(headers(&[(":status", "200"), ("content-type", "application/json")]))
-        .await
-        .unwrap();
+    tx.send(headers(
+        processing_request::Request::ResponseHeaders,
+        &[(":status", "200"), ("content-type", "application/json")],
+    ))
+    .await
+    .unwrap();
     let r = replies.next().await.unwrap().unwrap();
-    let reads_body = r.mode_override.is_some();
-    if reads_body {
+    assert!(
+        r.mode_override.is_some(),
+        "a budgeted request asks for the response body"
+    );
+    {
         let answer = format!(
             r#"{{"id":"x","choices":[],"usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{}}}}}"#,
             prompt + completion
@@ -304,7 +335,11 @@ async fn two_replicas_share_a_budget_under_100_concurrent_callers() {
     let b = tollgate(&config(&redis.url(), "closed", rule));
     let mut tasks = Vec::new();
     for i in 0..100 {
-        let grpc = if i % 2 == 0 { a.grpc.clone() } else { b.grpc.clone() };
+        let grpc = if i % 2 == 0 {
+            a.grpc.clone()
+        } else {
+            b.grpc.clone()
+        };
         tasks.push(tokio::spawn(async move { request(&grpc, 30, 40).await }));
     }
     let mut admitted = [0u32; 2];
@@ -328,14 +363,21 @@ async fn two_replicas_share_a_budget_under_100_concurrent_callers() {
         spent <= budget + one_request_max,
         "spent {spent} µ$ over budget {budget} + {one_request_max}"
     );
-    assert_eq!(u64::from(admitted[0] + admitted[1]) * 70, spent, "every admitted request charged its actual cost");
+    assert_eq!(
+        u64::from(admitted[0] + admitted[1]) * 70,
+        spent,
+        "every admitted request charged its actual cost"
+    );
     // A refusal means used + reserved + worst > budget, and each admitted request holds at
     // most `worst`: so at least budget / worst requests were admitted.
     assert!(
         u64::from(admitted[0] + admitted[1]) >= budget / one_request_max,
         "refused too early: admitted {admitted:?}"
     );
-    assert!(admitted[0] > 0 && admitted[1] > 0, "both replicas admitted: {admitted:?}");
+    assert!(
+        admitted[0] > 0 && admitted[1] > 0,
+        "both replicas admitted: {admitted:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -347,7 +389,11 @@ async fn requests_per_minute_are_shared_across_replicas() {
     wait_for_window_room(20);
     let mut tasks = Vec::new();
     for i in 0..30 {
-        let grpc = if i % 2 == 0 { a.grpc.clone() } else { b.grpc.clone() };
+        let grpc = if i % 2 == 0 {
+            a.grpc.clone()
+        } else {
+            b.grpc.clone()
+        };
         tasks.push(tokio::spawn(async move { request(&grpc, 5, 5).await }));
     }
     let mut admitted = 0;
@@ -390,7 +436,10 @@ async fn redis_down_or_frozen_never_blocks_and_applies_the_fail_mode() {
         "fail-open is recorded: {metrics}"
     );
     let deadline = Instant::now() + Duration::from_secs(3);
-    while !http_get(&open.admin, "/ready").unwrap().contains("limits: down") {
+    while !http_get(&open.admin, "/ready")
+        .unwrap()
+        .contains("limits: down")
+    {
         assert!(Instant::now() < deadline, "/ready reports Redis down");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -404,7 +453,10 @@ async fn redis_down_or_frozen_never_blocks_and_applies_the_fail_mode() {
         if counted(&redis) > before {
             break;
         }
-        assert!(thawed.elapsed() < Duration::from_secs(5), "counting did not resume");
+        assert!(
+            thawed.elapsed() < Duration::from_secs(5),
+            "counting did not resume"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -428,13 +480,24 @@ async fn redis_down_or_frozen_never_blocks_and_applies_the_fail_mode() {
             if o == Outcome::Admitted && counted(&redis) > before {
                 break;
             }
-            assert!(back.elapsed() < Duration::from_secs(5), "counting did not resume after restart");
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "counting did not resume after restart"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert!(http_get(&open.admin, "/ready").unwrap().contains("limits: up"));
+    assert!(
+        http_get(&open.admin, "/ready")
+            .unwrap()
+            .contains("limits: up")
+    );
     // Still alive: no panic anywhere.
     for t in [&open, &closed] {
-        assert!(http_get(&t.admin, "/healthz").unwrap().starts_with("HTTP/1.1 200"));
+        assert!(
+            http_get(&t.admin, "/healthz")
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
     }
 }

@@ -98,10 +98,7 @@ fn missing_and_unknown_keys_are_refused() {
 fn anonymous_consumer_applies_only_without_credentials() {
     let mut t = table();
     t.anonymous = Some(2);
-    assert_eq!(
-        t.identify(headers(&[])).unwrap().unwrap().consumer,
-        "solo"
-    );
+    assert_eq!(t.identify(headers(&[])).unwrap().unwrap().consumer, "solo");
     assert_eq!(
         t.identify(headers(&[("x-api-key", "wrong")])),
         Err(AuthError::UnknownKey),
@@ -112,11 +109,7 @@ fn anonymous_consumer_applies_only_without_credentials() {
 #[test]
 fn model_and_backend_rules_intersect_team_and_consumer() {
     let t = table();
-    let id = |k: &str| {
-        t.identify(headers(&[("x-api-key", k)]))
-            .unwrap()
-            .unwrap()
-    };
+    let id = |k: &str| t.identify(headers(&[("x-api-key", k)])).unwrap().unwrap();
     let (app, intern, solo) = (id("k-app"), id("k-intern"), id("k-solo"));
     assert!(t.authorize(&app, &["gpt-4o"], "alpha").is_ok());
     assert!(matches!(
@@ -162,7 +155,10 @@ fn identity_headers_mode() {
         "a listed consumer keeps its configured team"
     );
     let who = t
-        .identify(headers(&[("x-user", "alice@example.com"), ("x-team", "research")]))
+        .identify(headers(&[
+            ("x-user", "alice@example.com"),
+            ("x-team", "research"),
+        ]))
         .unwrap()
         .unwrap();
     assert_eq!(

@@ -471,42 +471,42 @@ impl Cx {
         secret_ref: &SecretRef,
         opts: &CompileOptions<'_>,
     ) -> Option<String> {
-            match secret_ref {
-                SecretRef::Env(var) => match (opts.env)(var) {
-                    Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-                    Some(_) => {
-                        self.err(
-                            format!("{secret_path}.env"),
-                            format!("environment variable {var:?} is empty"),
-                        );
-                        None
-                    }
-                    None => {
-                        self.err(
-                            format!("{secret_path}.env"),
-                            format!("environment variable {var:?} is not set"),
-                        );
-                        None
-                    }
-                },
-                SecretRef::File(file) => match std::fs::read_to_string(file) {
-                    Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
-                    Ok(_) => {
-                        self.err(
-                            format!("{secret_path}.file"),
-                            format!("secret file {file:?} is empty"),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        self.err(
-                            format!("{secret_path}.file"),
-                            format!("cannot read secret file {file:?}: {e}"),
-                        );
-                        None
-                    }
-                },
-            }
+        match secret_ref {
+            SecretRef::Env(var) => match (opts.env)(var) {
+                Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+                Some(_) => {
+                    self.err(
+                        format!("{secret_path}.env"),
+                        format!("environment variable {var:?} is empty"),
+                    );
+                    None
+                }
+                None => {
+                    self.err(
+                        format!("{secret_path}.env"),
+                        format!("environment variable {var:?} is not set"),
+                    );
+                    None
+                }
+            },
+            SecretRef::File(file) => match std::fs::read_to_string(file) {
+                Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
+                Ok(_) => {
+                    self.err(
+                        format!("{secret_path}.file"),
+                        format!("secret file {file:?} is empty"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err(
+                        format!("{secret_path}.file"),
+                        format!("cannot read secret file {file:?}: {e}"),
+                    );
+                    None
+                }
+            },
+        }
     }
 
     fn models(&mut self, raw: &[RawModel], backends: &HashMap<&str, usize>) -> Vec<Model> {

@@ -379,8 +379,7 @@ fn days_from_civil(y: i64, m: u32) -> u64 {
 fn key_part(v: &str) -> String {
     if !v.is_empty()
         && v.len() <= 64
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
     {
         return v.to_owned();

@@ -183,7 +183,8 @@ impl RedisLimiter {
             };
             let mut c = (*conn).clone();
             let ok = matches!(
-                tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut c)).await,
+                tokio::time::timeout(timeout, redis::cmd("PING").query_async::<String>(&mut c))
+                    .await,
                 Ok(Ok(_))
             );
             let was_up = self.up.swap(ok, Ordering::AcqRel);
@@ -198,10 +199,7 @@ impl RedisLimiter {
         }
     }
 
-    async fn call<T, Fut>(
-        &self,
-        f: impl FnOnce(ConnectionManager) -> Fut,
-    ) -> Result<T, LimitError>
+    async fn call<T, Fut>(&self, f: impl FnOnce(ConnectionManager) -> Fut) -> Result<T, LimitError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {

@@ -140,7 +140,11 @@ fn reserve_is_all_or_nothing_and_counts_reservations() {
         (r.metric, r.limit, r.remaining, r.requested, r.reset_secs),
         (Metric::Tokens, 1000, 400, 600, 30)
     );
-    assert_eq!(store.peek("r:requests:m29453760"), (0, 1), "refusal reserved nothing");
+    assert_eq!(
+        store.peek("r:requests:m29453760"),
+        (0, 1),
+        "refusal reserved nothing"
+    );
     // Reconcile: the first used only 150 → 850 free again.
     store.settle_now(
         &first,
@@ -229,7 +233,5 @@ fn refusal_headers_follow_openai_names() {
         limit: 2_000_000,
         ..r
     };
-    assert!(
-        refusal_headers(&cost).contains(&("x-ratelimit-limit-budget-usd", "2.000000".into()))
-    );
+    assert!(refusal_headers(&cost).contains(&("x-ratelimit-limit-budget-usd", "2.000000".into())));
 }

@@ -172,7 +172,10 @@ mod tests {
             vec!["{\"a\":1}", "{\"b\":2}", "", "line1\nline2", "[DONE]"]
         );
         assert_eq!(events[1].event.as_deref(), Some("message_start"));
-        assert_eq!(events[1].raw, b"event: message_start\ndata: {\"b\":2}\r\n\r\n");
+        assert_eq!(
+            events[1].raw,
+            b"event: message_start\ndata: {\"b\":2}\r\n\r\n"
+        );
     }
 
     #[test]

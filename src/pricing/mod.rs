@@ -141,7 +141,10 @@ mod tests {
         let mini = t.lookup(&["gpt-4o-mini-2024-07-18"]).expect("priced");
         assert_eq!(mini.input, 0.15);
         let big = t.lookup(&["gpt-4o"]).expect("priced");
-        assert_eq!(big.output, 10.0, "specific entries come before broader globs");
+        assert_eq!(
+            big.output, 10.0,
+            "specific entries come before broader globs"
+        );
         assert!(t.lookup(&["my-llama"]).is_none());
     }
 

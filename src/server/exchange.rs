@@ -320,7 +320,12 @@ impl Exchange {
 }
 
 fn header_of(h: &HttpHeaders, name: &str) -> Option<String> {
-    let hv = h.headers.as_ref()?.headers.iter().find(|hv| hv.key == name)?;
+    let hv = h
+        .headers
+        .as_ref()?
+        .headers
+        .iter()
+        .find(|hv| hv.key == name)?;
     let raw = if hv.raw_value.is_empty() {
         hv.value.as_bytes()
     } else {

@@ -37,10 +37,7 @@ enum BodyMeter {
     #[default]
     Off,
     /// Server-sent events.
-    Sse {
-        dec: SseDecoder,
-        meter: StreamMeter,
-    },
+    Sse { dec: SseDecoder, meter: StreamMeter },
     /// A JSON document.
     Json { buf: Vec<u8>, overflow: bool },
 }
@@ -299,11 +296,12 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
                 output: charge.max_output,
                 ..Usage::default()
             },
-            BodyMeter::Sse { meter, .. } => meter.finish(charge.encoding, || charge.prompt_tokens()),
+            BodyMeter::Sse { meter, .. } => {
+                meter.finish(charge.encoding, || charge.prompt_tokens())
+            }
             BodyMeter::Off => Usage::default(),
         };
         charge.usage = Some(usage);
     }
     replacement
 }
-

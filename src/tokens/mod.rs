@@ -37,8 +37,7 @@ impl Encoding {
     pub fn for_model(model: &str) -> Encoding {
         let m = model.rsplit('/').next().unwrap_or(model);
         let cl100k = ["gpt-4-", "gpt-3.5", "text-embedding-", "gpt-35"];
-        if m == "gpt-4" || cl100k.iter().any(|p| m.starts_with(p)) && !m.starts_with("gpt-4-o")
-        {
+        if m == "gpt-4" || cl100k.iter().any(|p| m.starts_with(p)) && !m.starts_with("gpt-4-o") {
             Encoding::Cl100k
         } else {
             Encoding::O200k

@@ -17,7 +17,10 @@ fn encodings_by_model() {
     assert_eq!(Encoding::for_model("gpt-4"), Encoding::Cl100k);
     assert_eq!(Encoding::for_model("gpt-4-turbo"), Encoding::Cl100k);
     assert_eq!(Encoding::for_model("gpt-3.5-turbo"), Encoding::Cl100k);
-    assert_eq!(Encoding::for_model("openai/gpt-3.5-turbo"), Encoding::Cl100k);
+    assert_eq!(
+        Encoding::for_model("openai/gpt-3.5-turbo"),
+        Encoding::Cl100k
+    );
     assert_eq!(Encoding::for_model("llama-3-70b"), Encoding::O200k);
 }
 
@@ -45,7 +48,10 @@ fn chat_prompt_uses_openai_framing() {
 #[test]
 fn embeddings_inputs() {
     let enc = Encoding::Cl100k;
-    assert_eq!(count_prompt(enc, br#"{"input":"tiktoken is great!"}"#), Some(6));
+    assert_eq!(
+        count_prompt(enc, br#"{"input":"tiktoken is great!"}"#),
+        Some(6)
+    );
     assert_eq!(
         count_prompt(enc, br#"{"input":["tiktoken is great!", [1,2,3]]}"#),
         Some(9)

@@ -100,9 +100,9 @@ impl Cx {
             let at = |f: &str| format!("consumers[{i}].{f}");
             let ok = !c.name.is_empty()
                 && c.name.len() <= 64
-                && c.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-@".contains(&b)
-                });
+                && c.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-@".contains(&b));
             if !ok {
                 self.err(
                     at("name"),
@@ -346,7 +346,8 @@ impl Cx {
                 }
                 per.push(d);
             }
-            if !access.enabled() && (per.contains(&Dimension::Consumer) || per.contains(&Dimension::Team))
+            if !access.enabled()
+                && (per.contains(&Dimension::Consumer) || per.contains(&Dimension::Team))
             {
                 self.err(
                     at("per"),
@@ -369,7 +370,10 @@ impl Cx {
                 StoreSettings::Memory
             }
             (Some(LimitStore::Redis), None) => {
-                self.err("limits.redis", "store: redis needs `redis: {url: redis://host:port}`");
+                self.err(
+                    "limits.redis",
+                    "store: redis needs `redis: {url: redis://host:port}`",
+                );
                 StoreSettings::Memory
             }
             (Some(LimitStore::Redis), Some(r)) => {
@@ -407,7 +411,10 @@ impl Cx {
                 }
                 let key_prefix = r.key_prefix.clone().unwrap_or_else(|| "tollgate".into());
                 if key_prefix.is_empty() || key_prefix.contains([' ', '*', '?']) {
-                    self.err("limits.redis.key_prefix", "must be non-empty, without spaces or globs");
+                    self.err(
+                        "limits.redis.key_prefix",
+                        "must be non-empty, without spaces or globs",
+                    );
                 }
                 StoreSettings::Redis {
                     settings: RedisSettings {

@@ -61,7 +61,9 @@ fn recorded_streams_give_exact_counts_for_every_split() {
             Some("cl100k") => Encoding::Cl100k,
             _ => Encoding::O200k,
         };
-        let prompt = expected["prompt_fallback"].as_u64().expect("prompt_fallback");
+        let prompt = expected["prompt_fallback"]
+            .as_u64()
+            .expect("prompt_fallback");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         // Unsplit, then every single split point, then three-way splits on a stride.
         let mut splits: Vec<Vec<usize>> = vec![vec![]];

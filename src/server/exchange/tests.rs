@@ -1,8 +1,9 @@
 use super::*;
 use crate::config::{CompileOptions, compile};
+use crate::limits::Limiter;
+use crate::limits::memory::MemoryLimiter;
 use processing_request::Request as In;
 use processing_response::Response as Out;
-use crate::limits::memory::MemoryLimiter;
 use proptest::prelude::*;
 
 const CONFIG: &str = r#"
@@ -51,10 +52,8 @@ fn exchange() -> (Exchange, Arc<Metrics>) {
 /// Drives the async exchange to completion: with the in-memory store nothing in it waits
 /// on a timer or on I/O, so a plain executor is enough.
 trait Now {
-    fn on_message_now(
-        &mut self,
-        m: ProcessingRequest,
-    ) -> Result<ProcessingResponse, ProtocolError>;
+    fn on_message_now(&mut self, m: ProcessingRequest)
+    -> Result<ProcessingResponse, ProtocolError>;
 }
 
 impl Now for Exchange {
@@ -603,4 +602,341 @@ proptest! {
         prop_assert_eq!(counted, u64::from(has_request), "a request is counted exactly once: {}", text);
         prop_assert!(text.contains("tollgate_extproc_streams_active 0"));
     }
+}
+
+// === Access, usage and limits ===
+
+const LIMITED: &str = r#"
+version: 1
+backends:
+  - { name: alpha, kind: openai }
+models:
+  - { name: m, backend: alpha }
+  - { name: big, backend: alpha }
+pricing:
+  defaults: false
+  models: [{ model: m, input: 1.0, output: 1.0 }]
+teams:
+  - { name: t, models: [m] }
+consumers:
+  - { name: app, team: t, keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] }
+limits:
+  default_max_tokens: 40
+  rules:
+    - { name: budget, per: [consumer], cost_per_day: 0.001, tokens_per_minute: 100000 }
+"#;
+
+struct Limited {
+    snap: Arc<Snapshot>,
+    metrics: Arc<Metrics>,
+    store: Arc<MemoryLimiter>,
+    svc: Arc<Services>,
+    settlements: tokio::sync::mpsc::UnboundedReceiver<Settlement>,
+}
+
+impl Limited {
+    fn new() -> Self {
+        let env = |_: &str| None;
+        let snap = Arc::new(
+            compile(
+                LIMITED,
+                &CompileOptions {
+                    resolve_secrets: true,
+                    env: &env,
+                },
+            )
+            .expect("valid"),
+        );
+        let store = Arc::new(MemoryLimiter::new());
+        let (svc, settlements) = Services::new(store.clone());
+        Self {
+            snap,
+            metrics: Arc::new(Metrics::new()),
+            store,
+            svc,
+            settlements,
+        }
+    }
+
+    fn exchange(&self) -> Exchange {
+        Exchange::new(self.snap.clone(), self.metrics.clone(), self.svc.clone())
+    }
+
+    /// Applies queued settlements to the store, as the background worker does.
+    fn settle(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(s) = self.settlements.try_recv() {
+            futures::executor::block_on(self.store.settle(&s.reservation, s.actual)).unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    fn cost_counter(&self) -> (u64, u64) {
+        let (wid, _) =
+            crate::limits::windows(crate::limits::Window::Day, crate::limits::unix_now());
+        self.store.peek(&format!("budget:c=app:cost:{wid}"))
+    }
+}
+
+const KEY: (&str, &str) = ("authorization", "Bearer abc");
+const PROMPT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn json_response(ex: &mut Exchange, usage: &str) -> ProcessingResponse {
+    let r = ex
+        .on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+            headers: Some(header_map(&[
+                (":status", "200"),
+                ("content-type", "application/json"),
+            ])),
+            ..Default::default()
+        })))
+        .unwrap();
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32),
+        "the body is requested only because usage is needed"
+    );
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        body: format!(r#"{{"choices":[],"usage":{usage}}}"#).into_bytes(),
+        end_of_stream: true,
+        ..Default::default()
+    })))
+    .unwrap()
+}
+
+#[test]
+fn auth_refusals_and_model_permissions() {
+    let l = Limited::new();
+    let mut ex = l.exchange();
+    let (s, json, headers) = immediate(&ex.on_message_now(chat_headers(&[])).unwrap());
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (401, Some("missing_api_key"))
+    );
+    assert!(headers.iter().any(|(k, _)| k == "www-authenticate"));
+    let mut ex = l.exchange();
+    let (s, json, _) = immediate(
+        &ex.on_message_now(chat_headers(&[("x-api-key", "wrong")]))
+            .unwrap(),
+    );
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let (s, json, _) = immediate(&ex.on_message_now(body(r#"{"model":"big"}"#)).unwrap());
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (403, Some("model_not_allowed"))
+    );
+    let mut ex = l.exchange();
+    let (s, json, _) = immediate(
+        &ex.on_message_now(request_headers("GET", "/v1/models", &[KEY], true))
+            .unwrap(),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        json["data"].as_array().unwrap().len(),
+        1,
+        "only allowed models listed"
+    );
+}
+
+#[test]
+fn reserve_reconcile_and_metadata_at_end_of_stream() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(PROMPT)).unwrap();
+    assert!(metadata(&r).contains(&("consumer".into(), "app".into())));
+    let worst = PROMPT.len() as u64 + 40;
+    assert_eq!(
+        l.cost_counter(),
+        (0, worst),
+        "worst case reserved: body bytes + max tokens"
+    );
+    let r = json_response(
+        &mut ex,
+        r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#,
+    );
+    let ns = r
+        .dynamic_metadata
+        .as_ref()
+        .expect("metadata at end of stream");
+    let Some(ValueKind::StructValue(s)) = &ns.fields["io.tollgate"].kind else {
+        panic!()
+    };
+    let num = |k: &str| match &s.fields[k].kind {
+        Some(ValueKind::NumberValue(n)) => *n,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(
+        (
+            num("llm_input_token"),
+            num("llm_output_token"),
+            num("llm_total_token")
+        ),
+        (9.0, 3.0, 12.0)
+    );
+    assert!((num("cost_usd") - 12e-6).abs() < 1e-12);
+    assert_eq!(l.settle(), 1);
+    assert_eq!(
+        l.cost_counter(),
+        (12, 0),
+        "reservation replaced by the actual cost"
+    );
+    drop(ex);
+    assert_eq!(l.settle(), 0, "settled exactly once");
+    let text = l.metrics.render();
+    assert!(
+        text.contains(r#"tollgate_tokens_total{backend="alpha",kind="output",model="m"} 3"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn budget_refuses_with_429_and_headers_when_the_worst_case_does_not_fit() {
+    let mut l = Limited::new();
+    let worst = PROMPT.len() as u64 + 40;
+    let mut admitted = Vec::new();
+    loop {
+        let mut ex = l.exchange();
+        ex.on_message_now(chat_headers(&[KEY])).unwrap();
+        let r = ex.on_message_now(body(PROMPT)).unwrap();
+        if let Some(Out::ImmediateResponse(_)) = &r.response {
+            let (s, json, headers) = immediate(&r);
+            assert_eq!(s, 429);
+            assert_eq!(json["error"]["type"], "insufficient_quota");
+            assert!(
+                headers
+                    .iter()
+                    .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok())
+            );
+            assert!(
+                headers
+                    .iter()
+                    .any(|(k, _)| k == "x-ratelimit-remaining-budget-usd")
+            );
+            break;
+        }
+        admitted.push(ex);
+    }
+    assert_eq!(
+        admitted.len() as u64,
+        1000 / worst,
+        "outstanding reservations count"
+    );
+    // Streams cut before any answer: refunds (nothing generated) free the budget again.
+    drop(admitted);
+    assert_eq!(l.settle() as u64, 1000 / worst);
+    assert_eq!(l.cost_counter(), (0, 0));
+}
+
+#[test]
+fn streamed_usage_is_requested_stripped_and_charged_once() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex
+        .on_message_now(body(
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap();
+    let c = common(&r);
+    let Some(body_mutation::Mutation::Body(sent)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("include_usage added")
+    };
+    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let r = ex
+        .on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+            headers: Some(header_map(&[
+                (":status", "200"),
+                ("content-type", "text/event-stream"),
+                ("content-length", "999"),
+            ])),
+            ..Default::default()
+        })))
+        .unwrap();
+    assert_eq!(removed(common(&r)), vec!["content-length"]);
+    let stream = concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":2}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    // Split mid-event: each reply carries only complete events.
+    let mut out = Vec::new();
+    let bytes = stream.as_bytes();
+    for (i, part) in bytes.chunks(17).enumerate() {
+        let eos = (i + 1) * 17 >= bytes.len();
+        let r = ex
+            .on_message_now(msg(In::ResponseBody(HttpBody {
+                body: part.to_vec(),
+                end_of_stream: eos,
+                ..Default::default()
+            })))
+            .unwrap();
+        assert!(matches!(r.response, Some(Out::ResponseBody(_))));
+        if let Some(body_mutation::Mutation::Body(b)) = common(&r)
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.clone())
+        {
+            out.extend(b);
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        !out.contains("prompt_tokens"),
+        "usage event stripped: {out}"
+    );
+    assert!(out.contains("\"Hel\"") && out.ends_with("data: [DONE]\n\n"));
+    // Envoy's duplicate final chunk changes nothing.
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        end_of_stream: true,
+        ..Default::default()
+    })))
+    .unwrap();
+    drop(ex);
+    assert_eq!(l.settle(), 1);
+    assert_eq!(l.cost_counter(), (10, 0));
+}
+
+#[test]
+fn a_stream_cut_midway_is_charged_for_what_was_delivered() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    ex.on_message_now(body(
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    ))
+    .unwrap();
+    ex.on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":status", "200"),
+            ("content-type", "text/event-stream"),
+        ])),
+        ..Default::default()
+    })))
+    .unwrap();
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        body: b"data: {\"choices\":[{\"delta\":{\"content\":\"The quick brown fox\"}}]}\n\n"
+            .to_vec(),
+        ..Default::default()
+    })))
+    .unwrap();
+    drop(ex); // client gone
+    assert_eq!(l.settle(), 1);
+    // Input: the exact prompt count (3 + "user" + "hi" + 3 = 8 with o200k); output: 4 delivered.
+    let prompt = crate::tokens::count_prompt(
+        crate::tokens::Encoding::O200k,
+        br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(l.cost_counter(), (prompt + 4, 0));
 }
