@@ -87,9 +87,16 @@ def test_client_routing_header_on_an_unknown_model_reaches_nobody(
 
 
 def test_client_routing_header_on_an_unsupported_path_reaches_nobody(clean: Stack) -> None:
+    url = f"{clean.base_url}/__demo/requests"  # a real upstream path, if it got there
+    # A backend's own key is not a client key.
     r = http_request(
-        "GET", f"{clean.base_url}/__demo/requests",  # a real upstream path, if it got there
+        "GET", url,
         headers={"x-tollgate-backend": "alpha", "authorization": f"Bearer {clean.keys['alpha']}"},
+    )
+    assert r.status == 401, r
+    r = http_request(
+        "GET", url,
+        headers={"x-tollgate-backend": "alpha", "authorization": f"Bearer {DEMO_CLIENT_KEY}"},
     )
     assert r.status == 404, r
     assert "x-demo-upstream" not in r.headers
