@@ -20,6 +20,7 @@ fn main() -> ExitCode {
             }
         }
         Command::HashKey => hash_key(),
+        Command::CountTokens { encoding, chat } => count_tokens(&encoding, chat),
         Command::Serve {
             config,
             grpc_listen,
@@ -45,6 +46,43 @@ fn hash_key() -> ExitCode {
         "{}",
         tollgate::auth::hash_key(&tollgate::secret::Secret::new(key))
     );
+    ExitCode::SUCCESS
+}
+
+fn count_tokens(encoding: &str, chat: bool) -> ExitCode {
+    use std::io::Read;
+    use tollgate::tokens::{self, Encoding};
+    let enc = match encoding {
+        "o200k" | "o200k_base" => Encoding::O200k,
+        "cl100k" | "cl100k_base" => Encoding::Cl100k,
+        other => {
+            println!("tollgate count-tokens: unknown encoding {other:?}; use o200k or cl100k");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = Vec::new();
+    if std::io::stdin().read_to_end(&mut input).is_err() {
+        println!("tollgate count-tokens: cannot read standard input");
+        return ExitCode::from(1);
+    }
+    let count = if chat {
+        match tokens::count_prompt(enc, &input) {
+            Some(n) => n,
+            None => {
+                println!("tollgate count-tokens: --chat needs a JSON request body");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        match std::str::from_utf8(&input) {
+            Ok(text) => enc.count(text),
+            Err(_) => {
+                println!("tollgate count-tokens: standard input is not UTF-8");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    println!("{count}");
     ExitCode::SUCCESS
 }
 

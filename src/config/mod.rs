@@ -4,7 +4,10 @@
 //! - **static** (read at start, a change is logged and needs a restart): `server.grpc_listen`,
 //!   `server.admin_listen`, `server.drain_timeout`, `log`;
 //! - **hot** (swapped atomically on reload): everything else — backends and their secrets,
-//!   models, routes, routing switches, `server.max_request_body`, `reload`.
+//!   models, routes, routing switches, `server.max_request_body`, `reload`, consumers, teams,
+//!   key hashes (and `auth.key_file`), prices, limit rules, usage settings.
+//! - `limits.store` and `limits.redis` are static too: the store (its counters, its Redis
+//!   connection) is built once at start; a reload keeps the running store settings.
 //!
 //! Each ext_proc stream loads one `Arc<Snapshot>` when it starts and keeps it for its whole
 //! life, so a request never sees half of an old config and half of a new one.
@@ -132,7 +135,7 @@ pub struct LimitSettings {
 }
 
 /// Where limit counters live.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum StoreSettings {
     /// In-process.
     #[default]

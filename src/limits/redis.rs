@@ -30,7 +30,7 @@ const RESERVE_LUA: &str = include_str!("lua/reserve.lua");
 const SETTLE_LUA: &str = include_str!("lua/settle.lua");
 
 /// Connection and resilience settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://[:password@]host:port/db` (a secret: may hold a password).
     pub url: Secret,
