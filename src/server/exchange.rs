@@ -188,7 +188,7 @@ impl Exchange {
         if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
             return self.refuse(e);
         }
-        usage::request_body(&self.snap, &mut self.cx, &b.body);
+        usage::request_body(&self.snap, &mut self.cx, b.body);
         if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
             return self.refuse(e);
         }
