@@ -3,7 +3,12 @@
 //!
 //! The Redis group starts its own `redis-server` on a free port (Debian's package) and skips
 //! itself with a note if the binary is missing.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmark set-up"
+)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

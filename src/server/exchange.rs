@@ -254,6 +254,7 @@ impl Exchange {
             None => ("none", "none"),
         };
         let priced = charge.price.is_some();
+        let unlimited = charge.reservation.as_ref().is_some_and(|r| r.unbacked);
         if charge.status.is_some_and(|s| (200..300).contains(&s)) {
             self.metrics.usage(
                 backend,
@@ -283,6 +284,7 @@ impl Exchange {
             usage_reported = usage.reported,
             cost_usd = crate::pricing::usd(cost),
             aborted,
+            fail_open = unlimited,
             "usage"
         );
         if !aborted {

@@ -940,3 +940,42 @@ fn a_stream_cut_midway_is_charged_for_what_was_delivered() {
     .unwrap();
     assert_eq!(l.cost_counter(), (prompt + 4, 0));
 }
+
+#[test]
+fn a_pinned_team_is_routed_to_its_backend_whatever_it_asks() {
+    let yaml = r#"
+version: 1
+backends: [{ name: alpha, kind: openai }, { name: inhouse, kind: openai }]
+models: [{ name: m, backend: alpha }]
+teams: [{ name: t, pin: { backend: inhouse, model: llama-70b } }]
+consumers:
+  - { name: app, team: t, keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] }
+"#;
+    let env = |_: &str| None;
+    let snap = Arc::new(
+        compile(
+            yaml,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid"),
+    );
+    let (svc, _rx) = Services::new(Arc::new(MemoryLimiter::new()));
+    let mut ex = Exchange::new(snap, Arc::new(Metrics::new()), svc);
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"m"}"#)).unwrap();
+    let c = common(&r);
+    assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "inhouse".into())));
+    assert!(metadata(&r).contains(&("route".into(), "team_pin".into())));
+    let Some(body_mutation::Mutation::Body(b)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("model rewritten")
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b).unwrap()["model"],
+        "llama-70b"
+    );
+}
