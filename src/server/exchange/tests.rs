@@ -43,6 +43,28 @@ fn snapshot() -> Arc<Snapshot> {
     )
 }
 
+/// The test config with a limit rule, so routed requests reserve and settle.
+fn limited_snapshot() -> Arc<Snapshot> {
+    let env = |k: &str| match k {
+        "ALPHA_KEY" => Some("sk-alpha".to_owned()),
+        "BETA_KEY" => Some("sk-beta".to_owned()),
+        _ => None,
+    };
+    let yaml = format!(
+        "{CONFIG}limits:\n  rules: [{{ name: r, tokens_per_minute: 100000000, requests_per_minute: 100000 }}]\n"
+    );
+    Arc::new(
+        compile(
+            &yaml,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid test config"),
+    )
+}
+
 fn exchange() -> (Exchange, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let (svc, _settlements) = Services::new(Arc::new(MemoryLimiter::new()));
@@ -554,10 +576,37 @@ fn arb_message() -> impl Strategy<Value = ProcessingRequest> {
         }))),
         Just(msg(In::RequestTrailers(HttpTrailers::default()))),
         prop_oneof![Just("200"), Just("503"), Just("x")].prop_map(response_headers),
-        any::<Vec<u8>>().prop_map(|b| msg(In::ResponseBody(HttpBody {
+        (
+            prop_oneof![Just("200"), Just("429")],
+            prop_oneof![
+                Just("text/event-stream"),
+                Just("application/json"),
+                Just("text/plain")
+            ],
+        )
+            .prop_map(|(status, ct)| msg(In::ResponseHeaders(HttpHeaders {
+                headers: Some(header_map(&[(":status", status), ("content-type", ct)])),
+                ..Default::default()
+            }))),
+        (any::<Vec<u8>>(), any::<bool>()).prop_map(|(b, eos)| msg(In::ResponseBody(HttpBody {
             body: b,
+            end_of_stream: eos,
             ..Default::default()
         }))),
+        (
+            prop_oneof![
+                Just("data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n"),
+                Just("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"),
+                Just("data: {\"cho"),
+                Just("{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}"),
+            ],
+            any::<bool>()
+        )
+            .prop_map(|(b, eos)| msg(In::ResponseBody(HttpBody {
+                body: b.as_bytes().to_vec(),
+                end_of_stream: eos,
+                ..Default::default()
+            }))),
         Just(msg(In::ResponseTrailers(HttpTrailers::default()))),
     ]
 }
@@ -585,7 +634,9 @@ fn matches_kind(m: &ProcessingRequest, r: &ProcessingResponse) -> bool {
 proptest! {
     #[test]
     fn any_message_sequence_gets_one_matching_reply_each(seq in proptest::collection::vec(arb_message(), 0..12)) {
-        let (mut ex, metrics) = exchange();
+        let metrics = Arc::new(Metrics::new());
+        let (svc, mut settlements) = Services::new(Arc::new(MemoryLimiter::new()));
+        let mut ex = Exchange::new(limited_snapshot(), metrics.clone(), svc);
         // A request exists once Envoy sent request headers or a request body.
         let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
         for m in seq {
@@ -600,6 +651,11 @@ proptest! {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         prop_assert_eq!(counted, u64::from(has_request), "a request is counted exactly once: {}", text);
+        let mut settled = 0;
+        while settlements.try_recv().is_ok() {
+            settled += 1;
+        }
+        prop_assert!(settled <= 1, "a reservation is settled at most once: {}", settled);
         prop_assert!(text.contains("tollgate_extproc_streams_active 0"));
     }
 }
