@@ -501,3 +501,136 @@ async fn redis_down_or_frozen_never_blocks_and_applies_the_fail_mode() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_missed_during_an_outage_is_retried_when_redis_is_back() {
+    let redis = Redis::start();
+    let rule = "    - { name: month, cost_per_month: 10 }";
+    let t = tollgate(&config(&redis.url(), "closed", rule));
+    // Admitted (reserved) while Redis is up ...
+    let mut c = ExternalProcessorClient::connect(format!("http://{}", t.grpc))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut replies = c
+        .process(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(headers(
+        processing_request::Request::RequestHeaders,
+        &[(":method", "POST"), (":path", "/v1/chat/completions")],
+    ))
+    .await
+    .unwrap();
+    replies.next().await.unwrap().unwrap();
+    tx.send(body(processing_request::Request::RequestBody, BODY, true))
+        .await
+        .unwrap();
+    let r = replies.next().await.unwrap().unwrap();
+    assert!(!matches!(
+        r.response,
+        Some(processing_response::Response::ImmediateResponse(_))
+    ));
+    assert!(redis.sum("t:month:*", "r") > 0, "reserved");
+    // ... Redis freezes; requests time out (their reserves wait in Redis' socket and run
+    // later) and open the circuit breaker ...
+    redis.signal("-STOP");
+    for _ in 0..3 {
+        assert_eq!(request(&t.grpc, 1, 1).await.0, Outcome::Refused(503));
+    }
+    // ... and the admitted request ends (client gone) while the circuit is open: its
+    // settlement is not even sent.
+    drop(tx);
+    drop(replies);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.signal("-CONT");
+    // Back: the late reserves are cancelled and the missed settlement is retried, exactly once.
+    let back = Instant::now();
+    loop {
+        let (reserved, used) = (redis.sum("t:month:*", "r"), redis.sum("t:month:*", "u"));
+        if reserved == 0 {
+            assert_eq!(used, 0, "nothing was generated: nothing charged");
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "reservations still held after Redis came back: {reserved}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn settlements_are_idempotent_and_cancel_late_reserves() {
+    use tollgate::limits::redis::{RedisLimiter, RedisSettings};
+    use tollgate::limits::{Admission, Amounts, Limit, Limiter, Metric, Rule, Subject, Window};
+    let redis = Redis::start();
+    let limiter = RedisLimiter::new(RedisSettings {
+        url: tollgate::secret::Secret::new(redis.url()),
+        command_timeout: Duration::from_millis(500),
+        breaker_failures: 3,
+        breaker_cooldown: Duration::from_secs(1),
+        key_prefix: "i".into(),
+    })
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(limiter.clone().run(stop.clone()));
+    while limiter.health() != tollgate::limits::Health::Up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rules = vec![Rule {
+        name: "r".into(),
+        per: vec![],
+        consumers: vec![],
+        teams: vec![],
+        models: vec![],
+        limits: vec![Limit {
+            metric: Metric::Tokens,
+            window: Window::Day,
+            max: 1000,
+        }],
+    }];
+    let subject = Subject {
+        consumer: "c",
+        team: None,
+        model: "m",
+    };
+    let worst = Amounts {
+        requests: 1,
+        tokens: 100,
+        cost: 0,
+    };
+    let now = tollgate::limits::unix_now();
+    let demand = tollgate::limits::plan(&rules, &subject, worst, now);
+    let Admission::Granted(r) = limiter.reserve(&demand, now).await.unwrap() else {
+        panic!("fits")
+    };
+    let actual = Amounts {
+        requests: 1,
+        tokens: 30,
+        cost: 0,
+    };
+    limiter.settle(&r, actual).await.unwrap();
+    limiter.settle(&r, actual).await.unwrap();
+    assert_eq!(
+        (redis.sum("i:r:*", "u"), redis.sum("i:r:*", "r")),
+        (30, 0),
+        "a retried settlement applies once"
+    );
+    // A reserve that timed out is cancelled first; arriving late, it holds nothing.
+    let late = tollgate::limits::plan(&rules, &subject, worst, now);
+    limiter
+        .settle(
+            &tollgate::limits::Reservation::of(&late),
+            Amounts::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        limiter.reserve(&late, now).await.is_err(),
+        "cancelled before it ran"
+    );
+    assert_eq!(redis.sum("i:r:*", "r"), 0);
+    stop.cancel();
+}

@@ -166,6 +166,8 @@ pub struct Counter {
 /// Every counter one request touches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Demand {
+    /// Unique id of this reservation (makes settlements idempotent in shared stores).
+    pub id: String,
     /// Counters.
     pub counters: Vec<Counter>,
 }
@@ -180,11 +182,18 @@ impl Demand {
     pub fn needs_usage(&self) -> bool {
         self.counters.iter().any(|c| c.metric != Metric::Requests)
     }
+
+    /// Longest counter time-to-live (the reservation marker lives as long).
+    pub fn max_ttl(&self) -> u64 {
+        self.counters.iter().map(|c| c.ttl_secs).max().unwrap_or(60)
+    }
 }
 
 /// Capacity held for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reservation {
+    /// The demand's id.
+    pub id: String,
     /// (key, metric, reserved amount, ttl).
     pub held: Vec<(String, Metric, u64, u64)>,
     /// Admitted without the store (fail-open): nothing to reconcile.
@@ -195,6 +204,7 @@ impl Reservation {
     /// A reservation for a granted demand.
     pub fn of(d: &Demand) -> Self {
         Self {
+            id: d.id.clone(),
             held: d
                 .counters
                 .iter()
@@ -202,6 +212,11 @@ impl Reservation {
                 .collect(),
             unbacked: false,
         }
+    }
+
+    /// Longest time-to-live among the held counters.
+    pub fn max_ttl(&self) -> u64 {
+        self.held.iter().map(|h| h.3).max().unwrap_or(60)
     }
 
     /// `(key, reserved, actual, ttl)` rows replacing the reservation with `actual`.
@@ -323,6 +338,8 @@ pub trait Limiter: Send + Sync + 'static {
     /// Checks every counter of `demand` and reserves all of them, or none.
     async fn reserve(&self, demand: &Demand, now: u64) -> Result<Admission, LimitError>;
     /// Replaces a reservation with the actual amounts (a refund is `actual` below it).
+    /// Shared stores apply it at most once per reservation id, so it may be retried; and it
+    /// cancels a reservation whose `reserve` call failed ambiguously (timed out).
     async fn settle(&self, reservation: &Reservation, actual: Amounts) -> Result<(), LimitError>;
     /// Current health.
     fn health(&self) -> Health;
@@ -428,7 +445,10 @@ pub fn plan(rules: &[Rule], subject: &Subject<'_>, worst: Amounts, now: u64) -> 
             });
         }
     }
-    Demand { counters }
+    Demand {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        counters,
+    }
 }
 
 /// `x-ratelimit-*` headers for a refusal (OpenAI's names for requests and tokens; cost

@@ -3,6 +3,10 @@
 //! - **Atomic**: one Lua script reserves every counter of a request or none
 //!   (`lua/reserve.lua`); another replaces the reservation with the actual use
 //!   (`lua/settle.lua`). Scripts run by SHA (EVALSHA, loaded on first use).
+//! - **Exactly once**: each reservation has a marker key (`res:<id>`): a settlement applies
+//!   once however often it is retried, and settling a reservation whose reserve timed out
+//!   cancels it — if the reserve reaches Redis late, it finds the marker and does nothing. So
+//!   a command that timed out on our side but ran on Redis never leaves counters drifting.
 //! - **Never hangs a request**: every command runs under `command_timeout`; the connection
 //!   manager (redis-rs) reconnects in the background with capped backoff.
 //! - **Circuit breaker**: after `breaker_failures` consecutive failures the store is not
@@ -245,20 +249,28 @@ impl Limiter for RedisLimiter {
             return Ok(Admission::Granted(Reservation::default()));
         }
         let mut inv = self.reserve.prepare_invoke();
+        inv.key(self.key(&format!("res:{}", demand.id)));
+        inv.arg(demand.max_ttl());
         for c in &demand.counters {
             inv.key(self.key(&c.key));
             inv.arg(c.limit).arg(c.amount).arg(c.ttl_secs);
         }
-        let (i, taken): (usize, u64) = self
+        let (i, taken): (i64, u64) = self
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
         if i == 0 {
             return Ok(Admission::Granted(Reservation::of(demand)));
         }
-        let c = demand
-            .counters
-            .get(i - 1)
-            .ok_or_else(|| LimitError::Protocol(format!("counter index {i}")))?;
+        let c = usize::try_from(i - 1)
+            .ok()
+            .and_then(|i| demand.counters.get(i))
+            .ok_or_else(|| {
+                LimitError::Protocol(if i == -1 {
+                    "reservation cancelled before it ran".to_owned()
+                } else {
+                    format!("reserve reply {i}")
+                })
+            })?;
         Ok(Admission::Refused(Refusal {
             rule: c.rule.clone(),
             metric: c.metric,
@@ -275,6 +287,8 @@ impl Limiter for RedisLimiter {
             return Ok(());
         }
         let mut inv = self.settle.prepare_invoke();
+        inv.key(self.key(&format!("res:{}", reservation.id)));
+        inv.arg(reservation.max_ttl());
         for (key, reserved, used, _) in reservation.settlement(actual) {
             inv.key(self.key(key));
             inv.arg(reserved).arg(used);

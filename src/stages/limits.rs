@@ -4,16 +4,17 @@
 //! Settlement (reconcile or refund) never blocks a reply: it is queued on a channel that a
 //! background task drains into the store ([`settle_worker`]), and that task is awaited at
 //! shutdown, so refunds of streams cut short (the exchange's Drop, which cannot await) are
-//! not lost.
+//! not lost; settlements the store refuses while it is down are retried.
 
 use super::RequestCtx;
 use crate::config::Snapshot;
 use crate::error::StageError;
-use crate::limits::{self, Admission, Amounts, Limiter, Reservation, Subject};
+use crate::limits::{self, Admission, Amounts, LimitError, Limiter, Reservation, Subject};
 use crate::llm::usage::Usage;
 use crate::metrics::Metrics;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A reservation to replace with what was used.
@@ -55,16 +56,72 @@ impl Services {
     }
 }
 
-/// Drains the settlement queue into the store until every sender is gone.
+/// Settlements kept for retry while the store is down (beyond that, they are dropped and
+/// their reservations expire with their windows).
+const MAX_PENDING: usize = 100_000;
+/// How long a failed settlement is retried.
+const RETRY_FOR: Duration = Duration::from_secs(3600);
+
+/// Drains the settlement queue into the store until every sender is gone. A settlement the
+/// store refuses (Redis down) is retried every second for up to an hour, so a budget's
+/// reservation is released once Redis is back instead of holding capacity until the end of
+/// its window (a month, for monthly budgets). At shutdown, pending ones get one last try.
 pub async fn settle_worker(
     limiter: Arc<dyn Limiter>,
     mut rx: mpsc::UnboundedReceiver<Settlement>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(s) = rx.recv().await {
-        if let Err(e) = limiter.settle(&s.reservation, s.actual).await {
-            metrics.limiter_error("settle");
-            tracing::warn!(error = %e, "could not settle a reservation; it expires with its window");
+    let mut pending: VecDeque<(Settlement, Instant)> = VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(s) => {
+                    if let Err(e) = limiter.settle(&s.reservation, s.actual).await {
+                        metrics.limiter_error("settle");
+                        tracing::debug!(error = %e, "settlement failed; will retry");
+                        if pending.len() < MAX_PENDING {
+                            pending.push_back((s, Instant::now()));
+                        }
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick(), if !pending.is_empty() => {
+                retry(&*limiter, &mut pending, &metrics).await;
+            }
+        }
+    }
+    retry(&*limiter, &mut pending, &metrics).await;
+    if !pending.is_empty() {
+        tracing::warn!(
+            count = pending.len(),
+            "settlements not applied at shutdown; their reservations expire with their windows"
+        );
+    }
+}
+
+async fn retry(
+    limiter: &dyn Limiter,
+    pending: &mut VecDeque<(Settlement, Instant)>,
+    metrics: &Metrics,
+) {
+    for _ in 0..pending.len() {
+        let Some((s, since)) = pending.pop_front() else {
+            break;
+        };
+        match limiter.settle(&s.reservation, s.actual).await {
+            Ok(()) => {}
+            Err(_) if since.elapsed() < RETRY_FOR => {
+                metrics.limiter_error("settle");
+                pending.push_back((s, since));
+                // The store is still down: try the rest on the next tick.
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "settlement dropped after an hour of retries");
+            }
         }
     }
 }
@@ -120,6 +177,14 @@ pub async fn admit(
         }
         Err(e) => {
             metrics.limiter_error("reserve");
+            if matches!(e, LimitError::Timeout(_) | LimitError::Redis(_)) {
+                // The reserve may still reach Redis: cancel it (settle nothing), so it either
+                // is released or, arriving late, does nothing.
+                svc.queue(Settlement {
+                    reservation: Reservation::of(&demand),
+                    actual: Amounts::default(),
+                });
+            }
             let fail_open = match &snap.limits.store {
                 crate::config::StoreSettings::Redis { fail_open, .. } => *fail_open,
                 crate::config::StoreSettings::Memory => true,
@@ -129,6 +194,7 @@ pub async fn admit(
                 tracing::warn!(request_id = %cx.request_id, error = %e, "limits store unavailable: admitted without limits (fail-open)");
                 charge.needs_usage = demand.needs_usage();
                 charge.reservation = Some(Reservation {
+                    id: demand.id.clone(),
                     held: Vec::new(),
                     unbacked: true,
                 });
