@@ -17,8 +17,9 @@
 //!   `tollgate_limits_fail_open_total`; closed: refuse with 503).
 //!
 //! Known limits: all keys of one request go to one script, so Redis Cluster needs the keys
-//! in one slot (not done: use a standalone Redis or Sentinel). A settlement lost while Redis
-//! is down leaves its reservation until the counter's window expires.
+//! in one slot (not done: use a standalone Redis or Sentinel). Settlements Redis could not
+//! take are retried for an hour (stages/limits.rs); past that, or when a replica dies
+//! holding them, a reservation is held until its counter's window expires.
 
 use super::{Admission, Amounts, Demand, Health, LimitError, Limiter, Refusal, Reservation};
 use crate::secret::Secret;
