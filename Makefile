@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ENVOY  := $(VENV)/bin/envoy
 
-.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro pii-report clean
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro pii-report redis clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ lint: ## rustfmt and clippy (warnings are errors)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-unit: ## Unit, property, in-process gRPC and CLI tests
+unit: redis ## Unit, property, in-process gRPC, CLI and real-Redis tests
 	$(CARGO) test --workspace --locked
+
+redis: ## redis-server for the limits tests (Debian package; the tests start their own)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 e2e: build venv ## End-to-end tests through a real Envoy with the OpenAI SDK
 	cd e2e && TOLLGATE_TARGET_DIR=$(CURDIR)/target/debug $(CURDIR)/$(PY) -m pytest -q
@@ -53,8 +56,9 @@ schema: build ## Regenerate docs/config.schema.json
 bench: build-release venv ## Load benchmark: Envoy alone vs Envoy + tollgate (one run, same load)
 	$(PY) e2e/bench_overhead.py --target-dir target/release
 
-bench-micro: ## Criterion micro-benchmarks: masking MB/s (16 KiB-1 MiB), per-SSE-event cost, memory per stream
-	$(CARGO) bench --bench guard --locked
+bench-micro: redis ## Criterion: masking MB/s, per-SSE-event cost, admission cost (memory, Redis), tokenizer throughput
+	$(CARGO) bench --locked --bench guard
+	$(CARGO) bench --locked --bench limits
 
 pii-report: build venv ## Precision/recall of the PII detectors on a generated, oracle-labelled corpus
 	$(PY) scripts/pii_report.py --tollgate target/debug/tollgate

@@ -152,7 +152,7 @@ def main() -> int:
         }, body)
         s_full = wrk_script(work / "full.lua", {
             "content-type": "application/json",
-            "authorization": "Bearer client-key",
+            "authorization": "Bearer tollgate-demo-key",
         }, body)
         # Warm-up, then interleaved rounds so drift hits all alike.
         measure(alone, s_alone, 2, args.connections, ["envoy"])

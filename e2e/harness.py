@@ -53,6 +53,10 @@ SHIPPED_SOCKET = "/tmp/tollgate/tollgate.sock"
 
 DEFAULT_KEYS = {"alpha": "demo-alpha-key", "beta": "demo-beta-key"}
 
+# Client API keys of the demo config's consumers (e2e/demo/tollgate.yaml stores their hashes).
+DEMO_CLIENT_KEY = "tollgate-demo-key"  # consumer demo-app, team apps (every model)
+DEMO_INTERN_KEY = "tollgate-intern-key"  # consumer demo-intern, team interns (echo, gpt-4o-mini)
+
 
 class StackError(RuntimeError):
     """A process did not start, did not become ready, or died."""
@@ -805,7 +809,7 @@ class Stack:
 
         wait_until(f"{name} at {url}", ready, timeout=timeout, on_fail=self.tails)
 
-    def openai(self, api_key: str = "client-key", **kw: Any) -> Any:
+    def openai(self, api_key: str = DEMO_CLIENT_KEY, **kw: Any) -> Any:
         from openai import OpenAI
 
         kw.setdefault("max_retries", 0)

@@ -85,7 +85,7 @@ tollgate demo is up (Ctrl-C to stop).  Logs: {workdir}  (Envoy access log: envoy
   tollgate config          {stack.tollgate_config_path}   (edit it: hot reload)
 
   curl -s http://127.0.0.1:{p.envoy}/v1/chat/completions \\
-    -H 'content-type: application/json' -H 'authorization: Bearer any-client-key' \\
+    -H 'content-type: application/json' -H 'authorization: Bearer tollgate-demo-key' \\
     -d '{{"model":"echo","messages":[{{"role":"user","content":"hello tollgate"}}]}}'
 
   models: echo, gpt-4o-mini (alias mini), demo-large, beta-*;  curl http://127.0.0.1:{p.envoy}/v1/models

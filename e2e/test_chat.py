@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+from harness import DEMO_CLIENT_KEY
 from harness import Stack
 
 
@@ -124,7 +125,7 @@ def test_rewritten_body_keeps_every_other_field(clean: Stack) -> None:
     }
     r = http_request(
         "POST", f"{clean.base_url}/v1/chat/completions",
-        headers={"authorization": "Bearer client-key"}, body=sent,
+        headers={"authorization": f"Bearer {DEMO_CLIENT_KEY}"}, body=sent,
     )
     assert r.status == 200, r
     req = only_request(clean, "alpha")

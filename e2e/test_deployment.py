@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness import DEMO_CLIENT_KEY
 from harness import Stack, http_request
 
 
@@ -38,7 +39,7 @@ def test_tollgate_down_means_envoy_fails_closed(make_stack: Any) -> None:
     for headers in ({}, {"x-tollgate-backend": "alpha"}):
         r = http_request(
             "POST", f"{s.base_url}/v1/chat/completions",
-            headers={"authorization": "Bearer client-key", **headers},
+            headers={"authorization": f"Bearer {DEMO_CLIENT_KEY}", **headers},
             body={"model": "echo", "messages": [{"role": "user", "content": "after"}]},
         )
         assert 500 <= r.status < 600, r

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import yaml
 
+from harness import DEMO_CLIENT_KEY
 from harness import Response, Stack, http_request
 
 NEW_MODEL = {"name": "reloaded", "backend": "beta", "upstream_model": "reloaded-2026"}
@@ -17,7 +18,7 @@ NEW_MODEL = {"name": "reloaded", "backend": "beta", "upstream_model": "reloaded-
 def chat(stack: Stack, model: str, content: str = "hi", timeout: float = 10) -> Response:
     return http_request(
         "POST", f"{stack.base_url}/v1/chat/completions",
-        headers={"authorization": "Bearer client-key"},
+        headers={"authorization": f"Bearer {DEMO_CLIENT_KEY}"},
         body={"model": model, "messages": [{"role": "user", "content": content}]},
         timeout=timeout,
     )

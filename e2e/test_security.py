@@ -10,7 +10,9 @@ import pytest
 
 from harness import Stack, http_request
 
-CLIENT_SECRETS = ("client-key", "client-x-api-key", "client-api-key")
+from harness import DEMO_CLIENT_KEY
+
+CLIENT_SECRETS = (DEMO_CLIENT_KEY, "client-x-api-key", "client-api-key")
 
 
 def _only(stack: Stack, name: str) -> dict[str, Any]:
@@ -39,13 +41,14 @@ def test_backend_key_replaces_every_client_credential(clean: Stack, client: Any)
         assert clean.keys[other] not in dump
 
 
-def test_request_without_client_key_still_gets_the_backend_key(clean: Stack) -> None:
+def test_request_without_client_key_is_refused_before_any_provider(clean: Stack) -> None:
     r = http_request(
         "POST", f"{clean.base_url}/v1/chat/completions",
         body={"model": "echo", "messages": [{"role": "user", "content": "anonymous"}]},
     )
-    assert r.status == 200, r
-    assert _only(clean, "alpha")["headers"]["authorization"] == f"Bearer {clean.keys['alpha']}"
+    assert r.status == 401, r
+    assert r.json()["error"]["code"] == "missing_api_key"
+    assert clean.upstream_count("alpha") == 0
 
 
 def test_client_routing_header_cannot_steer_a_routed_request(clean: Stack, client: Any) -> None:
@@ -84,9 +87,16 @@ def test_client_routing_header_on_an_unknown_model_reaches_nobody(
 
 
 def test_client_routing_header_on_an_unsupported_path_reaches_nobody(clean: Stack) -> None:
+    url = f"{clean.base_url}/__demo/requests"  # a real upstream path, if it got there
+    # A backend's own key is not a client key.
     r = http_request(
-        "GET", f"{clean.base_url}/__demo/requests",  # a real upstream path, if it got there
+        "GET", url,
         headers={"x-tollgate-backend": "alpha", "authorization": f"Bearer {clean.keys['alpha']}"},
+    )
+    assert r.status == 401, r
+    r = http_request(
+        "GET", url,
+        headers={"x-tollgate-backend": "alpha", "authorization": f"Bearer {DEMO_CLIENT_KEY}"},
     )
     assert r.status == 404, r
     assert "x-demo-upstream" not in r.headers

@@ -8,6 +8,7 @@ file, and time-to-first-token measurement on.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import re
@@ -114,6 +115,13 @@ def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs]:
         "metrics": {"time_to_first_token": True},
     }
     cfg["audit"] = {"output": str(audit)}
+    # The PII test's client key is a real consumer's (so requests pass auth); it is a secret
+    # that must never show up in telemetry either.
+    cfg.setdefault("consumers", []).append({
+        "name": "pii-test",
+        "team": "apps",
+        "keys": ["sha256:" + hashlib.sha256(PII["client_key"].encode()).hexdigest()],
+    })
     s = Stack(workdir, tollgate_config=cfg)
     try:
         s.start()
@@ -257,7 +265,8 @@ def test_no_raw_pii_in_logs_spans_metrics_or_audit(obs: Obs) -> None:
                                    "content-type": "application/json"}, body=body)
         assert r2.status == 400, r2
     r2 = http_request("POST", f"{s.base_url}/v1/{PII['email']}?key={PII['openai_key']}",
-                      headers=headers, body={"model": "echo"})
+                      headers={"authorization": f"Bearer {PII['client_key']}", **headers},
+                      body={"model": "echo"})
     assert r2.status == 404, r2
     for rid in ids:
         obs.audit_for(rid)

@@ -1,6 +1,12 @@
 //! Admin HTTP: `/healthz` (process alive), `/ready` (config loaded, gRPC serving, not
-//! draining) and `/metrics` (Prometheus text).
+//! draining; the body also reports the limits store: `limits: memory|up|down`) and
+//! `/metrics` (Prometheus text).
+//!
+//! A Redis outage does not make the replica unready: with fail-open it keeps serving (the
+//! body says `limits: down`), with fail-closed it answers 503 per request itself — taking
+//! every replica out of the load balancer at once would turn a Redis outage into a total one.
 
+use crate::limits::{Health, Limiter};
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
@@ -11,10 +17,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Readiness flags flipped by the app.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Readiness {
     grpc_serving: AtomicBool,
     draining: AtomicBool,
+    limiter: parking_lot::RwLock<Option<Arc<dyn Limiter>>>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readiness")
+            .field("ready", &self.is_ready())
+            .field("limits", &self.limits().label())
+            .finish()
+    }
 }
 
 impl Readiness {
@@ -26,6 +42,19 @@ impl Readiness {
     /// Shutdown started: stop taking new work.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Reports this store's health on `/ready`.
+    pub fn set_limiter(&self, limiter: Arc<dyn Limiter>) {
+        *self.limiter.write() = Some(limiter);
+    }
+
+    /// The limits store's health.
+    pub fn limits(&self) -> Health {
+        self.limiter
+            .read()
+            .as_ref()
+            .map_or(Health::Local, |l| l.health())
     }
 
     /// Ready for traffic.
@@ -50,14 +79,21 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
+    let limits = s.readiness.limits();
+    s.metrics.store_up(limits != Health::Down);
+    let limits = limits.label();
     if s.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, format!("ready\nlimits: {limits}\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready\nlimits: {limits}\n"),
+        )
     }
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.store_up(s.readiness.limits() != Health::Down);
     (
         [(
             header::CONTENT_TYPE,

@@ -3,11 +3,15 @@
 
 use crate::admin::{self, Readiness};
 use crate::config::watch::Reloader;
-use crate::config::{ListenAddr, Snapshot, StaticSettings};
+use crate::config::{ListenAddr, Snapshot, StaticSettings, StoreSettings};
+use crate::limits::Limiter;
+use crate::limits::memory::MemoryLimiter;
+use crate::limits::redis::RedisLimiter;
 use crate::metrics::Metrics;
 use crate::observe::{Observer, audit::AuditLog, spans};
 use crate::proto::ExternalProcessorServer;
 use crate::server::ExtProc;
+use crate::stages::limits::{Services, settle_worker};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -25,9 +29,25 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = snapshot.settings.clone();
     let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+
+    // The limits store is static (built once, kept across reloads): its counters and its
+    // Redis connection outlive any one config snapshot.
+    let limiter_stop = CancellationToken::new();
+    let (limiter, redis_task): (Arc<dyn Limiter>, _) = match &snapshot.limits.store {
+        StoreSettings::Memory => (Arc::new(MemoryLimiter::new()), None),
+        StoreSettings::Redis { settings, .. } => {
+            let redis = RedisLimiter::new(settings.clone()).context("Redis limits store")?;
+            let task = tokio::spawn(redis.clone().run(limiter_stop.clone()));
+            (redis, Some(task))
+        }
+    };
+    let (svc, settlements) = Services::new(limiter.clone());
+    let settler = tokio::spawn(settle_worker(limiter.clone(), settlements, metrics.clone()));
+
     let store = Arc::new(ArcSwap::from_pointee(snapshot));
     let readiness = Arc::new(Readiness::default());
-    let shutdown = CancellationToken::new();
+    readiness.set_limiter(limiter.clone());
 
     let reloader = Reloader::new(config_path, store.clone(), metrics.clone(), file_settings);
     let watcher = tokio::spawn(reloader.watch(shutdown.clone()));
@@ -63,7 +83,7 @@ pub async fn run(
     };
     let observer = Arc::new(Observer::new(metrics.clone(), audit, span_queue));
     let service =
-        ExternalProcessorServer::new(ExtProc::new(store, metrics.clone()).with_sink(observer))
+        ExternalProcessorServer::new(ExtProc::new(store, metrics.clone(), svc).with_sink(observer))
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
     let grpc_stop = {
@@ -148,6 +168,21 @@ pub async fn run(
         {
             tracing::warn!("audit writer did not finish within 10s");
         }
+    }
+    // Every exchange is gone with the gRPC server, so the settlement queue's senders are
+    // dropped: the worker drains what is queued (refunds of streams cut by the shutdown
+    // included) and ends. Bounded, in case the store hangs.
+    if tokio::time::timeout(Duration::from_secs(5), settler)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "settlements not drained within 5s; their reservations expire with their windows"
+        );
+    }
+    limiter_stop.cancel();
+    if let Some(t) = redis_task {
+        let _ = t.await;
     }
     let _ = admin.await;
     let _ = watcher.await;

@@ -56,4 +56,18 @@ pub enum Command {
     /// `{"findings": [{"entity", "start", "end"}], "masked": "..."}` with byte offsets.
     #[command(hide = true)]
     PiiScan,
+    /// Print the hash of an API key for `consumers[].keys` (reads the key from standard
+    /// input, so it stays out of shell history and process lists).
+    HashKey,
+    /// Count tokens of standard input exactly (tiktoken), as tollgate does when a provider
+    /// reports no usage: plain text, or with `--chat` a chat-completions body with OpenAI's
+    /// message framing.
+    CountTokens {
+        /// `o200k` (GPT-4o and later) or `cl100k` (GPT-4, GPT-3.5).
+        #[arg(long, default_value = "o200k")]
+        encoding: String,
+        /// Read a JSON request body (chat messages or embeddings input).
+        #[arg(long)]
+        chat: bool,
+    },
 }

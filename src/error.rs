@@ -4,7 +4,9 @@
 //! A refusal is never a gRPC error: that would hand the decision to Envoy's
 //! `failure_mode_allow`, which in fail-open setups would let the refused request through.
 
+use crate::auth::AuthError;
 use crate::guard::GuardError;
+use crate::limits::{Metric, Refusal};
 use crate::llm::openai::ParseError;
 use crate::routing::RouteError;
 use crate::routing::command::CommandError;
@@ -59,6 +61,15 @@ pub enum StageError {
     /// The guard refused the request.
     #[error(transparent)]
     Guard(#[from] crate::guard::GuardError),
+    /// The caller is not authenticated or not allowed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A rate limit or budget does not fit this request.
+    #[error("{0}")]
+    Limited(Refusal),
+    /// The limits store is down and the fail mode is closed.
+    #[error("rate limits cannot be checked right now; try again shortly")]
+    LimitsUnavailable(String),
     /// A bug on our side.
     #[error("internal gateway error")]
     Internal(String),
@@ -143,6 +154,46 @@ pub fn rescue(err: &StageError) -> LocalReply {
         StageError::Internal(_) => LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "internal_error", None)
+        },
+        StageError::Auth(a) => {
+            let unauthenticated = |code| LocalReply {
+                headers: vec![("www-authenticate", "Bearer realm=\"tollgate\"".to_owned())],
+                ..reply(401, INVALID, code, None)
+            };
+            match a {
+                AuthError::MissingKey | AuthError::MissingIdentity(_) => {
+                    unauthenticated("missing_api_key")
+                }
+                AuthError::UnknownKey | AuthError::UnknownTeam(_) => {
+                    unauthenticated("invalid_api_key")
+                }
+                AuthError::ModelNotAllowed { .. } => {
+                    reply(403, "permission_error", "model_not_allowed", Some("model"))
+                }
+                AuthError::BackendNotAllowed { .. } => reply(
+                    403,
+                    "permission_error",
+                    "backend_not_allowed",
+                    Some("model"),
+                ),
+            }
+        }
+        StageError::Limited(r) => {
+            // OpenAI's shapes: `requests` / `tokens` rate limits, `insufficient_quota` budgets.
+            let (kind, code) = match r.metric {
+                Metric::Requests => ("requests", "rate_limit_exceeded"),
+                Metric::Tokens => ("tokens", "rate_limit_exceeded"),
+                Metric::Cost => ("insufficient_quota", "insufficient_quota"),
+            };
+            LocalReply {
+                headers: crate::limits::refusal_headers(r),
+                ..reply(429, kind, code, None)
+            }
+        }
+        StageError::LimitsUnavailable(_) => LocalReply {
+            headers: vec![("retry-after", "1".to_owned())],
+            fault: Fault::Internal,
+            ..reply(503, "server_error", "limits_unavailable", None)
         },
     }
 }
@@ -271,6 +322,44 @@ mod tests {
             ),
             (StageError::Misconfigured("x"), 500, "gateway_misconfigured"),
             (StageError::Internal("bug".into()), 500, "internal_error"),
+            (AuthError::MissingKey.into(), 401, "missing_api_key"),
+            (AuthError::UnknownKey.into(), 401, "invalid_api_key"),
+            (
+                AuthError::ModelNotAllowed {
+                    consumer: "c".into(),
+                    model: "m".into(),
+                }
+                .into(),
+                403,
+                "model_not_allowed",
+            ),
+            (
+                AuthError::BackendNotAllowed {
+                    consumer: "c".into(),
+                    backend: "b".into(),
+                }
+                .into(),
+                403,
+                "backend_not_allowed",
+            ),
+            (
+                StageError::Limited(Refusal {
+                    rule: "r".into(),
+                    metric: Metric::Requests,
+                    window: crate::limits::Window::Minute,
+                    limit: 1,
+                    remaining: 0,
+                    requested: 1,
+                    reset_secs: 5,
+                }),
+                429,
+                "rate_limit_exceeded",
+            ),
+            (
+                StageError::LimitsUnavailable("x".into()),
+                503,
+                "limits_unavailable",
+            ),
         ];
         for (err, status, code) in cases {
             let (s, body) = envelope(err);

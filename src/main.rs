@@ -21,6 +21,8 @@ fn main() -> ExitCode {
             }
         }
         Command::DrainEnvoy { admin, timeout } => drain_envoy(&admin, timeout),
+        Command::HashKey => hash_key(),
+        Command::CountTokens { encoding, chat } => count_tokens(&encoding, chat),
         Command::Serve {
             config,
             grpc_listen,
@@ -54,6 +56,63 @@ fn drain_envoy(admin: &str, timeout: std::time::Duration) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if std::io::stdin().read_line(&mut key).is_err() {
+        println!("tollgate hash-key: cannot read the key from standard input");
+        return ExitCode::from(1);
+    }
+    let key = key.trim_end_matches(['\n', '\r']);
+    if key.trim().is_empty() {
+        println!(
+            "tollgate hash-key: pipe the key in, e.g. `printf %s \"$KEY\" | tollgate hash-key`"
+        );
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}",
+        tollgate::auth::hash_key(&tollgate::secret::Secret::new(key))
+    );
+    ExitCode::SUCCESS
+}
+
+fn count_tokens(encoding: &str, chat: bool) -> ExitCode {
+    use std::io::Read;
+    use tollgate::tokens::{self, Encoding};
+    let enc = match encoding {
+        "o200k" | "o200k_base" => Encoding::O200k,
+        "cl100k" | "cl100k_base" => Encoding::Cl100k,
+        other => {
+            println!("tollgate count-tokens: unknown encoding {other:?}; use o200k or cl100k");
+            return ExitCode::from(2);
+        }
+    };
+    let mut input = Vec::new();
+    if std::io::stdin().read_to_end(&mut input).is_err() {
+        println!("tollgate count-tokens: cannot read standard input");
+        return ExitCode::from(1);
+    }
+    let count = if chat {
+        match tokens::count_prompt(enc, &input) {
+            Some(n) => n,
+            None => {
+                println!("tollgate count-tokens: --chat needs a JSON request body");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        match std::str::from_utf8(&input) {
+            Ok(text) => enc.count(text),
+            Err(_) => {
+                println!("tollgate count-tokens: standard input is not UTF-8");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    println!("{count}");
+    ExitCode::SUCCESS
 }
 
 fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {

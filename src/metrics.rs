@@ -26,6 +26,7 @@ pub struct Metrics {
     genai: GenAi,
     guard_detections: IntCounterVec,
     guard_blocked: IntCounterVec,
+    usage: UsageMetrics,
 }
 
 /// GenAI semantic-convention metrics and the telemetry pipeline's own counters.
@@ -35,7 +36,6 @@ struct GenAi {
     ttft_seconds: HistogramVec,
     tpot_seconds: HistogramVec,
     errors: IntCounterVec,
-    cost_usd: CounterVec,
     audit_dropped: IntCounter,
     spans_dropped: IntCounterVec,
     spans_exported: IntCounter,
@@ -151,11 +151,6 @@ impl Metrics {
                 &["backend", "error_type"],
             )
             .expect("metric"),
-            cost_usd: CounterVec::new(
-                Opts::new("tollgate_cost_usd_total", "Priced cost of requests, in USD"),
-                &["backend", "model"],
-            )
-            .expect("metric"),
             audit_dropped: IntCounter::new(
                 "tollgate_audit_lines_dropped_total",
                 "Audit lines dropped because the writer's queue was full or a write failed",
@@ -185,7 +180,6 @@ impl Metrics {
             Box::new(genai.ttft_seconds.clone()),
             Box::new(genai.tpot_seconds.clone()),
             Box::new(genai.errors.clone()),
-            Box::new(genai.cost_usd.clone()),
             Box::new(genai.audit_dropped.clone()),
             Box::new(genai.spans_dropped.clone()),
             Box::new(genai.spans_exported.clone()),
@@ -223,7 +217,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("distinct metric names");
         }
+        let usage = UsageMetrics::new(&registry);
         Self {
+            usage,
             registry,
             requests,
             message_seconds,
@@ -273,9 +269,6 @@ impl Metrics {
             g.tpot_seconds
                 .with_label_values(&base)
                 .observe(t.as_secs_f64());
-        }
-        if let Some(c) = r.cost_usd.filter(|c| c.is_finite() && *c >= 0.0) {
-            g.cost_usd.with_label_values(&[backend, model]).inc_by(c);
         }
     }
 
@@ -388,6 +381,166 @@ fn unix_now() -> f64 {
         .unwrap_or_default()
 }
 
+/// Usage, cost and limits metrics (issue: access, usage and limits).
+struct UsageMetrics {
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    unpriced: IntCounterVec,
+    limit_refusals: IntCounterVec,
+    limiter_seconds: HistogramVec,
+    limiter_errors: IntCounterVec,
+    fail_open: IntCounter,
+    store_up: IntGauge,
+}
+
+#[expect(clippy::expect_used, reason = "static metric definitions")]
+impl UsageMetrics {
+    fn new(registry: &Registry) -> Self {
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "tollgate_tokens_total",
+                "Tokens used, by backend, model and kind (input, cached_input, output, reasoning)",
+            ),
+            &["backend", "model", "kind"],
+        )
+        .expect("metric");
+        let cost = CounterVec::new(
+            Opts::new(
+                "tollgate_cost_usd_total",
+                "Cost of the requests in USD (price table), by backend and model",
+            ),
+            &["backend", "model"],
+        )
+        .expect("metric");
+        let unpriced = IntCounterVec::new(
+            Opts::new(
+                "tollgate_unpriced_requests_total",
+                "Requests whose model has no price (cost counted as 0)",
+            ),
+            &["backend", "model"],
+        )
+        .expect("metric");
+        let limit_refusals = IntCounterVec::new(
+            Opts::new(
+                "tollgate_limit_refusals_total",
+                "Requests refused with 429, by limit rule and metric",
+            ),
+            &["rule", "metric"],
+        )
+        .expect("metric");
+        let limiter_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tollgate_limiter_reserve_duration_seconds",
+                "Time to reserve capacity in the limits store",
+            )
+            .buckets(vec![
+                0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["store"],
+        )
+        .expect("metric");
+        let limiter_errors = IntCounterVec::new(
+            Opts::new(
+                "tollgate_limiter_errors_total",
+                "Limits store failures (timeouts, connection errors, open circuit), by operation",
+            ),
+            &["op"],
+        )
+        .expect("metric");
+        let fail_open = IntCounter::new(
+            "tollgate_limits_fail_open_total",
+            "Requests admitted without limits because the store was down (fail-open)",
+        )
+        .expect("metric");
+        let store_up = IntGauge::new(
+            "tollgate_limits_store_up",
+            "1 when the limits store answers (always 1 for the in-memory store)",
+        )
+        .expect("metric");
+        for c in [
+            Box::new(tokens.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cost.clone()),
+            Box::new(unpriced.clone()),
+            Box::new(limit_refusals.clone()),
+            Box::new(limiter_seconds.clone()),
+            Box::new(limiter_errors.clone()),
+            Box::new(fail_open.clone()),
+            Box::new(store_up.clone()),
+        ] {
+            registry.register(c).expect("distinct metric names");
+        }
+        Self {
+            tokens,
+            cost,
+            unpriced,
+            limit_refusals,
+            limiter_seconds,
+            limiter_errors,
+            fail_open,
+            store_up,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one request's usage and cost (`cost_usd` is `None` when unpriced).
+    pub fn usage(
+        &self,
+        backend: &str,
+        model: &str,
+        usage: &crate::llm::usage::Usage,
+        cost_usd: Option<f64>,
+    ) {
+        let u = &self.usage;
+        for (kind, n) in [
+            ("input", usage.input),
+            ("cached_input", usage.cached_input),
+            ("output", usage.output),
+            ("reasoning", usage.reasoning),
+        ] {
+            u.tokens
+                .with_label_values(&[backend, model, kind])
+                .inc_by(n);
+        }
+        match cost_usd {
+            Some(c) => u.cost.with_label_values(&[backend, model]).inc_by(c),
+            None => u.unpriced.with_label_values(&[backend, model]).inc(),
+        }
+    }
+
+    /// A 429 from a limit rule (rule names come from the config: bounded).
+    pub fn limit_refused(&self, rule: &str, metric: &str) {
+        self.usage
+            .limit_refusals
+            .with_label_values(&[rule, metric])
+            .inc();
+    }
+
+    /// Time of one reservation call.
+    pub fn limiter_call(&self, store: &str, took: Duration) {
+        self.usage
+            .limiter_seconds
+            .with_label_values(&[store])
+            .observe(took.as_secs_f64());
+    }
+
+    /// A store failure.
+    pub fn limiter_error(&self, op: &str) {
+        self.usage.limiter_errors.with_label_values(&[op]).inc();
+    }
+
+    /// A request admitted without limits.
+    pub fn fail_open(&self) {
+        self.usage.fail_open.inc();
+    }
+
+    /// Store health.
+    pub fn store_up(&self, up: bool) {
+        self.usage.store_up.set(i64::from(up));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,7 +591,6 @@ mod tests {
             r#"gen_ai_server_time_to_first_token_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 0.234"#,
             // (1234 ms - 234 ms) / (11 - 1) tokens
             r#"gen_ai_server_time_per_output_token_seconds_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",gen_ai_request_model="gpt-4o-mini"} 0.1"#,
-            r#"tollgate_cost_usd_total{backend="alpha",model="gpt-4o-mini"} 0.25"#,
             r#"tollgate_request_errors_total{backend="alpha",error_type="502"} 1"#,
         ] {
             assert!(text.contains(want), "missing {want}:\n{text}");

@@ -105,8 +105,14 @@ async fn tollgate(yaml: &str) -> (std::net::SocketAddr, Arc<Metrics>) {
     let traces = snap.settings.traces.clone().expect("traces on");
     let (queue, _task) = spans::start(&traces, metrics.clone()).expect("exporter");
     let observer = Arc::new(Observer::new(metrics.clone(), None, Some(queue)));
-    let svc =
-        ExtProc::new(Arc::new(ArcSwap::from_pointee(snap)), metrics.clone()).with_sink(observer);
+    let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
+    let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
+    let svc = ExtProc::new(
+        Arc::new(ArcSwap::from_pointee(snap)),
+        metrics.clone(),
+        services,
+    )
+    .with_sink(observer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(

@@ -37,7 +37,13 @@ async fn start() -> Running {
     )
     .expect("config");
     let metrics = Arc::new(Metrics::new());
-    let svc = ExtProc::new(Arc::new(ArcSwap::from_pointee(snap)), metrics.clone());
+    let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
+    let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
+    let svc = ExtProc::new(
+        Arc::new(ArcSwap::from_pointee(snap)),
+        metrics.clone(),
+        services,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

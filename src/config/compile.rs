@@ -71,6 +71,12 @@ const SECTIONS: &[&str] = &[
     "telemetry",
     "audit",
     "guard",
+    "auth",
+    "teams",
+    "consumers",
+    "pricing",
+    "limits",
+    "usage",
 ];
 
 /// Compiles a config document.
@@ -147,6 +153,12 @@ impl Cx {
         let telemetry = self.section_or_default("telemetry", get("telemetry"));
         let audit = self.section_or_default("audit", get("audit"));
         let guard = self.section_or_default("guard", get("guard"));
+        let auth = self.section_or_default("auth", get("auth"));
+        let teams = self.list("teams", get("teams"));
+        let consumers = self.list("consumers", get("consumers"));
+        let pricing = self.section_or_default("pricing", get("pricing"));
+        let limits = self.section_or_default("limits", get("limits"));
+        let usage = self.section_or_default("usage", get("usage"));
         Some(RawConfig {
             version: version?,
             server: server?,
@@ -159,6 +171,12 @@ impl Cx {
             telemetry: telemetry?,
             audit: audit?,
             guard: guard?,
+            auth: auth?,
+            teams: teams?,
+            consumers: consumers?,
+            pricing: pricing?,
+            limits: limits?,
+            usage: usage?,
         })
     }
 
@@ -260,6 +278,10 @@ impl Cx {
         let models = self.models(&raw.models, &backend_index);
         let routes = self.routes(&raw.routes, &backend_index, &raw.models);
         let guard = self.guard(&raw.guard, opts);
+        let access = self.access(raw, &backend_index, opts);
+        let pricing = self.pricing(&raw.pricing);
+        let limits = self.limits(&raw.limits, &access, opts);
+        let usage = self.usage(raw);
         Some(Snapshot {
             settings,
             max_request_body,
@@ -272,6 +294,10 @@ impl Cx {
             },
             guard,
             hash: String::new(),
+            access,
+            pricing,
+            limits,
+            usage,
         })
     }
 
@@ -531,7 +557,28 @@ impl Cx {
                 value: Secret::new(format!("{prefix}<unresolved>")),
             });
         }
-        let secret = match secret_ref {
+        let secret = self.secret(&secret_path, secret_ref, opts)?;
+        if secret.bytes().any(|c| c.is_ascii_control()) {
+            self.err(
+                secret_path,
+                "the secret holds control characters and cannot be sent as a header",
+            );
+            return None;
+        }
+        Some(Credential {
+            header,
+            value: Secret::new(format!("{prefix}{secret}")),
+        })
+    }
+
+    /// Reads a secret from the environment or a file; errors name `secret_path`.
+    fn secret(
+        &mut self,
+        secret_path: &str,
+        secret_ref: &SecretRef,
+        opts: &CompileOptions<'_>,
+    ) -> Option<String> {
+        match secret_ref {
             SecretRef::Env(var) => match (opts.env)(var) {
                 Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
                 Some(_) => {
@@ -566,18 +613,7 @@ impl Cx {
                     None
                 }
             },
-        }?;
-        if secret.bytes().any(|c| c.is_ascii_control()) {
-            self.err(
-                secret_path,
-                "the secret holds control characters and cannot be sent as a header",
-            );
-            return None;
         }
-        Some(Credential {
-            header,
-            value: Secret::new(format!("{prefix}{secret}")),
-        })
     }
 
     fn models(&mut self, raw: &[RawModel], backends: &HashMap<&str, usize>) -> Vec<Model> {
@@ -953,38 +989,6 @@ impl Cx {
         }
         Guard { policies }
     }
-
-    fn secret(&mut self, path: &str, r: &SecretRef, opts: &CompileOptions<'_>) -> Option<String> {
-        match r {
-            SecretRef::Env(var) => match (opts.env)(var) {
-                Some(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-                _ => {
-                    self.err(
-                        format!("{path}.env"),
-                        format!("environment variable {var:?} is not set or empty"),
-                    );
-                    None
-                }
-            },
-            SecretRef::File(file) => match std::fs::read_to_string(file) {
-                Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
-                Ok(_) => {
-                    self.err(
-                        format!("{path}.file"),
-                        format!("secret file {file:?} is empty"),
-                    );
-                    None
-                }
-                Err(e) => {
-                    self.err(
-                        format!("{path}.file"),
-                        format!("cannot read secret file {file:?}: {e}"),
-                    );
-                    None
-                }
-            },
-        }
-    }
 }
 
 const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
@@ -1076,6 +1080,8 @@ fn humanize(message: &str) -> String {
     }
     message.to_owned()
 }
+
+mod access;
 
 #[cfg(test)]
 mod tests;

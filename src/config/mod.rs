@@ -4,7 +4,10 @@
 //! - **static** (read at start, a change is logged and needs a restart): `server.grpc_listen`,
 //!   `server.admin_listen`, `server.drain_timeout`, `log`, `telemetry`, `audit`;
 //! - **hot** (swapped atomically on reload): everything else — backends and their secrets,
-//!   models, routes, routing switches, `server.max_request_body`, `reload`.
+//!   models, routes, routing switches, `server.max_request_body`, `reload`, consumers, teams,
+//!   key hashes (and `auth.key_file`), prices, limit rules, usage settings.
+//! - `limits.store` and `limits.redis` are static too: the store (its counters, its Redis
+//!   connection) is built once at start; a reload keeps the running store settings.
 //!
 //! Each ext_proc stream loads one `Arc<Snapshot>` when it starts and keeps it for its whole
 //! life, so a request never sees half of an old config and half of a new one.
@@ -159,6 +162,65 @@ pub struct Snapshot {
     pub guard: crate::guard::Guard,
     /// Short content hash of the source file (shown in logs and metrics).
     pub hash: String,
+    /// Consumers, teams and how they are identified.
+    pub access: crate::auth::Access,
+    /// Prices per model.
+    pub pricing: crate::pricing::PriceTable,
+    /// Limit rules and the counter store.
+    pub limits: LimitSettings,
+    /// Token counting and metering.
+    pub usage: UsageSettings,
+}
+
+/// Limits as compiled.
+#[derive(Debug, Clone, Default)]
+pub struct LimitSettings {
+    /// Rules; every matching one applies.
+    pub rules: Vec<crate::limits::Rule>,
+    /// Output tokens reserved when a request sets no maximum.
+    pub default_max_tokens: u64,
+    /// Counter store (static: read at start).
+    pub store: StoreSettings,
+}
+
+/// Where limit counters live.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum StoreSettings {
+    /// In-process.
+    #[default]
+    Memory,
+    /// Redis.
+    Redis {
+        /// Connection settings.
+        settings: crate::limits::redis::RedisSettings,
+        /// Admit requests while Redis is down.
+        fail_open: bool,
+    },
+}
+
+/// Token counting and metering as compiled.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSettings {
+    /// Read response bodies for usage even without token/cost limits.
+    pub meter: bool,
+    /// Count prompts exactly by default.
+    pub exact_default: bool,
+    /// Routing rule labels with exact counting.
+    pub exact_routes: Vec<String>,
+    /// Model globs with exact counting.
+    pub exact_models: Vec<crate::routing::glob::Glob>,
+}
+
+impl UsageSettings {
+    /// Whether prompts of this request are counted exactly.
+    pub fn exact_for(&self, rule: &str, models: &[&str]) -> bool {
+        self.exact_default
+            || self.exact_routes.iter().any(|r| r == rule)
+            || self
+                .exact_models
+                .iter()
+                .any(|g| models.iter().any(|m| g.matches(m)))
+    }
 }
 
 impl Snapshot {
@@ -166,12 +228,15 @@ impl Snapshot {
     pub fn summary(&self) -> String {
         let aliases: usize = self.routing.models.iter().map(|m| m.aliases.len()).sum();
         format!(
-            "{} backends, {} models ({} aliases), {} routes, {} guard policies; grpc {}, admin {}; config {}",
+            "{} backends, {} models ({} aliases), {} routes, {} guard policies, {} consumers, {} teams, {} limit rules; grpc {}, admin {}; config {}",
             self.routing.backends.len(),
             self.routing.models.len(),
             aliases,
             self.routing.routes.len(),
             self.guard.policies.len(),
+            self.access.consumers.len(),
+            self.access.teams.len(),
+            self.limits.rules.len(),
             self.settings.grpc_listen,
             self.settings.admin_listen,
             self.hash

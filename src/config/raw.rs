@@ -47,6 +47,24 @@ pub struct RawConfig {
     /// PII/secret masking, blocked content, tool lists and system prompts.
     #[serde(default)]
     pub guard: RawGuard,
+    /// How clients authenticate (API keys or trusted identity headers).
+    #[serde(default)]
+    pub auth: RawClientAuth,
+    /// Teams: shared model/backend restrictions and routing pins for their consumers.
+    #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    /// Consumers (applications or people) and their API key hashes.
+    #[serde(default)]
+    pub consumers: Vec<RawConsumer>,
+    /// Prices per model, for cost metadata, metrics and cost budgets.
+    #[serde(default)]
+    pub pricing: RawPricing,
+    /// Rate limits and budgets, and where their counters live.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Token counting and response metering.
+    #[serde(default)]
+    pub usage: RawUsage,
 }
 
 /// Traces and metrics options.
@@ -404,4 +422,248 @@ pub struct RawMatch {
     /// Request headers (lower-case names) whose values must match these globs.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// `api_key`: `Authorization: Bearer <key>` or `x-api-key: <key>`, matched against the
+    /// consumers' key hashes. `identity_headers`: trust headers set by an earlier Envoy
+    /// filter (e.g. jwt_authn `claim_to_headers`). `none`: no authentication. Default:
+    /// `api_key` when `consumers` are configured, else `none`.
+    pub mode: Option<ClientAuthMode>,
+    /// A file (e.g. a mounted Secret) with more key hashes, one `<consumer> sha256:<hex>`
+    /// per line; `#` starts a comment. Re-read on every reload.
+    pub key_file: Option<String>,
+    /// Header names for `identity_headers` mode.
+    pub identity_headers: Option<RawIdentityHeaders>,
+    /// Treat requests without any credential as this consumer (e.g. for an internal
+    /// playground). A wrong key is still refused. Default: none (401).
+    pub anonymous_consumer: Option<String>,
+}
+
+/// How clients are identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    /// API keys (hashes in the config or `key_file`).
+    ApiKey,
+    /// Trusted identity headers.
+    IdentityHeaders,
+    /// No authentication.
+    None,
+}
+
+/// Identity header names (lower-case).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentityHeaders {
+    /// Header naming the consumer; requests without it get 401.
+    pub consumer: String,
+    /// Header naming the team (a configured team), for consumers not listed in `consumers`.
+    pub team: Option<String>,
+}
+
+/// A team.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    /// Unique name, `[a-z0-9._-]`.
+    pub name: String,
+    /// Models the team may use (globs over requested and catalogue names). Omitted: all.
+    pub models: Option<Vec<String>>,
+    /// Backends the team may use. Omitted: all.
+    pub backends: Option<Vec<String>>,
+    /// Send every request of the team to this backend (and model), whatever it asks for.
+    pub pin: Option<RawPin>,
+}
+
+/// A routing pin.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPin {
+    /// Backend every request goes to.
+    pub backend: String,
+    /// Model sent upstream. Default: the requested model, unchanged.
+    pub model: Option<String>,
+}
+
+/// A consumer.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Unique name, `[a-z0-9._@-]`; shown in metadata, logs and limit keys.
+    pub name: String,
+    /// Team it belongs to.
+    pub team: Option<String>,
+    /// API key hashes, `sha256:<64 hex>` (print one with `tollgate hash-key`). Never the key.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Models this consumer may use (narrows the team's list). Omitted: all.
+    pub models: Option<Vec<String>>,
+    /// Backends this consumer may use (narrows the team's list). Omitted: all.
+    pub backends: Option<Vec<String>>,
+}
+
+/// Prices.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricing {
+    /// Use the shipped price table (pricing/default.yaml) after `models` and `file`.
+    /// Default `true`.
+    pub defaults: Option<bool>,
+    /// A price file in the shipped table's format, consulted after `models`.
+    pub file: Option<String>,
+    /// Prices in USD per million tokens; first match wins (before `file` and defaults).
+    #[serde(default)]
+    pub models: Vec<crate::pricing::PriceEntry>,
+}
+
+/// Limits and budgets.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Where counters live: `memory` (default; one replica) or `redis` (shared).
+    /// Static: a change needs a restart.
+    pub store: Option<LimitStore>,
+    /// Redis settings (with `store: redis`). Static.
+    pub redis: Option<RawRedis>,
+    /// Output tokens reserved for a request that sets no `max_tokens` /
+    /// `max_completion_tokens`. Default 4096.
+    pub default_max_tokens: Option<u64>,
+    /// Limit rules; every matching rule applies.
+    #[serde(default)]
+    pub rules: Vec<RawLimitRule>,
+}
+
+/// Counter store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitStore {
+    /// In-process.
+    Memory,
+    /// Redis, shared by replicas.
+    Redis,
+}
+
+/// Redis connection and failure handling.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://host:port/db` (no password here; see `password`).
+    pub url: String,
+    /// Redis password (AUTH), from the environment or a file.
+    pub password: Option<SecretRef>,
+    /// Longest wait for one Redis command, e.g. `50ms`; no request waits longer.
+    /// Default `100ms`.
+    pub command_timeout: Option<String>,
+    /// When Redis is unreachable: `open` admits requests unlimited (counted in
+    /// `tollgate_limits_fail_open_total`), `closed` refuses them with 503. Default `open`.
+    pub failure_mode: Option<FailureMode>,
+    /// Consecutive failures that open the circuit breaker. Default 3.
+    pub breaker_failures: Option<u32>,
+    /// How long the open breaker skips Redis before one probe, e.g. `1s`. Default `1s`.
+    pub breaker_cooldown: Option<String>,
+    /// Prefix of every key. Default `tollgate`.
+    pub key_prefix: Option<String>,
+}
+
+/// Behaviour while the limits store is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// Admit without limits.
+    Open,
+    /// Refuse with 503.
+    Closed,
+}
+
+/// A limit rule. Counters are kept per combination of the `per` dimensions.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitRule {
+    /// Unique name, `[a-z0-9._-]` (in keys, metrics and error messages).
+    pub name: String,
+    /// Keep separate counters per `consumer`, `team` and/or `model`. Empty: one shared
+    /// counter for every matching request.
+    #[serde(default)]
+    pub per: Vec<LimitDimension>,
+    /// Which requests the rule applies to. Omitted: all.
+    #[serde(default, rename = "match")]
+    pub matches: RawLimitMatch,
+    /// Requests per UTC minute.
+    pub requests_per_minute: Option<u64>,
+    /// Tokens (input + output) per UTC minute.
+    pub tokens_per_minute: Option<u64>,
+    /// USD per UTC day.
+    pub cost_per_day: Option<f64>,
+    /// USD per UTC calendar month.
+    pub cost_per_month: Option<f64>,
+}
+
+/// A limit dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitDimension {
+    /// Per consumer.
+    Consumer,
+    /// Per team.
+    Team,
+    /// Per model (catalogue name, else requested name).
+    Model,
+}
+
+/// Which requests a limit rule applies to (globs; any one may match).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitMatch {
+    /// Consumer names.
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// Team names.
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Models.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// Token counting and metering.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    /// Read response bodies to count usage (token/cost metrics, metadata, audit) even when
+    /// no token or cost limit applies. Default `true`; with `false`, bodies are read only
+    /// for requests under a token or cost limit.
+    pub meter: Option<bool>,
+    /// Prompt tokens at admission: `estimate` (default; the body length, a cheap upper
+    /// bound) or `exact` (tiktoken).
+    pub prompt_tokens: Option<PromptTokens>,
+    /// Count prompts exactly for these routes (route names, `catalogue`, `model_command`)
+    /// and models (globs), whatever `prompt_tokens` says.
+    #[serde(default)]
+    pub exact_for: RawExactFor,
+}
+
+/// How prompt tokens are counted at admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptTokens {
+    /// Body length (upper bound, O(1)).
+    Estimate,
+    /// tiktoken.
+    Exact,
+}
+
+/// Where exact prompt counting applies.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawExactFor {
+    /// Route names (as in `routes[].name`), or `catalogue` / `model_command`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Model globs.
+    #[serde(default)]
+    pub models: Vec<String>,
 }

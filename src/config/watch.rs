@@ -93,7 +93,14 @@ impl Reloader {
                         "static settings (server listen addresses, drain timeout, log, telemetry, audit) changed; they apply after a restart"
                     );
                 }
-                next.settings = self.store.load().settings.clone();
+                let running = self.store.load();
+                if next.limits.store != running.limits.store {
+                    tracing::warn!(
+                        "limits.store / limits.redis changed; they apply after a restart"
+                    );
+                }
+                next.limits.store = running.limits.store.clone();
+                next.settings = running.settings.clone();
                 self.store.store(Arc::new(next));
                 self.metrics.config_reloaded(true, &hash);
                 tracing::info!(config = %hash, "config reloaded");

@@ -4,8 +4,11 @@
 //! client sent it, byte for byte, because changes are made as splices ([`edit`]).
 
 pub mod edit;
+pub mod include_usage;
 pub mod openai;
 pub mod sse;
+pub mod sse_raw;
+pub mod usage;
 
 /// An API endpoint tollgate understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,9 @@ pub fn line(r: &RequestRecord) -> Value {
     if let Some(c) = &r.consumer {
         put("consumer", json!(c));
     }
+    if r.limits_fail_open {
+        put("limits_fail_open", json!(true));
+    }
     if let Some(t) = &r.team {
         put("team", json!(t));
     }

@@ -77,6 +77,8 @@ pub struct RequestRecord {
     pub team: Option<String>,
     /// Guard actions, when a guard ran.
     pub guard: Option<GuardSummary>,
+    /// Admitted without a limits check because the limits store was down (fail-open).
+    pub limits_fail_open: bool,
 }
 
 impl RequestRecord {
@@ -187,5 +189,6 @@ pub(crate) fn sample_record() -> RequestRecord {
         consumer: None,
         team: None,
         guard: None,
+        limits_fail_open: false,
     }
 }

@@ -20,6 +20,14 @@
 //!
 //! Time to first token: when enabled, an SSE response's body is switched to STREAMED with
 //! `mode_override`; each chunk is answered unchanged and the first one's arrival is timed.
+//!
+//! Stage order (fixed): request headers `access` → `route`; request body `route` →
+//! `access` (model/backend allowed?) → `guard` → `usage` → `limits` (the one await: the
+//! limits store, bounded by its command timeout). Response body: `usage` reads the upstream
+//! events first (and strips the usage event it injected), then `guard` masks what is passed
+//! on. Usage is completed once — at the response's end of stream, at response headers when
+//! the body is not read, or in `Drop` when the stream ends early — and its settlement is
+//! queued for the background worker (Drop cannot await).
 
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
@@ -31,7 +39,8 @@ use crate::observe::trace_context::{self, TraceContext};
 use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
-use crate::stages::{Flow, Mutations, RequestCtx, guard, route};
+use crate::stages::limits::{Services, Settlement};
+use crate::stages::{Flow, RequestCtx, access, guard, limits, route, usage};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -62,6 +71,7 @@ pub struct Exchange {
     snap: Arc<Snapshot>,
     metrics: Arc<Metrics>,
     sink: Arc<dyn RecordSink>,
+    svc: Arc<Services>,
     phase: Phase,
     cx: RequestCtx,
     /// Request body mode Envoy announced in `protocol_config` (first message only).
@@ -76,16 +86,25 @@ pub struct Exchange {
     timing_body: bool,
     first_body: Option<Duration>,
     log_span: tracing::Span,
+    /// Tokens, cost (USD, when priced) and fail-open, once usage is completed.
+    settled: Option<(crate::observe::Usage, Option<f64>, bool)>,
 }
 
 impl Exchange {
-    /// Starts an exchange on a pinned snapshot; the finished request goes to `sink`.
-    pub fn new(snap: Arc<Snapshot>, metrics: Arc<Metrics>, sink: Arc<dyn RecordSink>) -> Self {
+    /// Starts an exchange on a pinned snapshot; `svc` holds the limits store and settlement
+    /// queue; the finished request goes to `sink`.
+    pub fn new(
+        snap: Arc<Snapshot>,
+        metrics: Arc<Metrics>,
+        svc: Arc<Services>,
+        sink: Arc<dyn RecordSink>,
+    ) -> Self {
         metrics.stream_opened();
         Self {
             snap,
             metrics,
             sink,
+            svc,
             phase: Phase::Start,
             cx: RequestCtx::default(),
             body_mode: None,
@@ -96,6 +115,7 @@ impl Exchange {
             error_code: None,
             timing_body: false,
             first_body: None,
+            settled: None,
             log_span: tracing::info_span!(
                 "request",
                 request_id = tracing::field::Empty,
@@ -115,7 +135,7 @@ impl Exchange {
     }
 
     /// Answers one message.
-    pub fn on_message(
+    pub async fn on_message(
         &mut self,
         msg: ProcessingRequest,
     ) -> Result<ProcessingResponse, ProtocolError> {
@@ -127,7 +147,7 @@ impl Exchange {
         let kind = Kind::of(&request);
         let reply = match request {
             R::RequestHeaders(h) if self.phase == Phase::Start => self.request_headers(h),
-            R::RequestBody(b) if self.phase == Phase::AwaitBody => self.request_body(b),
+            R::RequestBody(b) if self.phase == Phase::AwaitBody => self.request_body(b).await,
             R::RequestBody(_) if self.phase == Phase::Start => {
                 // Headers never came (request_header_mode SKIP): we cannot route safely.
                 self.refuse(StageError::Misconfigured(
@@ -135,7 +155,7 @@ impl Exchange {
                 ))
             }
             R::ResponseHeaders(h) => self.response_headers(&h),
-            R::ResponseBody(b) => self.response_body(b),
+            R::ResponseBody(b) => self.response_body(&b),
             _ => {
                 if matches!(kind, Kind::RequestHeaders) {
                     tracing::warn!(request_id = %self.cx.request_id, "duplicate request headers message ignored");
@@ -183,6 +203,9 @@ impl Exchange {
         self.cx.headers = headers;
         self.phase = Phase::AwaitBody;
 
+        if let Err(e) = access::request_headers(&self.snap, &mut self.cx) {
+            return self.refuse(e);
+        }
         match route::request_headers(&self.snap, &mut self.cx, h.end_of_stream) {
             Err(e) => self.refuse(e),
             Ok(Flow::Respond { status, body }) => self.respond(status, body),
@@ -222,19 +245,34 @@ impl Exchange {
         self.trace = Some(trace);
     }
 
-    fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
+    async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         match route::request_body(&self.snap, &mut self.cx, &b.body) {
-            Err(e) => self.refuse(e),
-            Ok(Flow::Respond { status, body }) => self.respond(status, body),
-            Ok(Flow::Next) => {
-                if let Err(e) = guard::request_body(&self.snap, &mut self.cx, &b.body) {
-                    return self.refuse(e);
-                }
-                self.report_request_guard();
-                self.phase = Phase::Forwarded;
-                reply::proceed(Kind::RequestBody, self.cx.mutations.take())
+            Err(e) => return self.refuse(e),
+            Ok(Flow::Respond { status, body }) => return self.respond(status, body),
+            Ok(Flow::Next) => {}
+        }
+        if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
+            return self.refuse(e);
+        }
+        if let Err(e) = guard::request_body(&self.snap, &mut self.cx, &b.body) {
+            return self.refuse(e);
+        }
+        self.report_request_guard();
+        usage::request_body(&self.snap, &mut self.cx, b.body);
+        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
+            return self.refuse(e);
+        }
+        if let Some(who) = &self.cx.identity {
+            self.cx
+                .mutations
+                .metadata
+                .push(("consumer", who.consumer.clone()));
+            if let Some(team) = &who.team {
+                self.cx.mutations.metadata.push(("team", team.clone()));
             }
         }
+        self.phase = Phase::Forwarded;
+        reply::proceed(Kind::RequestBody, self.cx.mutations.take())
     }
 
     /// A successful local answer (e.g. the models list).
@@ -266,7 +304,7 @@ impl Exchange {
     }
 
     /// Records the status; asks Envoy for the response body (mode_override STREAMED) only
-    /// when something needs it: the guard, or time-to-first-token timing of an SSE stream.
+    /// when something needs it: usage metering, the guard, or time-to-first-token timing.
     fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
         self.status = status_of(h).or(self.status);
         let content_type = header_of(h, "content-type").unwrap_or_default();
@@ -274,74 +312,175 @@ impl Exchange {
         let forwarded = self.phase == Phase::Forwarded;
         self.timing_body =
             self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
+        let mut stream_body = self.timing_body;
+        if forwarded && self.cx.charge.is_some() {
+            if usage::response_headers(&mut self.cx, self.status, content_type) {
+                stream_body = true;
+            } else {
+                // Nothing to read: the usage is known now.
+                self.complete(false);
+            }
+        }
         let guard_needs = forwarded
             && self
                 .cx
                 .guard
                 .as_ref()
                 .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
-        if !guard_needs {
-            let m = Mutations::default();
-            return if self.timing_body {
-                reply::stream_response_body(reply::proceed(Kind::ResponseHeaders, m))
-            } else {
-                reply::proceed(Kind::ResponseHeaders, m)
-            };
+        if guard_needs {
+            let encoding = header_of(h, "content-encoding");
+            // The body will change length; Envoy re-frames (chunked / DATA frames).
+            self.cx.mutations.remove("content-length");
+            if encoding.is_some() {
+                // The body is replaced by an error; it is no longer encoded.
+                self.cx.mutations.remove("content-encoding");
+            }
+            if let Some(g) = self.cx.guard.as_mut() {
+                g.response = Some(ResponseGuard::new(
+                    g.policy.clone(),
+                    &g.request,
+                    content_type,
+                    encoding,
+                ));
+            }
+            stream_body = true;
         }
-        let encoding = header_of(h, "content-encoding");
-        let mut m = Mutations::default();
-        // The body will change length; Envoy re-frames (chunked / DATA frames).
-        m.remove("content-length");
-        if encoding.is_some() {
-            // The body is replaced by an error; it is no longer encoded.
-            m.remove("content-encoding");
-        }
-        if let Some(g) = self.cx.guard.as_mut() {
-            g.response = Some(ResponseGuard::new(
-                g.policy.clone(),
-                &g.request,
-                content_type,
-                encoding,
-            ));
-        }
-        reply::stream_response_body(reply::proceed(Kind::ResponseHeaders, m))
+        let mut m = self.cx.mutations.take();
+        m.stream_response_body |= stream_body;
+        reply::proceed(Kind::ResponseHeaders, m)
     }
 
-    /// Answers every response body chunk with its replacement (empty while held back).
-    fn response_body(&mut self, b: HttpBody) -> ProcessingResponse {
+    /// Answers every response body chunk: usage reads the upstream bytes first, then the
+    /// guard masks what usage passes on (empty while it holds text back).
+    fn response_body(&mut self, b: &HttpBody) -> ProcessingResponse {
         if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
             self.first_body = Some(self.started.elapsed());
         }
-        let Some(g) = self.cx.guard.as_mut() else {
-            return reply::proceed(Kind::ResponseBody, Mutations::default());
-        };
-        let Some(rg) = g.response.as_mut() else {
-            return reply::proceed(Kind::ResponseBody, Mutations::default());
-        };
-        let was_finished = rg.finished();
-        let out = rg.on_body(&b.body, b.end_of_stream);
-        let mut m = Mutations {
-            body: Some(out),
-            ..Mutations::default()
-        };
-        if !was_finished && rg.finished() {
-            let policy = g.policy.name.clone();
-            let shadow = g.policy.shadow;
-            for (entity, action, n) in crate::guard::counts(&rg.state) {
-                self.metrics
-                    .guard_detected(&policy, entity, action.label(), "response", shadow, n);
-            }
-            if rg.state.total() > 0 {
-                m.metadata.push(("pii_response", rg.state.summary()));
-            }
-            if let Some(v) = rg.violation() {
-                self.metrics
-                    .guard_blocked(&policy, v.reason(), "response", shadow);
-                m.metadata.push(("guard_blocked", v.reason().to_owned()));
-                tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
+        let mut replacement: Option<Vec<u8>> = None;
+        let metering = self
+            .cx
+            .charge
+            .as_deref()
+            .is_some_and(usage::Charge::reading_body);
+        if metering {
+            replacement = usage::response_body(&mut self.cx, &b.body, b.end_of_stream);
+            if b.end_of_stream {
+                self.complete(false);
             }
         }
+        if let Some(rg) = self.cx.guard.as_mut().and_then(|g| g.response.as_mut()) {
+            let was_finished = rg.finished();
+            let input = replacement.as_deref().unwrap_or(&b.body);
+            replacement = Some(rg.on_body(input, b.end_of_stream));
+            if !was_finished && rg.finished() {
+                self.report_response_guard();
+            }
+        }
+        let mut m = self.cx.mutations.take();
+        if replacement.is_some() {
+            m.body = replacement;
+        }
         reply::proceed(Kind::ResponseBody, m)
+    }
+
+    /// Guard counts and verdict once the response is complete (metrics, metadata; no values).
+    fn report_response_guard(&mut self) {
+        let Some(g) = self.cx.guard.as_ref() else {
+            return;
+        };
+        let Some(rg) = g.response.as_ref() else {
+            return;
+        };
+        let (policy, shadow) = (g.policy.name.as_str(), g.policy.shadow);
+        for (entity, action, n) in crate::guard::counts(&rg.state) {
+            self.metrics
+                .guard_detected(policy, entity, action.label(), "response", shadow, n);
+        }
+        let mut metadata = Vec::new();
+        if rg.state.total() > 0 {
+            metadata.push(("pii_response", rg.state.summary()));
+        }
+        if let Some(v) = rg.violation() {
+            self.metrics
+                .guard_blocked(policy, v.reason(), "response", shadow);
+            metadata.push(("guard_blocked", v.reason().to_owned()));
+            tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
+        }
+        self.cx.mutations.metadata.extend(metadata);
+    }
+
+    /// Records the request's usage and cost, publishes them as metadata (unless the stream
+    /// is gone) and queues the settlement. Runs at most once.
+    fn complete(&mut self, aborted: bool) {
+        let Some(charge) = self.cx.charge.as_deref_mut() else {
+            return;
+        };
+        if charge.settled {
+            return;
+        }
+        charge.settled = true;
+        let usage = charge.usage_so_far();
+        let cost = charge.cost(&usage);
+        let (backend, model) = match &self.cx.routed {
+            Some(r) => (r.backend.as_str(), r.model_label.as_str()),
+            None => ("none", "none"),
+        };
+        let priced = charge.price.is_some();
+        let unlimited = charge.reservation.as_ref().is_some_and(|r| r.unbacked);
+        if charge.status.is_some_and(|s| (200..300).contains(&s)) {
+            self.metrics.usage(
+                backend,
+                model,
+                &usage,
+                priced.then(|| crate::pricing::usd(cost)),
+            );
+        }
+        self.settled = Some((
+            crate::observe::Usage {
+                input_tokens: usage.input,
+                output_tokens: usage.output,
+            },
+            priced.then(|| crate::pricing::usd(cost)),
+            unlimited,
+        ));
+        if let Some(reservation) = charge.reservation.take() {
+            self.svc.queue(Settlement {
+                reservation,
+                actual: limits::actual(1, &usage, cost),
+            });
+        }
+        // The audit log (observe::audit) carries these per request; this is the debug view.
+        tracing::debug!(
+            target: "tollgate::usage",
+            request_id = %self.cx.request_id,
+            consumer = self.cx.identity.as_ref().map(|w| w.consumer.as_str()).unwrap_or("anonymous"),
+            team = self.cx.identity.as_ref().and_then(|w| w.team.as_deref()).unwrap_or(""),
+            backend,
+            model,
+            status = charge.status.unwrap_or_default(),
+            input_tokens = usage.input,
+            cached_input_tokens = usage.cached_input,
+            output_tokens = usage.output,
+            reasoning_tokens = usage.reasoning,
+            usage_reported = usage.reported,
+            cost_usd = crate::pricing::usd(cost),
+            aborted,
+            fail_open = unlimited,
+            "usage"
+        );
+        if !aborted {
+            let m = &mut self.cx.mutations.metadata_numbers;
+            m.extend([
+                ("llm_input_token", usage.input as f64),
+                ("llm_output_token", usage.output as f64),
+                ("llm_total_token", usage.total() as f64),
+                ("llm_cached_input_token", usage.cached_input as f64),
+                ("llm_reasoning_token", usage.reasoning as f64),
+            ]);
+            if priced {
+                m.push(("cost_usd", crate::pricing::usd(cost)));
+            }
+        }
     }
 
     fn refuse(&mut self, err: StageError) -> ProcessingResponse {
@@ -381,6 +520,9 @@ impl Exchange {
         self.phase = Phase::Answered;
         self.status = Some(local.status);
         self.error_code = Some(local.code);
+        // Nothing went upstream: nothing to charge (admission is the last step, so no
+        // reservation exists yet).
+        self.cx.charge = None;
         reply::refuse(&local, &self.cx.request_id)
     }
 
@@ -411,10 +553,11 @@ impl Exchange {
             status: self.status,
             error_code: self.error_code,
             time_to_first_token: self.first_body,
-            usage: None,
-            cost_usd: None,
-            consumer: None,
-            team: None,
+            usage: self.settled.as_ref().map(|(u, _, _)| *u),
+            cost_usd: self.settled.as_ref().and_then(|(_, c, _)| *c),
+            consumer: self.cx.identity.as_ref().map(|w| w.consumer.clone()),
+            team: self.cx.identity.as_ref().and_then(|w| w.team.clone()),
+            limits_fail_open: self.settled.as_ref().is_some_and(|(_, _, f)| *f),
             guard: self.guard_summary(),
         }
     }
@@ -495,6 +638,9 @@ fn status_of(h: &HttpHeaders) -> Option<u16> {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        // A stream that ended before its response did (client gone, reset, timeout): charge
+        // what was delivered and release the rest of the reservation.
+        self.complete(true);
         self.metrics.stream_closed();
         if self.phase == Phase::Start {
             return; // The stream carried no request at all.

@@ -11,6 +11,7 @@ use crate::config::Snapshot;
 use crate::metrics::Metrics;
 use crate::observe::{Discard, RecordSink};
 use crate::proto::{ExternalProcessor, ProcessingRequest, ProcessingResponse};
+use crate::stages::limits::Services;
 use arc_swap::ArcSwap;
 use exchange::Exchange;
 use futures::Stream;
@@ -18,22 +19,26 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 /// The ext_proc service.
 #[derive(Clone)]
 pub struct ExtProc {
     store: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
+    svc: Arc<Services>,
     sink: Arc<dyn RecordSink>,
 }
 
 impl ExtProc {
-    /// Serves requests with the snapshot current when each stream starts. Finished-request
-    /// records are discarded until [`ExtProc::with_sink`] names a sink.
-    pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+    /// Serves requests with the snapshot current when each stream starts; `svc` holds the
+    /// limits store. Finished-request records are discarded until [`ExtProc::with_sink`]
+    /// names a sink.
+    pub fn new(store: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>, svc: Arc<Services>) -> Self {
         Self {
             store,
             metrics,
+            svc,
             sink: Arc::new(Discard),
         }
     }
@@ -59,6 +64,7 @@ impl ExternalProcessor for ExtProc {
         let exchange = Exchange::new(
             self.store.load_full(),
             self.metrics.clone(),
+            self.svc.clone(),
             self.sink.clone(),
         );
         let metrics = self.metrics.clone();
@@ -72,7 +78,7 @@ impl ExternalProcessor for ExtProc {
                         let phase = msg.request.as_ref().map(reply::Kind::of);
                         // Log lines written while answering carry the request and trace ids.
                         let span = exchange.log_span().clone();
-                        let answered = span.in_scope(|| exchange.on_message(msg));
+                        let answered = exchange.on_message(msg).instrument(span).await;
                         match answered {
                             Ok(reply) => {
                                 if let Some(p) = phase {

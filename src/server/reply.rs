@@ -56,7 +56,11 @@ impl Kind {
 pub fn proceed(kind: Kind, m: Mutations) -> ProcessingResponse {
     use processing_response::Response as R;
     let header_mutation = header_mutation(m.set, m.remove);
-    let dynamic_metadata = metadata(&m.metadata);
+    let dynamic_metadata = metadata(&m.metadata, &m.metadata_numbers);
+    let mode_override = m.stream_response_body.then(|| ProcessingMode {
+        response_body_mode: BodySendMode::Streamed as i32,
+        ..Default::default()
+    });
     let common = CommonResponse {
         status: common_response::ResponseStatus::Continue as i32,
         header_mutation,
@@ -87,6 +91,7 @@ pub fn proceed(kind: Kind, m: Mutations) -> ProcessingResponse {
     ProcessingResponse {
         response: Some(response),
         dynamic_metadata,
+        mode_override,
         ..Default::default()
     }
 }
@@ -168,21 +173,27 @@ fn header_mutation(
     })
 }
 
-fn metadata(entries: &[(&'static str, String)]) -> Option<Struct> {
-    if entries.is_empty() {
+fn metadata(entries: &[(&'static str, String)], numbers: &[(&'static str, f64)]) -> Option<Struct> {
+    if entries.is_empty() && numbers.is_empty() {
         return None;
     }
-    let fields = entries
-        .iter()
-        .map(|(k, v)| {
-            (
-                (*k).to_owned(),
-                Value {
-                    kind: Some(ValueKind::StringValue(v.clone())),
-                },
-            )
-        })
-        .collect();
+    let strings = entries.iter().map(|(k, v)| {
+        (
+            (*k).to_owned(),
+            Value {
+                kind: Some(ValueKind::StringValue(v.clone())),
+            },
+        )
+    });
+    let nums = numbers.iter().map(|(k, v)| {
+        (
+            (*k).to_owned(),
+            Value {
+                kind: Some(ValueKind::NumberValue(*v)),
+            },
+        )
+    });
+    let fields = strings.chain(nums).collect();
     let inner = Value {
         kind: Some(ValueKind::StructValue(Struct { fields })),
     };

@@ -4,12 +4,20 @@
 //! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
 //! Envoy's reply. Stages never see protobuf types and never call back up.
 //!
-//! Order today: `route`, then `guard` (it needs the routing decision to pick its policy).
-//! Later stages (auth before routing; limits and usage after) slot into
-//! [`crate::server::exchange`] at the marked places.
+//! Order (fixed, in [`crate::server::exchange`]):
+//! - request headers: `access` (who is calling) → `route` (endpoint, size, `/v1/models`);
+//! - request body: `route` → `access` (model/backend allowed?) → `guard` (policy picked by
+//!   the routing decision: masking, blocked content, tools, system prompt) → `usage` (prompt
+//!   count, output ceiling, include_usage) → `limits` (reserve or refuse);
+//! - response headers/body: `usage` (read usage, strip the added usage event), then `guard`
+//!   (mask the stream);
+//! - end (or drop): `limits` settlement (reconcile or refund).
 
+pub mod access;
 pub mod guard;
+pub mod limits;
 pub mod route;
+pub mod usage;
 
 use crate::headers::Headers;
 use crate::llm::Endpoint;
@@ -29,6 +37,10 @@ pub struct RequestCtx {
     pub headers: Headers,
     /// The routing decision, once made.
     pub routed: Option<Routed>,
+    /// The caller, once identified (`None` when authentication is off).
+    pub identity: Option<crate::auth::Identity>,
+    /// Usage accounting for this request (set up after routing).
+    pub charge: Option<Box<usage::Charge>>,
     /// Changes for Envoy to apply to the request.
     pub mutations: Mutations,
     /// Guard state (policy, pseudonym map, response processor), when a policy applies.
@@ -53,7 +65,7 @@ pub struct Routed {
 }
 
 /// Header and body changes requested by stages.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Mutations {
     /// Headers to set (overwriting).
     pub set: Vec<(String, Vec<u8>)>,
@@ -65,6 +77,10 @@ pub struct Mutations {
     pub body: Option<Vec<u8>>,
     /// Dynamic metadata (namespace `io.tollgate`).
     pub metadata: Vec<(&'static str, String)>,
+    /// Numeric dynamic metadata (namespace `io.tollgate`), e.g. token counts.
+    pub metadata_numbers: Vec<(&'static str, f64)>,
+    /// Ask Envoy to stream this response's body to tollgate (response headers only).
+    pub stream_response_body: bool,
 }
 
 impl Mutations {

@@ -11,7 +11,7 @@ use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch, openai};
-use crate::routing::{RouteInput, command};
+use crate::routing::{Decision, RouteInput, Rule, command};
 
 /// Header Envoy's routes match.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
@@ -46,7 +46,7 @@ pub fn request_headers(
     if endpoint == Endpoint::Models {
         return Ok(Flow::Respond {
             status: 200,
-            body: models_list(snap),
+            body: models_list(snap, cx.identity.as_ref()),
         });
     }
     if let Some(size) = cx
@@ -104,11 +104,22 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let decision = table.decide(&RouteInput {
+    let mut decision = table.decide(&RouteInput {
         model: requested,
         headers: &cx.headers,
         command: cmd.as_ref(),
     })?;
+    if let Some(pin) = cx.identity.as_ref().and_then(|w| snap.access.pin(w))
+        && let Some(b) = table.backends.iter().position(|b| b.name == pin.backend)
+    {
+        // The team is pinned: every request goes to its backend (and model), whatever it asked.
+        decision = Decision {
+            backend: b,
+            public_model: None,
+            upstream_model: pin.model.clone(),
+            rule: Rule::Route("team_pin".into()),
+        };
+    }
     let backend = &table.backends[decision.backend];
     if let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
@@ -177,11 +188,15 @@ fn path_only(path: &str) -> String {
     p.chars().take(200).collect()
 }
 
-fn models_list(snap: &Snapshot) -> Vec<u8> {
+fn models_list(snap: &Snapshot, who: Option<&crate::auth::Identity>) -> Vec<u8> {
     let data: Vec<serde_json::Value> = snap
         .routing
         .models
         .iter()
+        .filter(|m| {
+            snap.access
+                .lists_model(who, &m.name, &snap.routing.backends[m.backend].name)
+        })
         .map(|m| {
             serde_json::json!({
                 "id": m.name,

@@ -458,3 +458,91 @@ guard:
         "{out}"
     );
 }
+
+#[test]
+fn access_limits_and_usage_sections_compile() {
+    let yaml = r#"
+version: 1
+backends: [{ name: alpha, kind: openai }, { name: inhouse, kind: openai }]
+models: [{ name: m, backend: alpha }]
+auth: { mode: api_key, anonymous_consumer: app }
+teams:
+  - { name: t, models: ["m*"], backends: [inhouse], pin: { backend: inhouse, model: llama } }
+consumers:
+  - name: app
+    team: t
+    keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"]
+pricing: { defaults: false, models: [{ model: m, input: 1, output: 2 }] }
+limits:
+  store: redis
+  redis: { url: "redis://127.0.0.1:6379/0", password: { env: ALPHA_KEY }, failure_mode: closed }
+  rules:
+    - { name: r, per: [consumer, model], requests_per_minute: 5, cost_per_month: 1.5 }
+usage: { prompt_tokens: exact, exact_for: { routes: [catalogue] } }
+"#;
+    let s = compile(yaml, &opts()).expect("valid");
+    assert_eq!(s.access.consumers.len(), 1);
+    assert_eq!(s.access.anonymous, Some(0));
+    assert_eq!(
+        s.limits.rules[0].limits[1].max, 1_500_000,
+        "USD → micro-dollars"
+    );
+    assert!(s.usage.exact_default);
+    assert_eq!(s.pricing.len(), 1);
+    let crate::config::StoreSettings::Redis {
+        settings,
+        fail_open,
+    } = &s.limits.store
+    else {
+        panic!("redis")
+    };
+    assert!(!fail_open);
+    assert_eq!(
+        settings.url.expose(),
+        "redis://:sk-alpha@127.0.0.1:6379/0",
+        "password from the secret, never from the file"
+    );
+    assert!(!format!("{settings:?}").contains("sk-alpha"));
+}
+
+#[test]
+fn access_and_limits_errors_have_paths() {
+    let errs = errors(
+        r#"
+version: 1
+backends: [{ name: alpha, kind: openai }]
+teams: [{ name: t, pin: { backend: alfa } }]
+consumers:
+  - { name: app, team: tt, keys: ["my-plain-key"] }
+  - { name: app, keys: [] }
+auth: { anonymous_consumer: nobody }
+limits:
+  redis: { url: "redis://user:pw@host:6379" }
+  rules:
+    - { name: empty }
+    - { name: neg, cost_per_day: -1 }
+usage: { exact_for: { routes: [nope] } }
+"#,
+    );
+    let expect = [
+        "teams[0].pin.backend: unknown backend \"alfa\"",
+        "consumers[0].team: unknown team \"tt\" (did you mean \"t\"?)",
+        "consumers[0].keys[0]: not a key hash",
+        "consumers[1].name: duplicate consumer name \"app\"",
+        "auth.anonymous_consumer: unknown consumer \"nobody\"",
+        "limits.rules[0]: sets no limit",
+        "limits.rules[1].cost_per_day: -1 must be a non-negative number",
+        "limits.redis: set `store: redis` to use it",
+        "usage.exact_for.routes[0]: unknown route \"nope\"",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+    assert!(
+        !errs.join("\n").contains("my-plain-key"),
+        "a key pasted by mistake is not echoed"
+    );
+}

@@ -1,5 +1,7 @@
 use super::*;
 use crate::config::{CompileOptions, compile};
+use crate::limits::Limiter;
+use crate::limits::memory::MemoryLimiter;
 use crate::observe::{RecordSink, RequestRecord};
 use processing_request::Request as In;
 use processing_response::Response as Out;
@@ -54,10 +56,33 @@ fn exchange() -> (Exchange, Arc<Metrics>) {
         Exchange::new(
             snapshot(),
             metrics.clone(),
+            services(),
             Arc::new(crate::observe::Discard),
         ),
         metrics,
     )
+}
+
+/// Limits services on the in-memory store (settlements are dropped: these tests do not
+/// look at them).
+fn services() -> Arc<Services> {
+    Services::new(Arc::new(MemoryLimiter::new())).0
+}
+
+/// Drives the async exchange to completion: with the in-memory store nothing in it waits
+/// on a timer or on I/O, so a plain executor is enough.
+trait Now {
+    fn on_message_now(&mut self, m: ProcessingRequest)
+    -> Result<ProcessingResponse, ProtocolError>;
+}
+
+impl Now for Exchange {
+    fn on_message_now(
+        &mut self,
+        m: ProcessingRequest,
+    ) -> Result<ProcessingResponse, ProtocolError> {
+        futures::executor::block_on(self.on_message(m))
+    }
 }
 
 fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -234,7 +259,7 @@ fn metadata(reply: &ProcessingResponse) -> Vec<(String, String)> {
 fn routes_by_model_rewrites_body_path_and_credentials() {
     let (mut ex, metrics) = exchange();
     let r = ex
-        .on_message(chat_headers(&[
+        .on_message_now(chat_headers(&[
             ("authorization", "Bearer client-key"),
             ("content-type", "application/json"),
         ]))
@@ -243,7 +268,7 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
     assert_eq!(common(&r).header_mutation, None, "nothing to strip yet");
 
     let r = ex
-        .on_message(body(
+        .on_message_now(body(
             r#"{"model":"mini","messages":[{"role":"user","content":"hi"}]}"#,
         ))
         .unwrap();
@@ -280,7 +305,7 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
             ("upstream_model".into(), "small-2025".into()),
         ]
     );
-    let r = ex.on_message(response_headers("200")).unwrap();
+    let r = ex.on_message_now(response_headers("200")).unwrap();
     assert!(matches!(r.response, Some(Out::ResponseHeaders(_))));
     drop(ex);
     let text = metrics.render();
@@ -296,9 +321,9 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
 #[test]
 fn unchanged_body_is_not_replaced() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
     let r = ex
-        .on_message(body(r#"{"model":"echo","messages":[]}"#))
+        .on_message_now(body(r#"{"model":"echo","messages":[]}"#))
         .unwrap();
     let c = common(&r);
     assert_eq!(c.body_mutation, None);
@@ -308,13 +333,13 @@ fn unchanged_body_is_not_replaced() {
 #[test]
 fn custom_header_credential_authority_and_client_keys_removed() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[
+    ex.on_message_now(chat_headers(&[
         ("x-api-key", "client"),
         ("authorization", "Bearer client"),
         ("api-key", "client"),
     ]))
     .unwrap();
-    let r = ex.on_message(body(r#"{"model":"beta-raw"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"beta-raw"}"#)).unwrap();
     let c = common(&r);
     let set = set_headers(c);
     assert!(
@@ -333,7 +358,7 @@ fn custom_header_credential_authority_and_client_keys_removed() {
 fn client_sent_gateway_headers_are_stripped_before_routing() {
     let (mut ex, _) = exchange();
     let r = ex
-        .on_message(chat_headers(&[
+        .on_message_now(chat_headers(&[
             ("x-tollgate-backend", "beta"),
             ("x-tollgate-anything", "1"),
         ]))
@@ -347,7 +372,7 @@ fn client_sent_gateway_headers_are_stripped_before_routing() {
         c.clear_route_cache,
         "the route chosen on the client's header must be dropped"
     );
-    let r = ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     let c = common(&r);
     assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "alpha".into())));
     assert_eq!(removed(c), vec!["x-tollgate-anything"]);
@@ -356,9 +381,9 @@ fn client_sent_gateway_headers_are_stripped_before_routing() {
 #[test]
 fn model_command_routes_and_is_stripped() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
     let r = ex
-        .on_message(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
+        .on_message_now(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
         .unwrap();
     let c = common(&r);
     assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "beta".into())));
@@ -395,8 +420,8 @@ fn refusals_are_openai_errors_with_request_id() {
     ];
     for (payload, status, code) in cases {
         let (mut ex, metrics) = exchange();
-        ex.on_message(chat_headers(&[])).unwrap();
-        let r = ex.on_message(body(payload)).unwrap();
+        ex.on_message_now(chat_headers(&[])).unwrap();
+        let r = ex.on_message_now(body(payload)).unwrap();
         let (s, json, headers) = immediate(&r);
         assert_eq!(
             (s, json["error"]["code"].as_str()),
@@ -452,7 +477,7 @@ fn header_phase_refusals() {
     ];
     for (m, status, code) in cases {
         let (mut ex, _) = exchange();
-        let (s, json, _) = immediate(&ex.on_message(m).unwrap());
+        let (s, json, _) = immediate(&ex.on_message_now(m).unwrap());
         assert_eq!(
             (s, json["error"]["code"].as_str()),
             (status, Some(code)),
@@ -469,7 +494,7 @@ fn header_phase_refusals() {
 fn models_list_is_answered_locally() {
     let (mut ex, _) = exchange();
     let (status, json, _) = immediate(
-        &ex.on_message(request_headers("GET", "/v1/models", &[], true))
+        &ex.on_message_now(request_headers("GET", "/v1/models", &[], true))
             .unwrap(),
     );
     assert_eq!(status, 200);
@@ -486,28 +511,28 @@ fn models_list_is_answered_locally() {
 #[test]
 fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     // Envoy's duplicate final chunk on large bodies: answered, changes nothing.
-    let r = ex.on_message(body(r#"{"model":"beta-x"}"#)).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"beta-x"}"#)).unwrap();
     assert!(matches!(r.response, Some(Out::RequestBody(_))));
     assert_eq!(common(&r), &CommonResponse::default());
     let r = ex
-        .on_message(msg(In::RequestTrailers(HttpTrailers::default())))
+        .on_message_now(msg(In::RequestTrailers(HttpTrailers::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::RequestTrailers(_))));
-    let r = ex.on_message(chat_headers(&[])).unwrap();
+    let r = ex.on_message_now(chat_headers(&[])).unwrap();
     assert!(
         matches!(r.response, Some(Out::RequestHeaders(_))),
         "duplicate headers answered in kind"
     );
-    ex.on_message(response_headers("200")).unwrap();
+    ex.on_message_now(response_headers("200")).unwrap();
     let r = ex
-        .on_message(msg(In::ResponseBody(HttpBody::default())))
+        .on_message_now(msg(In::ResponseBody(HttpBody::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::ResponseBody(_))));
     let r = ex
-        .on_message(msg(In::ResponseTrailers(HttpTrailers::default())))
+        .on_message_now(msg(In::ResponseTrailers(HttpTrailers::default())))
         .unwrap();
     assert!(matches!(r.response, Some(Out::ResponseTrailers(_))));
 }
@@ -515,8 +540,8 @@ fn duplicates_trailers_and_empty_bodies_get_plain_continues() {
 #[test]
 fn empty_request_body_is_a_clear_400() {
     let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
-    let (status, json, _) = immediate(&ex.on_message(body("")).unwrap());
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    let (status, json, _) = immediate(&ex.on_message_now(body("")).unwrap());
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (400, Some("invalid_json"))
@@ -530,7 +555,7 @@ fn empty_request_body_is_a_clear_400() {
 #[test]
 fn body_without_headers_fails_closed() {
     let (mut ex, _) = exchange();
-    let (status, json, _) = immediate(&ex.on_message(body(r#"{"model":"echo"}"#)).unwrap());
+    let (status, json, _) = immediate(&ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap());
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (500, Some("gateway_misconfigured"))
@@ -545,7 +570,7 @@ fn streamed_request_body_mode_fails_closed() {
         request_body_mode: BodySendMode::Streamed as i32,
         ..Default::default()
     });
-    let (status, json, _) = immediate(&ex.on_message(m).unwrap());
+    let (status, json, _) = immediate(&ex.on_message_now(m).unwrap());
     assert_eq!(
         (status, json["error"]["code"].as_str()),
         (500, Some("gateway_misconfigured"))
@@ -556,7 +581,7 @@ fn streamed_request_body_mode_fails_closed() {
 fn empty_message_is_a_protocol_error() {
     let (mut ex, _) = exchange();
     assert_eq!(
-        ex.on_message(ProcessingRequest::default()).unwrap_err(),
+        ex.on_message_now(ProcessingRequest::default()).unwrap_err(),
         ProtocolError::Empty
     );
 }
@@ -564,8 +589,8 @@ fn empty_message_is_a_protocol_error() {
 #[test]
 fn cancelled_stream_is_counted_as_aborted() {
     let (mut ex, metrics) = exchange();
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"echo"}"#)).unwrap();
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"echo"}"#)).unwrap();
     drop(ex);
     assert!(
         metrics.render().contains(
@@ -577,9 +602,9 @@ fn cancelled_stream_is_counted_as_aborted() {
 #[test]
 fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
     let (mut ex, metrics) = exchange();
-    ex.on_message(chat_headers(&[])).expect("reply");
+    ex.on_message_now(chat_headers(&[])).expect("reply");
     let r = ex
-        .on_message(body(r#"{"model":"echo","stream":true,"messages":[{"role":"user","content":"mail a@b.io, call 010-1234-5678"}]}"#))
+        .on_message_now(body(r#"{"model":"echo","stream":true,"messages":[{"role":"user","content":"mail a@b.io, call 010-1234-5678"}]}"#))
         .expect("reply");
     let c = common(&r);
     let sent = match c.body_mutation.as_ref().and_then(|m| m.mutation.as_ref()) {
@@ -596,7 +621,7 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
     assert!(headers.contains(&("accept-encoding".to_owned(), "identity".to_owned())));
     assert!(metadata(&r).contains(&("guard_policy".to_owned(), "echo-guard".to_owned())));
 
-    let r = ex.on_message(sse_response_headers()).expect("reply");
+    let r = ex.on_message_now(sse_response_headers()).expect("reply");
     let mode = r.mode_override.expect("asks for the response body");
     assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
     assert!(removed(common(&r)).contains(&"content-length".to_owned()));
@@ -606,7 +631,9 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
     let bytes = wire.as_bytes();
     for (i, piece) in bytes.chunks(7).enumerate() {
         let last = (i + 1) * 7 >= bytes.len();
-        let r = ex.on_message(response_body(piece, last)).expect("reply");
+        let r = ex
+            .on_message_now(response_body(piece, last))
+            .expect("reply");
         out.extend(body_mutation(&r).expect("every chunk answered with a body"));
     }
     let text = String::from_utf8(out).expect("utf8");
@@ -619,7 +646,7 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
     assert!(text.ends_with("data: [DONE]\n\n"));
     // A repeated final chunk changes nothing.
     let r = ex
-        .on_message(response_body(b"data: [DONE]\n\n", true))
+        .on_message_now(response_body(b"data: [DONE]\n\n", true))
         .expect("reply");
     assert_eq!(body_mutation(&r), Some(Vec::new()));
     drop(ex);
@@ -632,9 +659,9 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
 #[test]
 fn guard_refuses_blocked_words_with_400() {
     let (mut ex, metrics) = exchange();
-    ex.on_message(chat_headers(&[])).expect("reply");
+    ex.on_message_now(chat_headers(&[])).expect("reply");
     let r = ex
-        .on_message(body(
+        .on_message_now(body(
             r#"{"model":"echo","messages":[{"role":"user","content":"this is FORBIDDEN"}]}"#,
         ))
         .expect("reply");
@@ -645,14 +672,15 @@ fn guard_refuses_blocked_words_with_400() {
 }
 
 #[test]
-fn unguarded_requests_do_not_ask_for_response_bodies() {
-    let (mut ex, _) = exchange();
-    ex.on_message(chat_headers(&[])).expect("reply");
-    ex.on_message(body(
+fn unguarded_unmetered_requests_do_not_ask_for_response_bodies() {
+    // Usage metering (on by default) reads bodies too; this is about the guard alone.
+    let (mut ex, _) = observed("usage: { meter: false }\n");
+    ex.on_message_now(chat_headers(&[])).expect("reply");
+    ex.on_message_now(body(
         r#"{"model":"mini","messages":[{"role":"user","content":"a@b.io"}]}"#,
     ))
     .expect("reply");
-    let r = ex.on_message(sse_response_headers()).expect("reply");
+    let r = ex.on_message_now(sse_response_headers()).expect("reply");
     assert!(r.mode_override.is_none());
 }
 
@@ -724,7 +752,7 @@ proptest! {
         // A request exists once Envoy sent request headers or a request body.
         let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
         for m in seq {
-            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            let r = ex.on_message_now(m.clone()).expect("non-empty messages never error");
             prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
         }
         drop(ex);
@@ -761,7 +789,12 @@ fn observed(extra_config: &str) -> (Exchange, Arc<Collect>) {
     .expect("valid test config");
     let sink = Arc::new(Collect::default());
     (
-        Exchange::new(Arc::new(snap), Arc::new(Metrics::new()), sink.clone()),
+        Exchange::new(
+            Arc::new(snap),
+            Arc::new(Metrics::new()),
+            services(),
+            sink.clone(),
+        ),
         sink,
     )
 }
@@ -783,7 +816,7 @@ fn traceparent_is_continued_upstream_when_traces_are_on() {
     let (mut ex, sink) =
         observed("telemetry: { traces: { enabled: true, sampling_ratio: 0.0 } }\n");
     let r = ex
-        .on_message(chat_headers(&[("traceparent", CALLER)]))
+        .on_message_now(chat_headers(&[("traceparent", CALLER)]))
         .unwrap();
     let sent = set_headers(common(&r))
         .into_iter()
@@ -798,8 +831,8 @@ fn traceparent_is_continued_upstream_when_traces_are_on() {
         cx.parent.map(|p| p.to_string()).as_deref(),
         Some("00f067aa0ba902b7")
     );
-    ex.on_message(body(r#"{"model":"mini"}"#)).unwrap();
-    ex.on_message(response_headers("200")).unwrap();
+    ex.on_message_now(body(r#"{"model":"mini"}"#)).unwrap();
+    ex.on_message_now(response_headers("200")).unwrap();
     drop(ex);
     let records = sink.0.lock();
     let [rec] = records.as_slice() else {
@@ -825,7 +858,7 @@ fn traceparent_is_continued_upstream_when_traces_are_on() {
 fn traceparent_is_left_alone_when_traces_are_off() {
     let (mut ex, sink) = observed("");
     let r = ex
-        .on_message(chat_headers(&[("traceparent", CALLER)]))
+        .on_message_now(chat_headers(&[("traceparent", CALLER)]))
         .unwrap();
     assert!(
         !set_headers(common(&r))
@@ -838,7 +871,7 @@ fn traceparent_is_left_alone_when_traces_are_off() {
         ex.trace().expect("trace").trace_id.to_string(),
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
-    ex.on_message(body(r#"{"model":"nope"}"#)).unwrap();
+    ex.on_message_now(body(r#"{"model":"nope"}"#)).unwrap();
     drop(ex);
     let records = sink.0.lock();
     assert_eq!(records.len(), 1);
@@ -848,16 +881,18 @@ fn traceparent_is_left_alone_when_traces_are_off() {
 
 #[test]
 fn first_token_is_timed_only_when_enabled_and_streamed() {
-    let (mut ex, sink) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"mini","stream":true}"#))
+    let (mut ex, sink) = observed(
+        "telemetry: { metrics: { time_to_first_token: true } }\nusage: { meter: false }\n",
+    );
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"mini","stream":true}"#))
         .unwrap();
-    let r = ex.on_message(sse_headers()).unwrap();
+    let r = ex.on_message_now(sse_headers()).unwrap();
     let mode = r.mode_override.expect("body switched to STREAMED");
     assert_eq!(mode.response_body_mode, BodySendMode::Streamed as i32);
     for chunk in ["data: {\"a\":1}\n\n", "data: [DONE]\n\n"] {
         let r = ex
-            .on_message(msg(In::ResponseBody(HttpBody {
+            .on_message_now(msg(In::ResponseBody(HttpBody {
                 body: chunk.as_bytes().to_vec(),
                 end_of_stream: chunk.contains("DONE"),
                 ..Default::default()
@@ -869,19 +904,24 @@ fn first_token_is_timed_only_when_enabled_and_streamed() {
     drop(ex);
     assert!(sink.0.lock()[0].time_to_first_token.is_some());
 
-    // Off by default; and JSON responses are never switched.
-    let (mut ex, sink) = observed("");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"mini","stream":true}"#))
+    // Off by default; and JSON responses are never switched (metering off: it reads bodies).
+    let (mut ex, sink) = observed("usage: { meter: false }\n");
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"mini","stream":true}"#))
         .unwrap();
-    assert_eq!(ex.on_message(sse_headers()).unwrap().mode_override, None);
+    assert_eq!(
+        ex.on_message_now(sse_headers()).unwrap().mode_override,
+        None
+    );
     drop(ex);
     assert_eq!(sink.0.lock()[0].time_to_first_token, None);
-    let (mut ex, _) = observed("telemetry: { metrics: { time_to_first_token: true } }\n");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(r#"{"model":"mini"}"#)).unwrap();
+    let (mut ex, _) = observed(
+        "telemetry: { metrics: { time_to_first_token: true } }\nusage: { meter: false }\n",
+    );
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(r#"{"model":"mini"}"#)).unwrap();
     assert_eq!(
-        ex.on_message(response_headers("200"))
+        ex.on_message_now(response_headers("200"))
             .unwrap()
             .mode_override,
         None
@@ -895,7 +935,7 @@ fn new_traces_are_sampled_at_the_configured_ratio() {
         .filter(|_| {
             let (mut ex, _) =
                 observed("telemetry: { traces: { enabled: true, sampling_ratio: 0.5 } }\n");
-            ex.on_message(chat_headers(&[])).unwrap();
+            ex.on_message_now(chat_headers(&[])).unwrap();
             ex.trace().expect("trace").sampled
         })
         .count();
@@ -916,7 +956,7 @@ proptest! {
         );
         let has_request = seq.iter().any(|m| matches!(m.request, Some(In::RequestHeaders(_) | In::RequestBody(_))));
         for m in seq {
-            let r = ex.on_message(m.clone()).expect("non-empty messages never error");
+            let r = ex.on_message_now(m.clone()).expect("non-empty messages never error");
             prop_assert!(matches_kind(&m, &r), "{:?} answered by {:?}", m.request, r.response);
             // Only response headers may switch the body mode.
             if r.mode_override.is_some() {
@@ -931,8 +971,8 @@ proptest! {
 #[test]
 fn guard_counts_reach_the_request_record_without_values() {
     let (mut ex, sink) = observed("");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
         r#"{"model":"echo","messages":[{"role":"user","content":"call 010-1234-5678 or mail kim@example.com"}]}"#,
     ))
     .unwrap();
@@ -952,8 +992,8 @@ fn guard_counts_reach_the_request_record_without_values() {
     );
 
     let (mut ex, sink) = observed("");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
         r#"{"model":"echo","messages":[{"role":"user","content":"a forbidden word"}]}"#,
     ))
     .unwrap();
@@ -965,11 +1005,395 @@ fn guard_counts_reach_the_request_record_without_values() {
 #[test]
 fn unguarded_requests_have_no_guard_summary() {
     let (mut ex, sink) = observed("");
-    ex.on_message(chat_headers(&[])).unwrap();
-    ex.on_message(body(
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
         r#"{"model":"mini","messages":[{"role":"user","content":"kim@example.com"}]}"#,
     ))
     .unwrap();
     drop(ex);
     assert_eq!(sink.0.lock()[0].guard, None);
+}
+
+const LIMITED: &str = r#"
+version: 1
+backends:
+  - { name: alpha, kind: openai }
+models:
+  - { name: m, backend: alpha }
+  - { name: big, backend: alpha }
+pricing:
+  defaults: false
+  models: [{ model: m, input: 1.0, output: 1.0 }]
+teams:
+  - { name: t, models: [m] }
+consumers:
+  - { name: app, team: t, keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] }
+limits:
+  default_max_tokens: 40
+  rules:
+    - { name: budget, per: [consumer], cost_per_day: 0.001, tokens_per_minute: 100000 }
+"#;
+
+struct Limited {
+    snap: Arc<Snapshot>,
+    metrics: Arc<Metrics>,
+    store: Arc<MemoryLimiter>,
+    svc: Arc<Services>,
+    settlements: tokio::sync::mpsc::UnboundedReceiver<Settlement>,
+}
+
+impl Limited {
+    fn new() -> Self {
+        let env = |_: &str| None;
+        let snap = Arc::new(
+            compile(
+                LIMITED,
+                &CompileOptions {
+                    resolve_secrets: true,
+                    env: &env,
+                },
+            )
+            .expect("valid"),
+        );
+        let store = Arc::new(MemoryLimiter::new());
+        let (svc, settlements) = Services::new(store.clone());
+        Self {
+            snap,
+            metrics: Arc::new(Metrics::new()),
+            store,
+            svc,
+            settlements,
+        }
+    }
+
+    fn exchange(&self) -> Exchange {
+        Exchange::new(
+            self.snap.clone(),
+            self.metrics.clone(),
+            self.svc.clone(),
+            Arc::new(crate::observe::Discard),
+        )
+    }
+
+    /// Applies queued settlements to the store, as the background worker does.
+    fn settle(&mut self) -> usize {
+        let mut n = 0;
+        while let Ok(s) = self.settlements.try_recv() {
+            futures::executor::block_on(self.store.settle(&s.reservation, s.actual)).unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    fn cost_counter(&self) -> (u64, u64) {
+        let (wid, _) =
+            crate::limits::windows(crate::limits::Window::Day, crate::limits::unix_now());
+        self.store.peek(&format!("budget:c=app:cost:{wid}"))
+    }
+}
+
+const KEY: (&str, &str) = ("authorization", "Bearer abc");
+const PROMPT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn json_response(ex: &mut Exchange, usage: &str) -> ProcessingResponse {
+    let r = ex
+        .on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+            headers: Some(header_map(&[
+                (":status", "200"),
+                ("content-type", "application/json"),
+            ])),
+            ..Default::default()
+        })))
+        .unwrap();
+    assert_eq!(
+        r.mode_override.as_ref().map(|m| m.response_body_mode),
+        Some(BodySendMode::Streamed as i32),
+        "the body is requested only because usage is needed"
+    );
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        body: format!(r#"{{"choices":[],"usage":{usage}}}"#).into_bytes(),
+        end_of_stream: true,
+        ..Default::default()
+    })))
+    .unwrap()
+}
+
+#[test]
+fn auth_refusals_and_model_permissions() {
+    let l = Limited::new();
+    let mut ex = l.exchange();
+    let (s, json, headers) = immediate(&ex.on_message_now(chat_headers(&[])).unwrap());
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (401, Some("missing_api_key"))
+    );
+    assert!(headers.iter().any(|(k, _)| k == "www-authenticate"));
+    let mut ex = l.exchange();
+    let (s, json, _) = immediate(
+        &ex.on_message_now(chat_headers(&[("x-api-key", "wrong")]))
+            .unwrap(),
+    );
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let (s, json, _) = immediate(&ex.on_message_now(body(r#"{"model":"big"}"#)).unwrap());
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (403, Some("model_not_allowed"))
+    );
+    let mut ex = l.exchange();
+    let (s, json, _) = immediate(
+        &ex.on_message_now(request_headers("GET", "/v1/models", &[KEY], true))
+            .unwrap(),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(
+        json["data"].as_array().unwrap().len(),
+        1,
+        "only allowed models listed"
+    );
+}
+
+#[test]
+fn reserve_reconcile_and_metadata_at_end_of_stream() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(PROMPT)).unwrap();
+    assert!(metadata(&r).contains(&("consumer".into(), "app".into())));
+    let worst = PROMPT.len() as u64 + 40;
+    assert_eq!(
+        l.cost_counter(),
+        (0, worst),
+        "worst case reserved: body bytes + max tokens"
+    );
+    let r = json_response(
+        &mut ex,
+        r#"{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}"#,
+    );
+    let ns = r
+        .dynamic_metadata
+        .as_ref()
+        .expect("metadata at end of stream");
+    let Some(ValueKind::StructValue(s)) = &ns.fields["io.tollgate"].kind else {
+        panic!()
+    };
+    let num = |k: &str| match &s.fields[k].kind {
+        Some(ValueKind::NumberValue(n)) => *n,
+        other => panic!("{k}: {other:?}"),
+    };
+    assert_eq!(
+        (
+            num("llm_input_token"),
+            num("llm_output_token"),
+            num("llm_total_token")
+        ),
+        (9.0, 3.0, 12.0)
+    );
+    assert!((num("cost_usd") - 12e-6).abs() < 1e-12);
+    assert_eq!(l.settle(), 1);
+    assert_eq!(
+        l.cost_counter(),
+        (12, 0),
+        "reservation replaced by the actual cost"
+    );
+    drop(ex);
+    assert_eq!(l.settle(), 0, "settled exactly once");
+    let text = l.metrics.render();
+    assert!(
+        text.contains(r#"tollgate_tokens_total{backend="alpha",kind="output",model="m"} 3"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn budget_refuses_with_429_and_headers_when_the_worst_case_does_not_fit() {
+    let mut l = Limited::new();
+    let worst = PROMPT.len() as u64 + 40;
+    let mut admitted = Vec::new();
+    loop {
+        let mut ex = l.exchange();
+        ex.on_message_now(chat_headers(&[KEY])).unwrap();
+        let r = ex.on_message_now(body(PROMPT)).unwrap();
+        if let Some(Out::ImmediateResponse(_)) = &r.response {
+            let (s, json, headers) = immediate(&r);
+            assert_eq!(s, 429);
+            assert_eq!(json["error"]["type"], "insufficient_quota");
+            assert!(
+                headers
+                    .iter()
+                    .any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok())
+            );
+            assert!(
+                headers
+                    .iter()
+                    .any(|(k, _)| k == "x-ratelimit-remaining-budget-usd")
+            );
+            break;
+        }
+        admitted.push(ex);
+    }
+    assert_eq!(
+        admitted.len() as u64,
+        1000 / worst,
+        "outstanding reservations count"
+    );
+    // Streams cut before any answer: refunds (nothing generated) free the budget again.
+    drop(admitted);
+    assert_eq!(l.settle() as u64, 1000 / worst);
+    assert_eq!(l.cost_counter(), (0, 0));
+}
+
+#[test]
+fn streamed_usage_is_requested_stripped_and_charged_once() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex
+        .on_message_now(body(
+            r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        ))
+        .unwrap();
+    let c = common(&r);
+    let Some(body_mutation::Mutation::Body(sent)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("include_usage added")
+    };
+    let sent: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+    let r = ex
+        .on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+            headers: Some(header_map(&[
+                (":status", "200"),
+                ("content-type", "text/event-stream"),
+                ("content-length", "999"),
+            ])),
+            ..Default::default()
+        })))
+        .unwrap();
+    assert_eq!(removed(common(&r)), vec!["content-length"]);
+    let stream = concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":2}}\n\n",
+        "data: [DONE]\n\n"
+    );
+    // Split mid-event: each reply carries only complete events.
+    let mut out = Vec::new();
+    let bytes = stream.as_bytes();
+    for (i, part) in bytes.chunks(17).enumerate() {
+        let eos = (i + 1) * 17 >= bytes.len();
+        let r = ex
+            .on_message_now(msg(In::ResponseBody(HttpBody {
+                body: part.to_vec(),
+                end_of_stream: eos,
+                ..Default::default()
+            })))
+            .unwrap();
+        assert!(matches!(r.response, Some(Out::ResponseBody(_))));
+        if let Some(body_mutation::Mutation::Body(b)) = common(&r)
+            .body_mutation
+            .as_ref()
+            .and_then(|m| m.mutation.clone())
+        {
+            out.extend(b);
+        }
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        !out.contains("prompt_tokens"),
+        "usage event stripped: {out}"
+    );
+    assert!(out.contains("\"Hel\"") && out.ends_with("data: [DONE]\n\n"));
+    // Envoy's duplicate final chunk changes nothing.
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        end_of_stream: true,
+        ..Default::default()
+    })))
+    .unwrap();
+    drop(ex);
+    assert_eq!(l.settle(), 1);
+    assert_eq!(l.cost_counter(), (10, 0));
+}
+
+#[test]
+fn a_stream_cut_midway_is_charged_for_what_was_delivered() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    ex.on_message_now(body(
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    ))
+    .unwrap();
+    ex.on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":status", "200"),
+            ("content-type", "text/event-stream"),
+        ])),
+        ..Default::default()
+    })))
+    .unwrap();
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        body: b"data: {\"choices\":[{\"delta\":{\"content\":\"The quick brown fox\"}}]}\n\n"
+            .to_vec(),
+        ..Default::default()
+    })))
+    .unwrap();
+    drop(ex); // client gone
+    assert_eq!(l.settle(), 1);
+    // Input: the exact prompt count (3 + "user" + "hi" + 3 = 8 with o200k); output: 4 delivered.
+    let prompt = crate::tokens::count_prompt(
+        crate::tokens::Encoding::O200k,
+        br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(l.cost_counter(), (prompt + 4, 0));
+}
+
+#[test]
+fn a_pinned_team_is_routed_to_its_backend_whatever_it_asks() {
+    let yaml = r#"
+version: 1
+backends: [{ name: alpha, kind: openai }, { name: inhouse, kind: openai }]
+models: [{ name: m, backend: alpha }]
+teams: [{ name: t, pin: { backend: inhouse, model: llama-70b } }]
+consumers:
+  - { name: app, team: t, keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] }
+"#;
+    let env = |_: &str| None;
+    let snap = Arc::new(
+        compile(
+            yaml,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid"),
+    );
+    let (svc, _rx) = Services::new(Arc::new(MemoryLimiter::new()));
+    let mut ex = Exchange::new(
+        snap,
+        Arc::new(Metrics::new()),
+        svc,
+        Arc::new(crate::observe::Discard),
+    );
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(r#"{"model":"m"}"#)).unwrap();
+    let c = common(&r);
+    assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "inhouse".into())));
+    assert!(metadata(&r).contains(&("route".into(), "team_pin".into())));
+    let Some(body_mutation::Mutation::Body(b)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("model rewritten")
+    };
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&b).unwrap()["model"],
+        "llama-70b"
+    );
 }

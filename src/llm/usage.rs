@@ -1,0 +1,289 @@
+//! Token usage from provider responses: streamed (SSE events) and whole JSON bodies.
+//!
+//! Shapes read (only the fields named here; everything else is ignored):
+//! - OpenAI chat chunks: `usage {prompt_tokens, completion_tokens,
+//!   prompt_tokens_details.cached_tokens, completion_tokens_details.reasoning_tokens}` on the
+//!   final chunk (with `stream_options.include_usage`); text in `choices[].delta.content`,
+//!   `reasoning_content`/`reasoning`, `refusal` and `tool_calls[].function.arguments`.
+//! - Anthropic messages: `message_start.message.usage {input_tokens,
+//!   cache_read_input_tokens, cache_creation_input_tokens, output_tokens}`,
+//!   `message_delta.usage.output_tokens` (cumulative), text in `content_block_delta.delta
+//!   {text | partial_json | thinking}`, and `error` events.
+//! - Whole JSON bodies: the same `usage` objects (chat, embeddings, Anthropic).
+//!
+//! When the provider reports no final usage (stream cut, error mid-stream, no
+//! include_usage), output tokens are the exact count of the text delivered to the client,
+//! and input tokens fall back to what the caller counted for the prompt. Counting text needs
+//! it kept: at most [`MAX_TEXT`] bytes per response, beyond which the remainder is counted as
+//! one token per byte (the documented upper bound).
+
+use super::sse_raw::Event;
+use crate::tokens::Encoding;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Largest delivered text kept for counting.
+pub const MAX_TEXT: usize = 4 << 20;
+
+/// Token usage of one response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input tokens, cached included.
+    pub input: u64,
+    /// Cached part of `input`.
+    pub cached_input: u64,
+    /// Output tokens, reasoning included.
+    pub output: u64,
+    /// Reasoning part of `output`.
+    pub reasoning: u64,
+    /// The provider reported the figures (false: counted by tollgate).
+    pub reported: bool,
+}
+
+impl Usage {
+    /// Input + output.
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// What to do with an observed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it.
+    Keep,
+    /// It only carries usage the client did not ask for: drop it.
+    UsageOnly,
+}
+
+/// Reads usage from a streamed response, event by event.
+#[derive(Debug, Clone, Default)]
+pub struct StreamMeter {
+    input: Option<u64>,
+    cached: u64,
+    output_reported: Option<u64>,
+    reasoning: u64,
+    final_seen: bool,
+    text: String,
+    overflow_bytes: u64,
+    errored: bool,
+}
+
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(default, rename = "type")]
+    kind: Option<&'a str>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    delta: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<u64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_u64()
+}
+
+impl StreamMeter {
+    /// A meter with nothing seen.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn keep_text(&mut self, s: &str) {
+        if self.text.len() + s.len() <= MAX_TEXT {
+            self.text.push_str(s);
+        } else {
+            self.overflow_bytes += s.len() as u64;
+        }
+    }
+
+    fn openai_usage(&mut self, u: &Value) {
+        if let Some(p) = num(u, &["prompt_tokens"]) {
+            self.input = Some(p);
+        }
+        self.cached = num(u, &["prompt_tokens_details", "cached_tokens"]).unwrap_or(self.cached);
+        if let Some(c) = num(u, &["completion_tokens"]) {
+            self.output_reported = Some(c);
+            self.final_seen = true;
+        }
+        self.reasoning =
+            num(u, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(self.reasoning);
+    }
+
+    fn anthropic_usage(&mut self, u: &Value, is_final: bool) {
+        let read = num(u, &["cache_read_input_tokens"]);
+        let created = num(u, &["cache_creation_input_tokens"]).unwrap_or(0);
+        if let Some(i) = num(u, &["input_tokens"]) {
+            self.input = Some(i + read.unwrap_or(0) + created);
+            if let Some(r) = read {
+                self.cached = r;
+            }
+        }
+        if let Some(o) = num(u, &["output_tokens"]) {
+            self.output_reported = Some(o);
+            self.final_seen |= is_final;
+        }
+    }
+
+    /// Observes one event.
+    pub fn observe(&mut self, ev: &Event) -> Verdict {
+        if ev.oversized {
+            self.overflow_bytes += ev.raw.len() as u64;
+            return Verdict::Keep;
+        }
+        let data = ev.data.trim();
+        if data.is_empty() || data == "[DONE]" || !data.starts_with('{') {
+            return Verdict::Keep;
+        }
+        let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
+            return Verdict::Keep;
+        };
+        let kind = chunk.kind.or(ev.event.as_deref());
+        match kind {
+            Some("message_start") => {
+                if let Some(u) = chunk.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                    self.anthropic_usage(u, false);
+                }
+                return Verdict::Keep;
+            }
+            Some("message_delta") => {
+                if let Some(u) = &chunk.usage {
+                    self.anthropic_usage(u, true);
+                }
+                return Verdict::Keep;
+            }
+            Some("content_block_delta") => {
+                if let Some(d) = &chunk.delta {
+                    for f in ["text", "partial_json", "thinking"] {
+                        if let Some(s) = d.get(f).and_then(Value::as_str) {
+                            self.keep_text(s);
+                        }
+                    }
+                }
+                return Verdict::Keep;
+            }
+            Some("error") => {
+                self.errored = true;
+                return Verdict::Keep;
+            }
+            _ => {}
+        }
+        if chunk.error.is_some() {
+            self.errored = true;
+        }
+        let choices = chunk.choices.unwrap_or_default();
+        for c in &choices {
+            let Some(d) = &c.delta else { continue };
+            for f in ["content", "reasoning_content", "reasoning", "refusal"] {
+                if let Some(s) = d.get(f).and_then(Value::as_str) {
+                    self.keep_text(s);
+                }
+            }
+            if let Some(calls) = d.get("tool_calls").and_then(Value::as_array) {
+                for call in calls {
+                    if let Some(a) = call
+                        .get("function")
+                        .and_then(|f| f.get("arguments"))
+                        .and_then(Value::as_str)
+                    {
+                        self.keep_text(a);
+                    }
+                }
+            }
+        }
+        match chunk.usage.as_ref().filter(|u| !u.is_null()) {
+            Some(u) => {
+                self.openai_usage(u);
+                if choices.is_empty() {
+                    Verdict::UsageOnly
+                } else {
+                    Verdict::Keep
+                }
+            }
+            None => Verdict::Keep,
+        }
+    }
+
+    /// Whether an error event was seen.
+    pub fn errored(&self) -> bool {
+        self.errored
+    }
+
+    /// Whether the provider's final usage was seen.
+    pub fn reported(&self) -> bool {
+        self.final_seen
+    }
+
+    /// The usage: reported figures when complete, else counted from the delivered text.
+    /// `prompt` supplies input tokens when the provider reported none.
+    pub fn finish(&self, enc: Encoding, prompt: impl FnOnce() -> u64) -> Usage {
+        let input = self.input.unwrap_or_else(prompt);
+        let output = match (self.final_seen, self.output_reported) {
+            (true, Some(o)) => o,
+            // Anthropic's message_start reports a provisional output count: never charge
+            // less than it.
+            (_, o) => (enc.count(&self.text) + self.overflow_bytes).max(o.unwrap_or(0)),
+        };
+        Usage {
+            input,
+            cached_input: self.cached.min(input),
+            output,
+            reasoning: self.reasoning.min(output),
+            reported: self.final_seen && self.input.is_some(),
+        }
+    }
+}
+
+/// Usage from a whole JSON response body, if it reports one.
+pub fn from_json(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct Body {
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let u = serde_json::from_slice::<Body>(body).ok()?.usage?;
+    let mut m = StreamMeter::new();
+    if u.get("prompt_tokens").is_some() {
+        m.openai_usage(&u);
+        // Embeddings report no completion tokens.
+        m.output_reported.get_or_insert(0);
+    } else if u.get("input_tokens").is_some() {
+        m.anthropic_usage(&u, true);
+    } else {
+        return None;
+    }
+    let input = m.input?;
+    let output = m.output_reported.unwrap_or(0);
+    Some(Usage {
+        input,
+        cached_input: m.cached.min(input),
+        output,
+        reasoning: m.reasoning.min(output),
+        reported: true,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! Usage stage: what a request may use (for admission) and what it did use (for
+//! reconciliation, cost, metrics and metadata).
+//!
+//! Request side (after routing): the prompt estimate (or exact count), the output ceiling
+//! (`max_completion_tokens` / `max_tokens` × `n`, or the configured default), the price, and
+//! for streamed chat completions `stream_options.include_usage` added upstream when the
+//! client did not ask — then the usage-only event is stripped from the client's stream.
+//!
+//! Response side: the body is requested from Envoy (STREAMED, per request through
+//! `mode_override`) only when usage is needed: a token/cost limit applies, or metering is
+//! on. SSE bodies are decoded event by event; each chunk is answered with the events it
+//! completed (minus a stripped usage event) and an incomplete tail is held until the next
+//! chunk or end of stream. Without stripping, chunks pass unchanged (observed only).
+//! JSON bodies are copied (up to [`MAX_JSON`]) and read at end of stream.
+//!
+//! Known limits: a JSON body over [`MAX_JSON`] is charged its prompt count plus the full
+//! reserved output; `"usage": null` fields that include_usage adds to every chunk are left in
+//! place (clients ignore them).
+
+use super::RequestCtx;
+use crate::config::Snapshot;
+use crate::limits::Reservation;
+use crate::llm::include_usage::{self, IncludeUsage};
+use crate::llm::sse_raw::SseDecoder;
+use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
+use crate::pricing::{Price, Tokens};
+use crate::tokens::{self, Encoding};
+use serde::Deserialize;
+
+/// Largest JSON response copied for its usage.
+pub const MAX_JSON: usize = 8 << 20;
+
+/// How the response body is read.
+#[derive(Debug, Default)]
+enum BodyMeter {
+    /// Not read.
+    #[default]
+    Off,
+    /// Server-sent events.
+    Sse { dec: SseDecoder, meter: StreamMeter },
+    /// A JSON document.
+    Json { buf: Vec<u8>, overflow: bool },
+}
+
+/// Everything about one request's usage, from admission to the end of its response.
+#[derive(Debug)]
+pub struct Charge {
+    /// Encoding used when tollgate counts.
+    pub encoding: Encoding,
+    /// The request body as sent upstream (for exact counting when the provider reports no
+    /// input usage).
+    prompt_body: Vec<u8>,
+    /// Exact prompt count, when counted at admission.
+    pub prompt_exact: Option<u64>,
+    /// Prompt tokens reserved (exact count or the upper-bound estimate).
+    pub prompt_reserved: u64,
+    /// Output tokens reserved.
+    pub max_output: u64,
+    /// Strip the usage-only event (tollgate asked for it, the client did not).
+    pub strip_usage: bool,
+    /// Price, when known.
+    pub price: Option<Price>,
+    /// Capacity held by the limiter.
+    pub reservation: Option<Reservation>,
+    /// A token or cost limit applies (the body must be read).
+    pub needs_usage: bool,
+    /// Metering is on for every request.
+    pub meter: bool,
+    body: BodyMeter,
+    /// Upstream status.
+    pub status: Option<u16>,
+    /// Final usage, once known.
+    pub usage: Option<Usage>,
+    /// Settled (reconciled or refunded) already.
+    pub settled: bool,
+}
+
+#[derive(Deserialize)]
+struct Limits {
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+/// Request body, after routing and access: sets up [`Charge`] and asks for streamed usage.
+/// Does nothing (no copy, no parse) when neither metering nor any limit rule needs usage.
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: Vec<u8>) {
+    if !snap.usage.meter && snap.limits.rules.is_empty() {
+        return;
+    }
+    let Some(routed) = &cx.routed else { return };
+    let body = cx.mutations.body.as_deref().unwrap_or(&original);
+    let encoding = Encoding::for_model(&routed.upstream_model);
+    let names = [
+        routed.model_label.as_str(),
+        routed.requested_model.as_str(),
+        routed.upstream_model.as_str(),
+    ];
+    let exact = snap.usage.exact_for(&routed.rule, &names[1..]);
+    let prompt_exact = exact
+        .then(|| tokens::count_prompt(encoding, body))
+        .flatten();
+    let prompt_reserved = prompt_exact.unwrap_or_else(|| tokens::estimate(body));
+    let limits: Limits = serde_json::from_slice(body).unwrap_or(Limits {
+        max_tokens: None,
+        max_completion_tokens: None,
+        n: None,
+    });
+    let max_output = match cx.endpoint {
+        Some(crate::llm::Endpoint::Embeddings) => 0,
+        _ => limits
+            .max_completion_tokens
+            .or(limits.max_tokens)
+            .unwrap_or(snap.limits.default_max_tokens)
+            .saturating_mul(limits.n.unwrap_or(1).clamp(1, 128)),
+    };
+    let price = snap
+        .pricing
+        .lookup(&[names[0], names[2], names[1]])
+        .copied();
+    let mut strip_usage = false;
+    if routed.stream && cx.endpoint == Some(crate::llm::Endpoint::ChatCompletions) {
+        match include_usage::ensure(body) {
+            IncludeUsage::Added(new_body) => {
+                cx.mutations
+                    .set("content-length", new_body.len().to_string());
+                cx.mutations.body = Some(new_body);
+                strip_usage = true;
+            }
+            IncludeUsage::AskedByClient | IncludeUsage::Unchanged => {}
+        }
+    }
+    // The body as sent upstream, kept for exact counting should the provider report no
+    // input usage: the client's own bytes when unchanged (moved, not copied).
+    let prompt_body = cx.mutations.body.clone().unwrap_or(original);
+    cx.charge = Some(Box::new(Charge {
+        encoding,
+        prompt_body,
+        prompt_exact,
+        prompt_reserved,
+        max_output,
+        strip_usage,
+        price,
+        reservation: None,
+        needs_usage: false,
+        meter: snap.usage.meter,
+        body: BodyMeter::Off,
+        status: None,
+        usage: None,
+        settled: false,
+    }));
+}
+
+impl Charge {
+    /// Worst-case tokens and cost for admission.
+    pub fn worst_case(&self) -> (u64, u64) {
+        let tokens = self.prompt_reserved + self.max_output;
+        let cost = self
+            .price
+            .map(|p| {
+                p.cost_micros(Tokens {
+                    input: self.prompt_reserved,
+                    cached_input: 0,
+                    output: self.max_output,
+                })
+            })
+            .unwrap_or(0);
+        (tokens, cost)
+    }
+
+    /// Cost of a usage, in micro-dollars (0 when unpriced).
+    pub fn cost(&self, u: &Usage) -> u64 {
+        self.price
+            .map(|p| {
+                p.cost_micros(Tokens {
+                    input: u.input,
+                    cached_input: u.cached_input,
+                    output: u.output,
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    fn prompt_tokens(&self) -> u64 {
+        self.prompt_exact
+            .or_else(|| tokens::count_prompt(self.encoding, &self.prompt_body))
+            .unwrap_or(self.prompt_reserved)
+    }
+
+    /// Whether the response body is being read.
+    pub fn reading_body(&self) -> bool {
+        !matches!(self.body, BodyMeter::Off)
+    }
+
+    /// Usage so far: final when the response completed, else what was delivered (input
+    /// counted as sent — the provider processed the prompt — and output as delivered).
+    pub fn usage_so_far(&self) -> Usage {
+        if let Some(u) = self.usage {
+            return u;
+        }
+        if !self.status.is_some_and(|s| (200..300).contains(&s)) {
+            // Refused upstream, or the request never got an answer: nothing was generated.
+            return Usage::default();
+        }
+        match &self.body {
+            BodyMeter::Sse { meter, .. } => meter.finish(self.encoding, || self.prompt_tokens()),
+            BodyMeter::Json { .. } | BodyMeter::Off => Usage {
+                input: self.prompt_tokens(),
+                ..Usage::default()
+            },
+        }
+    }
+}
+
+/// Response headers: decides whether to read the body. Returns true to ask Envoy for it.
+pub fn response_headers(cx: &mut RequestCtx, status: Option<u16>, content_type: &str) -> bool {
+    let Some(charge) = cx.charge.as_deref_mut() else {
+        return false;
+    };
+    charge.status = status;
+    let ok = status.is_some_and(|s| (200..300).contains(&s));
+    if !ok || !(charge.needs_usage || charge.meter) {
+        return false;
+    }
+    let ct = content_type.to_ascii_lowercase();
+    if ct.starts_with("text/event-stream") {
+        charge.body = BodyMeter::Sse {
+            dec: SseDecoder::default(),
+            meter: StreamMeter::new(),
+        };
+        if charge.strip_usage {
+            // Chunks will be rewritten: the upstream's length no longer holds.
+            cx.mutations.remove("content-length");
+        }
+        true
+    } else if ct.starts_with("application/json") {
+        charge.body = BodyMeter::Json {
+            buf: Vec::new(),
+            overflow: false,
+        };
+        true
+    } else {
+        false
+    }
+}
+
+/// One response body chunk. Returns a replacement body when the chunk must change.
+pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+    let charge = cx.charge.as_deref_mut()?;
+    if charge.usage.is_some() {
+        // Envoy's duplicate final chunk: already finished.
+        return None;
+    }
+    let strip = charge.strip_usage;
+    let mut replacement = None;
+    match &mut charge.body {
+        BodyMeter::Off => return None,
+        BodyMeter::Sse { dec, meter } => {
+            let mut out = Vec::with_capacity(chunk.len());
+            for ev in dec.push(chunk) {
+                match meter.observe(&ev) {
+                    Verdict::UsageOnly if strip => {}
+                    _ => out.extend_from_slice(&ev.raw),
+                }
+            }
+            if end_of_stream {
+                out.extend(dec.finish());
+            }
+            if strip {
+                replacement = Some(out);
+            }
+        }
+        BodyMeter::Json { buf, overflow } => {
+            if !*overflow {
+                if buf.len() + chunk.len() <= MAX_JSON {
+                    buf.extend_from_slice(chunk);
+                } else {
+                    *overflow = true;
+                    buf.clear();
+                }
+            }
+        }
+    }
+    if end_of_stream {
+        let usage = match &charge.body {
+            BodyMeter::Json {
+                buf,
+                overflow: false,
+            } => usage::from_json(buf).unwrap_or_else(|| Usage {
+                input: charge.prompt_tokens(),
+                ..Usage::default()
+            }),
+            BodyMeter::Json { overflow: true, .. } => Usage {
+                input: charge.prompt_tokens(),
+                output: charge.max_output,
+                ..Usage::default()
+            },
+            BodyMeter::Sse { meter, .. } => {
+                meter.finish(charge.encoding, || charge.prompt_tokens())
+            }
+            BodyMeter::Off => Usage::default(),
+        };
+        charge.usage = Some(usage);
+    }
+    replacement
+}
