@@ -75,6 +75,21 @@ pub fn is_sse(content_type: &str) -> bool {
 }
 
 impl ResponseGuard {
+    /// A call to a tool the policy denies ends the response.
+    fn check_tool_call(&self, call: &Value) -> Result<(), GuardError> {
+        let name = call
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str);
+        match (&self.policy.tools, name) {
+            (Some(tools), Some(name)) if !tools.allows(name) => Err(GuardError::ToolDenied {
+                policy: self.policy.name.clone(),
+                name: name.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// A processor for a response with these headers.
     pub fn new(
         policy: Arc<Policy>,
@@ -278,18 +293,7 @@ impl ResponseGuard {
             if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
                 for call in calls.iter_mut() {
                     let t = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    if let (Some(tools), Some(name)) = (
-                        &self.policy.tools,
-                        call.get("function")
-                            .and_then(|f| f.get("name"))
-                            .and_then(Value::as_str),
-                    ) && !tools.allows(name)
-                    {
-                        return Err(GuardError::ToolDenied {
-                            policy: self.policy.name.clone(),
-                            name: name.to_owned(),
-                        });
-                    }
+                    self.check_tool_call(call)?;
                     if let Some(Value::String(s)) = call
                         .get_mut("function")
                         .and_then(|f| f.get_mut("arguments"))
@@ -496,18 +500,7 @@ impl ResponseGuard {
             }
             if let Some(Value::Array(calls)) = msg.get_mut("tool_calls") {
                 for call in calls.iter_mut() {
-                    if let (Some(tools), Some(name)) = (
-                        &self.policy.tools,
-                        call.get("function")
-                            .and_then(|f| f.get("name"))
-                            .and_then(Value::as_str),
-                    ) && !tools.allows(name)
-                    {
-                        return Err(GuardError::ToolDenied {
-                            policy: self.policy.name.clone(),
-                            name: name.to_owned(),
-                        });
-                    }
+                    self.check_tool_call(call)?;
                     if let Some(Value::String(s)) = call
                         .get_mut("function")
                         .and_then(|f| f.get_mut("arguments"))

@@ -44,15 +44,7 @@ impl MemoryLimiter {
                 .unwrap_or_default();
             let taken = s.used.saturating_add(s.reserved);
             if taken.saturating_add(c.amount) > c.limit {
-                return Admission::Refused(Refusal {
-                    rule: c.rule.clone(),
-                    metric: c.metric,
-                    window: c.window,
-                    limit: c.limit,
-                    remaining: c.limit.saturating_sub(taken),
-                    requested: c.amount,
-                    reset_secs: c.reset_secs,
-                });
+                return Admission::Refused(Refusal::of(c, taken));
             }
         }
         for c in &demand.counters {

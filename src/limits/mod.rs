@@ -247,6 +247,21 @@ pub struct Refusal {
     pub reset_secs: u64,
 }
 
+impl Refusal {
+    /// The refusal for counter `c` when `taken` (used + reserved) leaves too little room.
+    pub fn of(c: &Counter, taken: u64) -> Refusal {
+        Refusal {
+            rule: c.rule.clone(),
+            metric: c.metric,
+            window: c.window,
+            limit: c.limit,
+            remaining: c.limit.saturating_sub(taken),
+            requested: c.amount,
+            reset_secs: c.reset_secs,
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (what, limit, remaining, requested) = match self.metric {

@@ -272,15 +272,7 @@ impl Limiter for RedisLimiter {
                     format!("reserve reply {i}")
                 })
             })?;
-        Ok(Admission::Refused(Refusal {
-            rule: c.rule.clone(),
-            metric: c.metric,
-            window: c.window,
-            limit: c.limit,
-            remaining: c.limit.saturating_sub(taken),
-            requested: c.amount,
-            reset_secs: c.reset_secs,
-        }))
+        Ok(Admission::Refused(Refusal::of(c, taken)))
     }
 
     async fn settle(&self, reservation: &Reservation, actual: Amounts) -> Result<(), LimitError> {
