@@ -114,7 +114,8 @@ def obs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Obs]:
         },
         "metrics": {"time_to_first_token": True},
     }
-    cfg["audit"] = {"output": str(audit)}
+    # Payloads on: the audit log may then hold prompts, but only as the guard masked them.
+    cfg["audit"] = {"output": str(audit), "include_payload": True}
     # The PII test's client key is a real consumer's (so requests pass auth); it is a secret
     # that must never show up in telemetry either.
     cfg.setdefault("consumers", []).append({
@@ -268,8 +269,10 @@ def test_no_raw_pii_in_logs_spans_metrics_or_audit(obs: Obs) -> None:
                       headers={"authorization": f"Bearer {PII['client_key']}", **headers},
                       body={"model": "echo"})
     assert r2.status == 404, r2
-    for rid in ids:
-        obs.audit_for(rid)
+    lines = [obs.audit_for(rid) for rid in ids]
+    # The guarded echo request logs its masked messages; unguarded ones log none.
+    assert "[EMAIL]" in json.dumps(lines[0]["payload"]), lines[0]
+    assert "payload" not in lines[1], lines[1]
     # Let the span exporter flush its batch (200 ms wait + export).
     obs.receiver.wait_for(ids[-1].encode())
 

@@ -404,13 +404,6 @@ impl Cx {
         if queue_size == 0 {
             self.err("audit.queue_size", "must be at least 1");
         }
-        if raw.include_payload == Some(true) {
-            // Only masked text may ever be logged, and masking is the guard's job.
-            self.err(
-                "audit.include_payload",
-                "payload logging needs the guard's PII masking, which this build does not have; only masked text may be logged, so this is refused",
-            );
-        }
         let output = match raw.output.as_deref() {
             None => return None,
             Some("stdout") => AuditOutput::Stdout,
@@ -428,6 +421,7 @@ impl Cx {
             max_size,
             max_files,
             queue_size: queue_size.max(1),
+            include_payload: raw.include_payload.unwrap_or(false),
         })
     }
 

@@ -127,6 +127,8 @@ pub struct AuditSettings {
     pub max_files: u32,
     /// Bound of the writer's queue.
     pub queue_size: usize,
+    /// Add the guard-masked messages to each line (see [`crate::guard::masked_payload`]).
+    pub include_payload: bool,
 }
 
 /// Audit destination.

@@ -137,8 +137,9 @@ pub struct RawAudit {
     /// Lines waiting for the writer; when full, lines are dropped (and counted in
     /// `tollgate_audit_lines_dropped_total`) rather than slowing requests. Default `4096`.
     pub queue_size: Option<usize>,
-    /// Add the prompt to each line. Only masked text may be logged: this needs the guard's
-    /// masking, which this build does not have, so `true` is refused.
+    /// Add the request's messages to each line, as the guard masked them. Only masked text is
+    /// ever logged: the field is present only when the request's guard policy masks requests
+    /// (not in shadow mode), and holds only the roles that policy scans. Default `false`.
     pub include_payload: Option<bool>,
 }
 

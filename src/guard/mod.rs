@@ -201,6 +201,40 @@ pub struct GuardCtx {
     pub response: Option<response::ResponseGuard>,
 }
 
+/// The request's messages for the audit log, as `policy` masked them: `[{"role", "content"}]`
+/// for the roles the policy scans. `None` unless the policy masks requests and enforces (not
+/// shadow mode), so unmasked prompt text can never reach the audit log through here. `body`
+/// must be the body after the guard ran. Multi-part content keeps only its text parts.
+pub fn masked_payload(policy: &Policy, body: &[u8]) -> Option<serde_json::Value> {
+    use serde_json::{Value, json};
+    if policy.shadow || policy.request.is_none() {
+        return None;
+    }
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let messages = doc.get("messages")?.as_array()?;
+    let out: Vec<Value> = messages
+        .iter()
+        .filter_map(|m| {
+            let role = m.get("role")?.as_str()?;
+            if !policy.roles.iter().any(|r| r == role) {
+                return None;
+            }
+            let content = match m.get("content")? {
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => parts
+                    .iter()
+                    .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => return None,
+            };
+            Some(json!({"role": role, "content": content}))
+        })
+        .collect();
+    Some(Value::Array(out))
+}
+
 /// Counts of a mask state as `(entity, action, n)` for metrics.
 pub fn counts(state: &MaskState) -> impl Iterator<Item = (&str, Action, u64)> {
     state.counts.iter().map(|((e, a), n)| (&**e, *a, *n))

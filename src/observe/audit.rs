@@ -76,6 +76,9 @@ pub fn line(r: &RequestRecord) -> Value {
     if let Some(c) = &r.consumer {
         put("consumer", json!(c));
     }
+    if let Some(p) = &r.payload {
+        put("payload", p.clone());
+    }
     if r.limits_fail_open {
         put("limits_fail_open", json!(true));
     }

@@ -79,6 +79,8 @@ pub struct RequestRecord {
     pub guard: Option<GuardSummary>,
     /// Admitted without a limits check because the limits store was down (fail-open).
     pub limits_fail_open: bool,
+    /// The request's messages as the guard masked them (`audit.include_payload`).
+    pub payload: Option<serde_json::Value>,
 }
 
 impl RequestRecord {
@@ -190,5 +192,6 @@ pub(crate) fn sample_record() -> RequestRecord {
         team: None,
         guard: None,
         limits_fail_open: false,
+        payload: None,
     }
 }

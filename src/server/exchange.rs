@@ -88,6 +88,8 @@ pub struct Exchange {
     log_span: tracing::Span,
     /// Tokens, cost (USD, when priced) and fail-open, once usage is completed.
     settled: Option<(crate::observe::Usage, Option<f64>, bool)>,
+    /// Guard-masked messages for the audit line (`audit.include_payload`).
+    payload: Option<serde_json::Value>,
 }
 
 impl Exchange {
@@ -116,6 +118,7 @@ impl Exchange {
             timing_body: false,
             first_body: None,
             settled: None,
+            payload: None,
             log_span: tracing::info_span!(
                 "request",
                 request_id = tracing::field::Empty,
@@ -258,6 +261,17 @@ impl Exchange {
             return self.refuse(e);
         }
         self.report_request_guard();
+        if self
+            .snap
+            .settings
+            .audit
+            .as_ref()
+            .is_some_and(|a| a.include_payload)
+            && let Some(g) = &self.cx.guard
+        {
+            let body = self.cx.mutations.body.as_deref().unwrap_or(&b.body);
+            self.payload = crate::guard::masked_payload(&g.policy, body);
+        }
         usage::request_body(&self.snap, &mut self.cx, b.body);
         if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
             return self.refuse(e);
@@ -558,6 +572,7 @@ impl Exchange {
             consumer: self.cx.identity.as_ref().map(|w| w.consumer.clone()),
             team: self.cx.identity.as_ref().and_then(|w| w.team.clone()),
             limits_fail_open: self.settled.as_ref().is_some_and(|(_, _, f)| *f),
+            payload: self.payload.take(),
             guard: self.guard_summary(),
         }
     }

@@ -352,7 +352,7 @@ fn telemetry_and_audit_errors_have_paths() {
 version: 1
 telemetry:
   traces: { enabled: true, endpoint: "collector:4317", sampling_ratio: 1.5, servce_name: x }
-audit: { output: relative/audit.jsonl, include_payload: true }
+audit: { output: relative/audit.jsonl }
 "#,
     );
     let joined = errs.join("\n");
@@ -365,7 +365,7 @@ audit: { output: relative/audit.jsonl, include_payload: true }
 version: 1
 telemetry:
   traces: { enabled: true, endpoint: "collector:4317", sampling_ratio: 1.5 }
-audit: { output: relative/audit.jsonl, include_payload: true, queue_size: 0 }
+audit: { output: relative/audit.jsonl, queue_size: 0 }
 "#,
     );
     let joined = errs.join("\n");
@@ -373,7 +373,6 @@ audit: { output: relative/audit.jsonl, include_payload: true, queue_size: 0 }
         "telemetry.traces.endpoint: \"collector:4317\" is not a URL",
         "telemetry.traces.sampling_ratio: 1.5 is not between 0.0 and 1.0",
         "audit.output: \"relative/audit.jsonl\" must be `stdout` or an absolute file path",
-        "audit.include_payload: payload logging needs the guard's PII masking",
         "audit.queue_size: must be at least 1",
     ] {
         assert!(joined.contains(want), "missing {want:?} in:\n{joined}");

@@ -86,6 +86,7 @@ fn file_output_rotates_by_size_and_keeps_max_files() {
         max_size: one * 3,
         max_files: 2,
         queue_size: 64,
+        include_payload: false,
     };
     let metrics = Arc::new(Metrics::new());
     let (log, writer) = AuditLog::start(&settings, metrics.clone()).expect("start");
@@ -130,6 +131,7 @@ fn unwritable_path_fails_at_start() {
         max_size: 1 << 20,
         max_files: 1,
         queue_size: 8,
+        include_payload: false,
     };
     let err = AuditLog::start(&settings, Arc::new(Metrics::new()))
         .err()

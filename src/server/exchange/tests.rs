@@ -1397,3 +1397,49 @@ consumers:
         "llama-70b"
     );
 }
+
+#[test]
+fn audit_payload_holds_only_guard_masked_messages() {
+    let audit = "audit: { output: stdout, include_payload: true }\n";
+    let (mut ex, sink) = observed(audit);
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
+        r#"{"model":"echo","user":"kim@example.com","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"mail kim@example.com"},{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    let payload = sink.0.lock()[0]
+        .payload
+        .clone()
+        .expect("guarded request has a payload");
+    assert_eq!(
+        payload,
+        serde_json::json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "mail [EMAIL]"},
+        ])
+    );
+    assert!(!payload.to_string().contains("kim@example.com"));
+
+    // No guard policy masks this model's requests: no payload at all.
+    let (mut ex, sink) = observed(audit);
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
+        r#"{"model":"mini","messages":[{"role":"user","content":"kim@example.com"}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    assert_eq!(sink.0.lock()[0].payload, None);
+
+    // Off unless configured.
+    let (mut ex, sink) = observed("");
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    ex.on_message_now(body(
+        r#"{"model":"echo","messages":[{"role":"user","content":"hi"}]}"#,
+    ))
+    .unwrap();
+    drop(ex);
+    assert_eq!(sink.0.lock()[0].payload, None);
+}
