@@ -130,6 +130,36 @@ pub fn reply_text(upstream: &str, model: &str, last_user_text: &str) -> String {
     }
 }
 
+/// The function a `tool-<name>` model calls instead of answering in text, so
+/// the gateway's response-side tool policy can be exercised end to end.
+pub fn tool_call_name(model: &str) -> Option<&str> {
+    model.strip_prefix("tool-").filter(|name| !name.is_empty())
+}
+
+/// One function call the assistant makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The JSON-encoded arguments string, as OpenAI sends it.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// A call to `name` whose arguments carry the last user message, so a
+    /// test controls (and can recognise) every argument byte that reaches it.
+    pub fn new(meta: &ChatMeta, name: &str, last_user_text: &str) -> Self {
+        let arguments = serde_json::json!({ "input": last_user_text }).to_string();
+        Self {
+            // Derived from the completion id: unique per response, and stable
+            // for the unit tests.
+            id: format!("call_{}", meta.id.rsplit('-').next().unwrap_or("0")),
+            name: name.to_owned(),
+            arguments,
+        }
+    }
+}
+
 /// Demo token approximation: one token per started group of four
 /// characters. Never zero for non-empty text, zero for empty text.
 pub fn approx_tokens(chars: usize) -> u64 {
@@ -193,11 +223,60 @@ struct CompletionChoice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    // `null` when the assistant calls a tool, as OpenAI renders it.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[FullToolCall<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct FullToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionCall<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
 }
 
 /// A non-streaming `chat.completion` body.
 pub fn render_completion(meta: &ChatMeta, reply: &str, usage: Usage) -> Bytes {
+    let message = Message {
+        role: "assistant",
+        content: Some(reply),
+        tool_calls: None,
+    };
+    render_message(meta, message, "stop", usage)
+}
+
+/// A non-streaming `chat.completion` body whose assistant message calls one tool.
+pub fn render_tool_completion(meta: &ChatMeta, call: &ToolCall, usage: Usage) -> Bytes {
+    let message = Message {
+        role: "assistant",
+        content: None,
+        tool_calls: Some([FullToolCall {
+            id: &call.id,
+            kind: "function",
+            function: FunctionCall {
+                name: Some(&call.name),
+                arguments: &call.arguments,
+            },
+        }]),
+    };
+    render_message(meta, message, "tool_calls", usage)
+}
+
+fn render_message(
+    meta: &ChatMeta,
+    message: Message<'_>,
+    finish_reason: &'static str,
+    usage: Usage,
+) -> Bytes {
     json_bytes(&Completion {
         id: &meta.id,
         object: "chat.completion",
@@ -205,12 +284,9 @@ pub fn render_completion(meta: &ChatMeta, reply: &str, usage: Usage) -> Bytes {
         model: &meta.model,
         choices: [CompletionChoice {
             index: 0,
-            message: Message {
-                role: "assistant",
-                content: reply,
-            },
+            message,
             logprobs: None,
-            finish_reason: "stop",
+            finish_reason,
         }],
         usage,
     })
@@ -261,6 +337,20 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+/// A streamed piece of a tool call: the first carries id, type and name
+/// with empty arguments; later ones only an arguments fragment.
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionCall<'a>,
 }
 
 /// Frames one SSE event: `data: <payload>\n\n`.
@@ -293,9 +383,14 @@ enum Stage {
 /// Order: role chunk, one chunk per piece of `chunk_chars` characters, a
 /// chunk with an empty delta and `finish_reason: "stop"`, with
 /// `include_usage` a `choices: []` chunk carrying usage, then `[DONE]`.
+/// For a tool call ([`SseChunks::tool_call`]) the role chunk also names the
+/// call, the pieces are `function.arguments` fragments and the finish reason
+/// is `"tool_calls"`, as OpenAI streams them.
 pub struct SseChunks {
     meta: ChatMeta,
+    /// The text streamed in pieces: the answer, or a tool call's arguments.
     reply: String,
+    tool: Option<(String, String)>,
     pos: usize,
     chunk_chars: usize,
     usage: Usage,
@@ -314,12 +409,26 @@ impl SseChunks {
         Self {
             meta,
             reply,
+            tool: None,
             pos: 0,
             chunk_chars,
             usage,
             include_usage,
             stage: Stage::Role,
         }
+    }
+
+    /// The events of a response that calls one tool instead of answering.
+    pub fn tool_call(
+        meta: ChatMeta,
+        call: ToolCall,
+        chunk_chars: usize,
+        usage: Usage,
+        include_usage: bool,
+    ) -> Self {
+        let mut chunks = Self::new(meta, call.arguments, chunk_chars, usage, include_usage);
+        chunks.tool = Some((call.id, call.name));
+        chunks
     }
 
     fn chunk(&self, choices: &[ChunkChoice<'_>], usage: Option<Usage>) -> Bytes {
@@ -354,9 +463,25 @@ impl Iterator for SseChunks {
             match self.stage {
                 Stage::Role => {
                     self.stage = Stage::Content;
-                    let delta = Delta {
-                        role: Some("assistant"),
-                        content: Some(""),
+                    let delta = match &self.tool {
+                        None => Delta {
+                            role: Some("assistant"),
+                            content: Some(""),
+                            tool_calls: None,
+                        },
+                        Some((id, name)) => Delta {
+                            role: Some("assistant"),
+                            content: None,
+                            tool_calls: Some([ToolCallDelta {
+                                index: 0,
+                                id: Some(id),
+                                kind: Some("function"),
+                                function: FunctionCall {
+                                    name: Some(name),
+                                    arguments: "",
+                                },
+                            }]),
+                        },
                     };
                     return Some(self.choice_chunk(delta, None));
                 }
@@ -366,9 +491,24 @@ impl Iterator for SseChunks {
                         self.stage = Stage::Finish;
                         continue;
                     };
-                    let delta = Delta {
-                        role: None,
-                        content: Some(piece),
+                    let delta = if self.tool.is_some() {
+                        Delta {
+                            tool_calls: Some([ToolCallDelta {
+                                index: 0,
+                                id: None,
+                                kind: None,
+                                function: FunctionCall {
+                                    name: None,
+                                    arguments: piece,
+                                },
+                            }]),
+                            ..Delta::default()
+                        }
+                    } else {
+                        Delta {
+                            content: Some(piece),
+                            ..Delta::default()
+                        }
                     };
                     let event = self.choice_chunk(delta, None);
                     self.pos += piece.len();
@@ -380,7 +520,12 @@ impl Iterator for SseChunks {
                     } else {
                         Stage::Done
                     };
-                    return Some(self.choice_chunk(Delta::default(), Some("stop")));
+                    let reason = if self.tool.is_some() {
+                        "tool_calls"
+                    } else {
+                        "stop"
+                    };
+                    return Some(self.choice_chunk(Delta::default(), Some(reason)));
                 }
                 Stage::Usage => {
                     self.stage = Stage::Done;
@@ -643,5 +788,97 @@ mod tests {
         ));
         assert_eq!(evs.len(), 3);
         assert_eq!(evs[2], "[DONE]");
+    }
+
+    #[test]
+    fn tool_models_name_the_function() {
+        assert_eq!(tool_call_name("tool-shell_exec"), Some("shell_exec"));
+        assert_eq!(tool_call_name("tool-get_weather"), Some("get_weather"));
+        assert_eq!(tool_call_name("tool-"), None);
+        assert_eq!(tool_call_name("echo"), None);
+        assert_eq!(tool_call_name("my-tool-x"), None);
+    }
+
+    #[test]
+    fn tool_completion_json_shape() {
+        let call = ToolCall::new(&meta(), "get_weather", "Seoul \"now\"");
+        assert_eq!(call.id, "call_7");
+        let body = render_tool_completion(&meta(), &call, Usage::from_chars(4, 2));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["choices"],
+            json!([{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": "call_7",
+                        "type": "function",
+                        "function": {
+                            "name": "get_weather",
+                            "arguments": "{\"input\":\"Seoul \\\"now\\\"\"}"
+                        }
+                    }]
+                },
+                "logprobs": null,
+                "finish_reason": "tool_calls"
+            }])
+        );
+        let args: Value = serde_json::from_str(
+            v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(args, json!({"input": "Seoul \"now\""}));
+    }
+
+    #[test]
+    fn sse_tool_call_streams_head_then_argument_pieces() {
+        let call = ToolCall::new(&meta(), "shell_exec", "rm -rf /");
+        let arguments = call.arguments.clone();
+        let evs = events(SseChunks::tool_call(
+            meta(),
+            call,
+            4,
+            Usage::from_chars(3, 5),
+            true,
+        ));
+        assert_eq!(evs.last().unwrap(), "[DONE]");
+        let json: Vec<Value> = evs[..evs.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(
+            json[0]["choices"][0]["delta"],
+            json!({"role": "assistant", "tool_calls": [{
+                "index": 0, "id": "call_7", "type": "function",
+                "function": {"name": "shell_exec", "arguments": ""}
+            }]})
+        );
+        // role/head, ceil(len/4) argument pieces, finish, usage.
+        let pieces = arguments.len().div_ceil(4);
+        assert_eq!(json.len(), 1 + pieces + 2);
+        let mut joined = String::new();
+        for v in &json[1..=pieces] {
+            let delta = &v["choices"][0]["delta"];
+            let calls = delta["tool_calls"].as_array().unwrap();
+            assert_eq!(calls.len(), 1);
+            // Later pieces carry only the index and an arguments fragment.
+            assert_eq!(calls[0].as_object().unwrap().len(), 2, "{delta}");
+            assert_eq!(calls[0]["index"], 0);
+            assert_eq!(calls[0]["function"].as_object().unwrap().len(), 1);
+            let piece = calls[0]["function"]["arguments"].as_str().unwrap();
+            assert!(piece.chars().count() <= 4 && !piece.is_empty());
+            assert!(delta.get("content").is_none() && delta.get("role").is_none());
+            joined.push_str(piece);
+        }
+        assert_eq!(joined, arguments);
+        let finish = &json[pieces + 1]["choices"][0];
+        assert_eq!(finish["delta"], json!({}));
+        assert_eq!(finish["finish_reason"], "tool_calls");
+        assert_eq!(json[pieces + 2]["choices"], json!([]));
+        assert!(json[pieces + 2]["usage"].is_object());
     }
 }

@@ -24,8 +24,8 @@ use crate::embed::{parse_embeddings, render_embeddings};
 use crate::error::ApiError;
 use crate::record::{DEFAULT_CAPACITY, Recorded, Recorder};
 use crate::reply::{
-    ChatMeta, SseChunks, Usage, json_bytes, parse_chat, render_completion, reply_text,
-    simulated_error_status,
+    ChatMeta, SseChunks, ToolCall, Usage, json_bytes, parse_chat, render_completion,
+    render_tool_completion, reply_text, simulated_error_status, tool_call_name,
 };
 
 /// Names the upstream that served a response, so tests can tell upstreams
@@ -223,19 +223,24 @@ fn chat_response(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     if let Some(status) = simulated_error_status(req.model) {
         return Err(ApiError::simulated(status, &state.config.name, req.model));
     }
-    let reply = reply_text(&state.config.name, req.model, &req.last_user_text);
-    let usage = Usage::from_chars(req.prompt_chars, reply.chars().count());
     let meta = state.chat_meta(req.model);
-    if !req.stream {
-        return Ok(json_response(render_completion(&meta, &reply, usage)));
-    }
-    let events = SseChunks::new(
-        meta,
-        reply,
-        state.config.chunk_chars,
-        usage,
-        req.include_usage,
-    );
+    let events = if let Some(name) = tool_call_name(req.model) {
+        let call = ToolCall::new(&meta, name, &req.last_user_text);
+        let usage = Usage::from_chars(req.prompt_chars, call.arguments.chars().count());
+        if !req.stream {
+            return Ok(json_response(render_tool_completion(&meta, &call, usage)));
+        }
+        let chunk_chars = state.config.chunk_chars;
+        SseChunks::tool_call(meta, call, chunk_chars, usage, req.include_usage)
+    } else {
+        let reply = reply_text(&state.config.name, req.model, &req.last_user_text);
+        let usage = Usage::from_chars(req.prompt_chars, reply.chars().count());
+        if !req.stream {
+            return Ok(json_response(render_completion(&meta, &reply, usage)));
+        }
+        let chunk_chars = state.config.chunk_chars;
+        SseChunks::new(meta, reply, chunk_chars, usage, req.include_usage)
+    };
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
