@@ -60,7 +60,7 @@ bench-micro: redis ## Criterion: masking MB/s, per-SSE-event cost, admission cos
 	$(CARGO) bench --locked --bench guard
 	$(CARGO) bench --locked --bench limits
 
-pii-report: build venv ## Precision/recall of the PII detectors on a generated, oracle-labelled corpus
+pii-report: build venv ## Precision/recall of the PII and secret detectors on a generated, labelled corpus
 	$(PY) scripts/pii_report.py --tollgate target/debug/tollgate
 
 clean:

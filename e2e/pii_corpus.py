@@ -1,5 +1,10 @@
 """Labelled PII corpus for tollgate's detectors, generated with independent oracles.
 
+Secrets (API keys, tokens, JWTs, PEM private keys, ``password=…`` assignments) have no oracle
+library: they are generated to the published formats (prefix, length, alphabet), and each
+near-miss breaks one rule (wrong prefix, too short, lower case, not a JWT, a public PEM block,
+``password`` in prose).
+
 Values come from generators (Faker, random digits) and are labelled by oracles that share no
 code with tollgate: python-stdnum (Luhn, IBAN, Korean RRN/BRN, US SSN), phonenumbers
 (libphonenumber's Korean and international metadata), Python's ``ipaddress``.  Near-misses
@@ -10,6 +15,7 @@ whole batch).  Used by ``test_pii_oracle.py`` and ``scripts/pii_report.py``.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import random
@@ -203,7 +209,172 @@ NEAR_MISSES = [
 ]
 
 
-def samples(seed: int = 7, n: int = 60) -> list[Sample]:
+# ---- secrets -------------------------------------------------------------------------------
+# No oracle library exists for secrets; positives are built to the published formats
+# (docs/pii-formats: prefixes, lengths, alphabets) and near-misses break exactly one rule.
+
+SECRETS = ["openai_key", "anthropic_key", "aws_access_key", "github_token", "slack_token",
+           "google_api_key", "jwt", "private_key", "secret_assignment"]
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+URLSAFE = ALNUM + "-_"
+UPPER_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+def _chars(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _key_body(rng: random.Random, n: int) -> str:
+    """A key body over the whole base64url alphabet, so some end in '-' (not a word character)."""
+    return _chars(rng, URLSAFE, n)
+
+
+def openai_keys(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        out.append((rng.choice([f"sk-{_chars(rng, ALNUM, 48)}", f"sk-proj-{_key_body(rng, 156)}",
+                                f"sk-svcacct-{_key_body(rng, 120)}"]), True, "valid"))
+        out.append((f"sk-{_chars(rng, ALNUM, rng.randint(4, 19))}", False, "too_short"))
+        out.append((f"pk-{_chars(rng, ALNUM, 48)}", False, "wrong_prefix"))
+    return out
+
+
+def anthropic_keys(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        out.append((f"sk-ant-api03-{_key_body(rng, 93)}AA", True, "valid"))
+        out.append((f"sk-ant-{_chars(rng, ALNUM, rng.randint(4, 12))}", False, "too_short"))
+    return out
+
+
+def aws_keys(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        out.append((rng.choice(["AKIA", "ASIA"]) + _chars(rng, UPPER_ALNUM, 16), True, "valid"))
+        out.append(("akia" + _chars(rng, UPPER_ALNUM, 16).lower(), False, "lowercase"))
+        out.append(("AKIA" + _chars(rng, UPPER_ALNUM, rng.randint(8, 15)), False, "too_short"))
+        out.append(("AKIB" + _chars(rng, UPPER_ALNUM, 16), False, "wrong_prefix"))
+    return out
+
+
+def github_tokens(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        out.append((rng.choice([f"gh{rng.choice('pousr')}_{_chars(rng, ALNUM, 36)}",
+                                f"github_pat_{_chars(rng, ALNUM, 22)}_{_chars(rng, ALNUM, 59)}"]),
+                    True, "valid"))
+        out.append((f"ghp_{_chars(rng, ALNUM, rng.randint(10, 35))}", False, "too_short"))
+        out.append((f"ghx_{_chars(rng, ALNUM, 36)}", False, "wrong_prefix"))
+    return out
+
+
+def slack_tokens(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        team, user = _digits(rng, rng.randint(10, 13)), _digits(rng, rng.randint(10, 13))
+        out.append((rng.choice([
+            f"xoxb-{team}-{user}-{_chars(rng, ALNUM, 24)}",
+            f"xoxp-{team}-{user}-{_digits(rng, 13)}-{_chars(rng, 'abcdef0123456789', 32)}",
+            f"https://hooks.slack.com/services/T{_chars(rng, UPPER_ALNUM, 8)}/B{_chars(rng, UPPER_ALNUM, 10)}/{_chars(rng, ALNUM, 24)}",
+        ]), True, "valid"))
+        out.append((f"xoxq-{team}-{user}-{_chars(rng, ALNUM, 24)}", False, "wrong_prefix"))
+        out.append((f"xoxb-{_digits(rng, rng.randint(3, 9))}", False, "too_short"))
+    return out
+
+
+def google_keys(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        # The full alphabet: about one key in 64 ends in '-'.
+        out.append(("AIza" + _chars(rng, URLSAFE, 35), True, "valid"))
+        out.append(("AIza" + _chars(rng, URLSAFE, rng.randint(10, 30)) + rng.choice(ALNUM), False, "too_short"))
+        out.append(("Aiza" + _chars(rng, ALNUM, 35), False, "wrong_prefix"))
+    return out
+
+
+def jwts(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        header = {"alg": rng.choice(["HS256", "RS256", "ES256"]), "typ": "JWT"}
+        payload = {"sub": _digits(rng, 10), "name": rng.choice(["Kim Minsu", "Jane Doe"]),
+                   "iat": 1_700_000_000 + rng.randint(0, 10**7)}
+        parts = [_b64url(json.dumps(header, separators=(",", ":")).encode()),
+                 _b64url(json.dumps(payload, separators=(",", ":")).encode()),
+                 _b64url(rng.randbytes(rng.choice([32, 64])))]
+        assert parts[0].startswith("eyJ") and json.loads(base64.urlsafe_b64decode(parts[0] + "=="))
+        out.append((".".join(parts), True, "valid"))
+        out.append((base64.b64encode(rng.randbytes(rng.randint(24, 60))).decode(), False, "base64_blob"))
+        out.append((".".join(_b64url(rng.randbytes(24)) for _ in range(3)), False, "not_json_header"))
+        out.append((parts[0], False, "header_only"))
+    return out
+
+
+PEM_TYPES = ["RSA PRIVATE KEY", "PRIVATE KEY", "EC PRIVATE KEY", "OPENSSH PRIVATE KEY",
+             "ENCRYPTED PRIVATE KEY"]
+
+
+def _pem(rng: random.Random, label: str) -> str:
+    body = base64.b64encode(rng.randbytes(rng.choice([120, 300, 900]))).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----"])
+
+
+def private_keys(rng: random.Random, n: int) -> list[tuple[str, bool, str]]:
+    out = []
+    for _ in range(n):
+        out.append((_pem(rng, rng.choice(PEM_TYPES)), True, "valid"))
+        out.append((_pem(rng, rng.choice(["PUBLIC KEY", "CERTIFICATE"])), False, "public_block"))
+    return out
+
+
+def secret_assignments(rng: random.Random, n: int) -> list[tuple[str, str, bool, str]]:
+    """(text, value, positive, kind): the finding covers the assigned value, not the name."""
+    out = []
+    for _ in range(n):
+        value = _chars(rng, ALNUM + "!@#$%^&*-_+", rng.randint(8, 32))
+        form = rng.choice(["password={v}", "API_KEY={v}", "secret: {v}", 'DB_PASSWORD="{v}"',
+                           '"client_secret": "{v}"', "export ACCESS_TOKEN='{v}'", "pwd = {v}"])
+        line = form.format(v=value)
+        out.append((rng.choice(["{l}", "config:\n  {l}\n", "Set {l} in .env first.", "값: {l}"]).format(l=line),
+                    value, True, "valid"))
+    for prose in ["Your password must be at least 12 characters long.",
+                  "I forgot my password again, can you reset it?",
+                  "The API key is stored in the vault, never in code.",
+                  "Keep the secret between us.",
+                  "password reset emails go out within 5 minutes"]:
+        out.append((prose, prose, False, "prose"))
+    out.append(("password=abc", "abc", False, "too_short"))
+    return out
+
+
+SECRET_NEAR_MISSES = [
+    ("openai_key", "risk-assessment-framework-document-v2", "inside_word"),
+    ("jwt", "1.2.3", "version"),
+    ("jwt", "v2.10.3-rc.1", "version"),
+    ("aws_access_key", "AKIA", "prefix_only"),
+]
+
+
+def secret_samples(rng: random.Random, n: int) -> list[Sample]:
+    out: list[Sample] = []
+    for entity, gen in [("openai_key", openai_keys), ("anthropic_key", anthropic_keys),
+                        ("aws_access_key", aws_keys), ("github_token", github_tokens),
+                        ("slack_token", slack_tokens), ("google_api_key", google_keys),
+                        ("jwt", jwts), ("private_key", private_keys)]:
+        for value, ok, kind in gen(rng, n):
+            out.append(Sample(rng.choice(TEMPLATES).format(v=value), value, entity, ok, kind))
+    for text, value, ok, kind in secret_assignments(rng, n):
+        out.append(Sample(text, value, "secret_assignment", ok, kind))
+    for entity, value, kind in SECRET_NEAR_MISSES:
+        out.append(Sample(f"see {value} please", value, entity, False, kind))
+    return out
+
+
+def samples(seed: int = 7, n: int = 60, secrets: bool = True) -> list[Sample]:
     rng = random.Random(seed)
     fake = Faker(["en_US", "ko_KR"])
     Faker.seed(seed)
@@ -226,6 +397,8 @@ def samples(seed: int = 7, n: int = 60) -> list[Sample]:
     add("ipv6", [(fake.ipv6(), True, "valid") for _ in range(n)])
     for entity, value, kind in NEAR_MISSES:
         out.append(Sample(f"see {value} please", value, entity, False, kind))
+    if secrets:
+        out.extend(secret_samples(rng, n))
     return out
 
 

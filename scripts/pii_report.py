@@ -1,10 +1,11 @@
-"""Precision/recall of tollgate's built-in detectors on a generated, oracle-labelled corpus.
+"""Precision/recall of tollgate's built-in PII and secret detectors on a generated, labelled corpus.
 
     make pii-report            # or: .venv/bin/python scripts/pii_report.py --n 500 --seed 1
 
 The corpus (e2e/pii_corpus.py) is generated with Faker and random digits and labelled by
 python-stdnum, phonenumbers and ipaddress, with near-misses (bad checksums, impossible dates,
-version strings, timestamps, order numbers).  "own" counts a detector only on its own samples;
+version strings, timestamps, order numbers); secrets are generated to their published formats
+with one-rule-broken near-misses (see pii_corpus.py).  "own" counts a detector only on its own samples;
 "all" also counts findings on other entities' samples (e.g. a Luhn-valid card number inside
 an IBAN with a bad checksum).
 """
@@ -36,13 +37,14 @@ def main() -> int:
     positives = Counter(s.entity for s in corpus if s.positive)
     negatives = Counter(s.entity for s in corpus if not s.positive)
 
-    print(f"tollgate PII detectors: {len(corpus)} samples (seed {args.seed}), oracle-labelled\n")
-    head = f"{'entity':<10} {'pos':>5} {'neg':>5} {'TP':>5} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7} {'precision(all)':>14}"
+    print(f"tollgate PII and secret detectors: {len(corpus)} samples (seed {args.seed}), oracle-labelled\n")
+    w = max(len(e) for e in set(own) | set(every))
+    head = f"{'entity':<{w}} {'pos':>5} {'neg':>5} {'TP':>5} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7} {'precision(all)':>14}"
     print(head)
     print("-" * len(head))
     for entity in sorted(set(own) | set(every)):
         o, a = own.get(entity, pii_corpus.Score()), every.get(entity, pii_corpus.Score())
-        print(f"{entity:<10} {positives[entity]:>5} {negatives[entity]:>5} {o.tp:>5} {o.fp:>4} {o.fn:>4} "
+        print(f"{entity:<{w}} {positives[entity]:>5} {negatives[entity]:>5} {o.tp:>5} {o.fp:>4} {o.fn:>4} "
               f"{o.precision:>9.3f} {o.recall:>7.3f} {a.precision:>14.3f}")
     kinds = Counter((s.entity, s.kind) for s in corpus if not s.positive)
     print("\nnear-miss kinds:", ", ".join(f"{e}/{k}={n}" for (e, k), n in sorted(kinds.items())))

@@ -372,14 +372,18 @@ pub fn builtin(entity: &str) -> Option<Detector> {
             false,
         ),
         "openai_key" => (
-            format!(r"{B}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,200}}{B}"),
+            // The body's alphabet includes '-', which is not a word character: a trailing
+            // `\b` would cut a key ending in '-' short (or, at a fixed length, miss it), so
+            // the last character is either a word character followed by a boundary or '-'.
+            format!(r"{B}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{19,199}}(?:[A-Za-z0-9_]{B}|-)"),
             Check::None,
             None,
             vec![],
             false,
         ),
         "anthropic_key" => (
-            format!(r"{B}sk-ant-(?:api03-|admin01-)?[A-Za-z0-9_-]{{20,200}}{B}"),
+            // Same trailing '-' rule as openai_key.
+            format!(r"{B}sk-ant-(?:api03-|admin01-)?[A-Za-z0-9_-]{{19,199}}(?:[A-Za-z0-9_]{B}|-)"),
             Check::None,
             None,
             vec![],
@@ -409,7 +413,8 @@ pub fn builtin(entity: &str) -> Option<Detector> {
             false,
         ),
         "google_api_key" => (
-            format!(r"{B}AIza[0-9A-Za-z_-]{{35}}{B}"),
+            // Same trailing '-' rule as openai_key: about one key in 64 ends in '-'.
+            format!(r"{B}AIza[0-9A-Za-z_-]{{34}}(?:[0-9A-Za-z_]{B}|-)"),
             Check::None,
             None,
             vec![],

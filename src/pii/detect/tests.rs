@@ -190,6 +190,24 @@ fn secrets() {
 }
 
 #[test]
+fn keys_ending_in_a_dash_are_found_whole() {
+    // '-' is in the key alphabets but is not a word character, so a trailing `\b` used to
+    // miss a Google key ending in it and cut the '-' off OpenAI/Anthropic keys.
+    let google = "AIzaSyA1234567890abcdefghijklmnopqrstu-";
+    hits("google_api_key", &format!("key {google} end"), google);
+    hits("google_api_key", &format!("({google})"), google);
+    let openai = "sk-proj-abcdefghijklmnopqrstuvwx12-";
+    hits("openai_key", &format!("key {openai} end"), openai);
+    let anthropic = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0-";
+    hits("anthropic_key", &format!("{anthropic}."), anthropic);
+    // Still bounded on the left and by length, and not a prefix of a longer word.
+    misses("google_api_key", "AIzaSyA1234567890abcdefghijklmnopqrstuvw");
+    misses("google_api_key", "xAIzaSyA1234567890abcdefghijklmnopqrstu-");
+    misses("openai_key", "sk-abcdefghijklmnopqr-");
+    misses("openai_key", "risk-abcdefghijklmnopqrstuvwxyz");
+}
+
+#[test]
 fn custom_detectors_must_be_bounded() {
     assert_eq!(
         Detector::custom("x", "ORD-[0-9]+", None).unwrap_err(),
