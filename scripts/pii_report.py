@@ -4,10 +4,11 @@
 
 The corpus (e2e/pii_corpus.py) is generated with Faker and random digits and labelled by
 python-stdnum, phonenumbers and ipaddress, with near-misses (bad checksums, impossible dates,
-version strings, timestamps, order numbers); secrets are generated to their published formats
-with one-rule-broken near-misses (see pii_corpus.py).  "own" counts a detector only on its own samples;
-"all" also counts findings on other entities' samples (e.g. a Luhn-valid card number inside
-an IBAN with a bad checksum).
+version strings, timestamps, order numbers); secrets are generated to their published
+formats with one-rule-broken near-misses (see pii_corpus.py).  "own" counts a detector only
+on its own samples; "all" also counts findings on other entities' samples (e.g. a Luhn-valid
+card number inside an IBAN with a bad checksum, or a phone-like digit group inside a
+near-miss Slack token).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> int:
     positives = Counter(s.entity for s in corpus if s.positive)
     negatives = Counter(s.entity for s in corpus if not s.positive)
 
-    print(f"tollgate PII and secret detectors: {len(corpus)} samples (seed {args.seed}), oracle-labelled\n")
+    print(f"tollgate PII and secret detectors: {len(corpus)} samples (seed {args.seed}), labelled\n")
     w = max(len(e) for e in set(own) | set(every))
     head = f"{'entity':<{w}} {'pos':>5} {'neg':>5} {'TP':>5} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7} {'precision(all)':>14}"
     print(head)
