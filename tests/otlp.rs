@@ -5,6 +5,9 @@
 //! caller's W3C trace, and that the `traceparent` sent upstream names the exported span.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
+mod common;
+use common::header_map;
+
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -123,19 +126,6 @@ async fn tollgate(yaml: &str) -> (std::net::SocketAddr, Arc<Metrics>) {
     (addr, metrics)
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    HeaderMap {
-        headers: pairs
-            .iter()
-            .map(|(k, v)| HeaderValue {
-                key: (*k).into(),
-                value: String::new(),
-                raw_value: v.as_bytes().to_vec(),
-            })
-            .collect(),
-    }
-}
-
 /// One chat request as Envoy sends it; returns the `traceparent` tollgate set upstream.
 async fn one_request(addr: std::net::SocketAddr, traceparent: Option<&str>) -> Option<String> {
     let mut client = ExternalProcessorClient::connect(format!("http://{addr}"))
@@ -153,7 +143,7 @@ async fn one_request(addr: std::net::SocketAddr, traceparent: Option<&str>) -> O
     let msgs = vec![
         ProcessingRequest {
             request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
-                headers: Some(headers(&hs)),
+                headers: Some(header_map(&hs)),
                 end_of_stream: false,
                 ..Default::default()
             })),
@@ -169,7 +159,7 @@ async fn one_request(addr: std::net::SocketAddr, traceparent: Option<&str>) -> O
         },
         ProcessingRequest {
             request: Some(processing_request::Request::ResponseHeaders(HttpHeaders {
-                headers: Some(headers(&[(":status", "200")])),
+                headers: Some(header_map(&[(":status", "200")])),
                 end_of_stream: false,
                 ..Default::default()
             })),

@@ -3,18 +3,13 @@
 //! gRPC the way Envoy speaks to tollgate. No Envoy here: these tests are about the store.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
+mod common;
+use common::{free_port, header_map, http_get};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tollgate::proto::*;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A redis-server of our own (never a system service).
 struct Redis {
@@ -134,20 +129,6 @@ impl Drop for Tollgate {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
 fn config(redis_url: &str, failure_mode: &str, rule: &str) -> String {
     format!(
         r#"
@@ -216,16 +197,7 @@ fn headers(
 ) -> ProcessingRequest {
     ProcessingRequest {
         request: Some(kind(HttpHeaders {
-            headers: Some(HeaderMap {
-                headers: pairs
-                    .iter()
-                    .map(|(k, v)| HeaderValue {
-                        key: (*k).into(),
-                        value: String::new(),
-                        raw_value: v.as_bytes().to_vec(),
-                    })
-                    .collect(),
-            }),
+            headers: Some(header_map(pairs)),
             ..Default::default()
         })),
         ..Default::default()

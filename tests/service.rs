@@ -3,6 +3,9 @@
 // Helpers outside #[test] fns are test code too; clippy's test allowances do not reach them.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
+mod common;
+use common::{free_port, header_map, http_get};
+
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,16 +76,7 @@ async fn client(addr: std::net::SocketAddr) -> ExternalProcessorClient<tonic::tr
 }
 
 fn headers_msg(pairs: &[(&str, &str)], end_of_stream: bool) -> ProcessingRequest {
-    let headers = HeaderMap {
-        headers: pairs
-            .iter()
-            .map(|(k, v)| HeaderValue {
-                key: (*k).into(),
-                value: String::new(),
-                raw_value: v.as_bytes().to_vec(),
-            })
-            .collect(),
-    };
+    let headers = header_map(pairs);
     ProcessingRequest {
         request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
             headers: Some(headers),
@@ -306,28 +300,6 @@ fn committed_schema_is_current() {
         committed,
         "docs/config.schema.json is stale: run `make schema`"
     );
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
