@@ -96,17 +96,6 @@ pub fn proceed(kind: Kind, m: Mutations) -> ProcessingResponse {
     }
 }
 
-/// Asks Envoy to send this response's body in STREAMED chunks (answer to response
-/// headers). Needs `allow_mode_override: true` in Envoy's ext_proc filter. Only the body
-/// mode is overridden; the other fields stay DEFAULT (the filter's configuration).
-pub fn stream_response_body(mut reply: ProcessingResponse) -> ProcessingResponse {
-    reply.mode_override = Some(ProcessingMode {
-        response_body_mode: BodySendMode::Streamed as i32,
-        ..Default::default()
-    });
-    reply
-}
-
 /// An immediate reply with a JSON body.
 pub fn immediate_json(
     status: u16,
