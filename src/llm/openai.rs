@@ -30,12 +30,27 @@ pub struct RequestView {
     pub stream: bool,
     /// Text of the last `user` message (string content, or its first text part).
     pub last_user_text: Option<Spanned<String>>,
+    /// Output ceiling fields, read in the same pass so usage metering need not parse again.
+    pub output: OutputLimit,
     /// Byte range of the `model` value, `null` included (so setting it never duplicates the key).
     model_span: Option<Range<usize>>,
     /// Where a new top-level key can be inserted (just after `{`), and whether the object
     /// already has keys (so an insert needs a trailing comma).
     object_start: usize,
     object_has_keys: bool,
+}
+
+/// `max_completion_tokens`, `max_tokens` and `n` as the client sent them. Read leniently: a
+/// value that is not a non-negative integer counts as absent (the upstream judges it), since
+/// these only size a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputLimit {
+    /// `max_completion_tokens`.
+    pub max_completion_tokens: Option<u64>,
+    /// `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `n` (choices).
+    pub n: Option<u64>,
 }
 
 /// Why a body cannot be read.
@@ -76,6 +91,12 @@ struct Wire<'a> {
     stream: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    n: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +174,11 @@ pub fn parse(body: &[u8]) -> Result<RequestView, ParseError> {
         stream,
         last_user_text,
         model_span,
+        output: OutputLimit {
+            max_completion_tokens: lenient_u64(wire.max_completion_tokens),
+            max_tokens: lenient_u64(wire.max_tokens),
+            n: lenient_u64(wire.n),
+        },
         object_start: object_start + 1,
         object_has_keys,
     })
@@ -186,6 +212,10 @@ fn field_of(message: &str) -> &'static str {
     } else {
         "body"
     }
+}
+
+fn lenient_u64(raw: Option<&RawValue>) -> Option<u64> {
+    raw.and_then(|r| r.get().parse().ok())
 }
 
 fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {

@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub headers: Headers,
     /// The routing decision, once made.
     pub routed: Option<Routed>,
+    /// The client's output ceiling fields (read by routing's parse, used by usage).
+    pub output_limit: crate::llm::openai::OutputLimit,
     /// The caller, once identified (`None` when authentication is off).
     pub identity: Option<crate::auth::Identity>,
     /// Usage accounting for this request (set up after routing).

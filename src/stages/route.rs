@@ -179,6 +179,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
         ("request_model", requested.unwrap_or_default().to_owned()),
     ]);
     cx.routed = Some(routed);
+    cx.output_limit = view.output;
     Ok(Flow::Next)
 }
 

@@ -25,7 +25,6 @@ use crate::llm::sse_raw::SseDecoder;
 use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
 use crate::pricing::{Price, Tokens};
 use crate::tokens::{self, Encoding};
-use serde::Deserialize;
 
 /// Largest JSON response copied for its usage.
 pub const MAX_JSON: usize = 8 << 20;
@@ -75,16 +74,6 @@ pub struct Charge {
     pub settled: bool,
 }
 
-#[derive(Deserialize)]
-struct Limits {
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    n: Option<u64>,
-}
-
 /// Request body, after routing and access: sets up [`Charge`] and asks for streamed usage.
 /// Does nothing (no copy, no parse) when neither metering nor any limit rule needs usage.
 pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: Vec<u8>) {
@@ -104,11 +93,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: Vec<u8>) {
         .then(|| tokens::count_prompt(encoding, body))
         .flatten();
     let prompt_reserved = prompt_exact.unwrap_or_else(|| tokens::estimate(body));
-    let limits: Limits = serde_json::from_slice(body).unwrap_or(Limits {
-        max_tokens: None,
-        max_completion_tokens: None,
-        n: None,
-    });
+    let limits = cx.output_limit;
     let max_output = match cx.endpoint {
         Some(crate::llm::Endpoint::Embeddings) => 0,
         _ => limits

@@ -140,3 +140,26 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn output_limits_are_read_in_the_same_pass_and_leniently() {
+    let v = parse(br#"{"model":"m","max_tokens":256,"max_completion_tokens":100,"n":3}"#).unwrap();
+    assert_eq!(
+        v.output,
+        OutputLimit {
+            max_completion_tokens: Some(100),
+            max_tokens: Some(256),
+            n: Some(3)
+        }
+    );
+    // Values that are not non-negative integers only size nothing; the upstream judges them.
+    let v =
+        parse(br#"{"model":"m","max_tokens":"256","n":-1,"max_completion_tokens":1.5}"#).unwrap();
+    assert_eq!(v.output, OutputLimit::default());
+    // A duplicate key is ambiguous (the gateway and the upstream could read different ones).
+    let e = parse(br#"{"model":"m","max_tokens":1,"max_tokens":100000}"#).unwrap_err();
+    assert!(
+        e.to_string().contains("duplicate field `max_tokens`"),
+        "{e}"
+    );
+}
