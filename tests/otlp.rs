@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
 mod common;
-use common::header_map;
+use common::{compile_test_config, header_map};
 
 use arc_swap::ArcSwap;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tollgate::config::{CompileOptions, compile};
 use tollgate::metrics::Metrics;
 use tollgate::observe::{Observer, spans};
 use tollgate::proto::*;
@@ -95,15 +94,7 @@ async fn http_collector() -> (String, mpsc::UnboundedReceiver<ExportTraceService
 
 /// tollgate's ext_proc server exporting spans per `yaml`; returns its address and metrics.
 async fn tollgate(yaml: &str) -> (std::net::SocketAddr, Arc<Metrics>) {
-    let env = |_: &str| None;
-    let snap = compile(
-        yaml,
-        &CompileOptions {
-            resolve_secrets: true,
-            env: &env,
-        },
-    )
-    .expect("config");
+    let snap = compile_test_config(yaml);
     let metrics = Arc::new(Metrics::new());
     let traces = snap.settings.traces.clone().expect("traces on");
     let (queue, _task) = spans::start(&traces, metrics.clone()).expect("exporter");

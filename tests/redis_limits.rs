@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
 mod common;
-use common::{free_port, header_map, http_get};
+use common::{free_port, header_map, http_get, open_stream};
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -235,12 +235,7 @@ async fn request(grpc: &str, prompt: u64, completion: u64) -> (Outcome, Duration
     let mut c = ExternalProcessorClient::connect(format!("http://{grpc}"))
         .await
         .expect("connect");
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut replies = c
-        .process(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut replies) = open_stream(&mut c).await;
     tx.send(headers(
         processing_request::Request::RequestHeaders,
         &[(":method", "POST"), (":path", "/v1/chat/completions")],
@@ -483,12 +478,7 @@ async fn a_settlement_missed_during_an_outage_is_retried_when_redis_is_back() {
     let mut c = ExternalProcessorClient::connect(format!("http://{}", t.grpc))
         .await
         .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let mut replies = c
-        .process(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut replies) = open_stream(&mut c).await;
     tx.send(headers(
         processing_request::Request::RequestHeaders,
         &[(":method", "POST"), (":path", "/v1/chat/completions")],

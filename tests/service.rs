@@ -4,13 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
 
 mod common;
-use common::{free_port, header_map, http_get};
+use common::{compile_test_config, free_port, header_map, http_get, open_stream};
 
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use tollgate::config::{CompileOptions, compile};
 use tollgate::metrics::Metrics;
 use tollgate::proto::*;
 use tollgate::server::ExtProc;
@@ -30,15 +29,7 @@ struct Running {
 }
 
 async fn start() -> Running {
-    let env = |_: &str| None;
-    let snap = compile(
-        CONFIG,
-        &CompileOptions {
-            resolve_secrets: true,
-            env: &env,
-        },
-    )
-    .expect("config");
+    let snap = compile_test_config(CONFIG);
     let metrics = Arc::new(Metrics::new());
     let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
     let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
@@ -108,12 +99,7 @@ const CHAT: &[(&str, &str)] = &[
 async fn routes_a_request_over_grpc() {
     let s = start().await;
     let mut c = client(s.addr).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut replies = c
-        .process(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("stream")
-        .into_inner();
+    let (tx, mut replies) = open_stream(&mut c).await;
     tx.send(headers_msg(CHAT, false)).await.unwrap();
     let r = replies.next().await.unwrap().unwrap();
     assert!(matches!(
@@ -166,12 +152,7 @@ async fn cancelled_and_concurrent_streams_leave_nothing_behind() {
     for i in 0..200 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            let mut replies = c
-                .process(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .expect("stream")
-                .into_inner();
+            let (tx, mut replies) = open_stream(&mut c).await;
             tx.send(headers_msg(CHAT, false)).await.unwrap();
             replies.next().await.unwrap().unwrap();
             if i % 2 == 0 {

@@ -43,3 +43,32 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
             .collect(),
     }
 }
+
+/// Compiles a test config whose secrets would come from an empty environment.
+pub fn compile_test_config(yaml: &str) -> tollgate::config::Snapshot {
+    let env = |_: &str| None;
+    tollgate::config::compile(
+        yaml,
+        &tollgate::config::CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        },
+    )
+    .expect("valid test config")
+}
+
+/// Opens one ext_proc stream as Envoy does: a sender for requests, the stream of replies.
+pub async fn open_stream(
+    client: &mut tollgate::proto::ExternalProcessorClient<tonic::transport::Channel>,
+) -> (
+    tokio::sync::mpsc::Sender<tollgate::proto::ProcessingRequest>,
+    tonic::Streaming<tollgate::proto::ProcessingResponse>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let replies = client
+        .process(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("ext_proc stream")
+        .into_inner();
+    (tx, replies)
+}
