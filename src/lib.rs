@@ -25,6 +25,7 @@ pub mod observe;
 pub mod pii;
 pub mod pricing;
 pub mod proto;
+pub mod providers;
 pub mod routing;
 pub mod secret;
 pub mod server;
