@@ -15,6 +15,13 @@
 //! bad upstream bytes become an OpenAI-shaped error (JSON envelope, or an SSE error event
 //! once the stream has started).
 
+pub mod bedrock;
+pub mod eventstream;
+pub mod gemini;
+pub mod google_auth;
+pub mod openai_shape;
+pub mod sigv4;
+
 use std::time::SystemTime;
 
 /// What a translator needs to build the upstream request.
