@@ -133,7 +133,10 @@ fn request_golden() {
         p.path,
         "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
     );
-    golden("chat_tools.converse.json", &pretty(p.body.as_deref().unwrap()));
+    golden(
+        "chat_tools.converse.json",
+        &pretty(p.body.as_deref().unwrap()),
+    );
     let headers: Map<String, Value> = p
         .set
         .iter()
@@ -205,7 +208,10 @@ fn response_goldens() {
 fn stream_goldens() {
     for name in ["stream_tools", "stream_exception"] {
         let bytes = frames(&format!("{name}.frames.json"));
-        golden(&format!("{name}.openai.sse"), &translate_stream(&bytes, &[]));
+        golden(
+            &format!("{name}.openai.sse"),
+            &translate_stream(&bytes, &[]),
+        );
     }
 }
 
@@ -228,7 +234,12 @@ fn stream_damage_becomes_an_sse_error_then_done() {
 fn non_json_and_empty_error_bodies_still_give_the_openai_shape() {
     let out: Value = serde_json::from_slice(&translate_json(502, b"")).unwrap();
     assert_eq!(out["error"]["type"], "api_error");
-    assert!(out["error"]["message"].as_str().unwrap().contains("without a message"));
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without a message")
+    );
     let out: Value = serde_json::from_slice(&translate_json(200, b"<html>")).unwrap();
     assert_eq!(out["error"]["code"], "bad_upstream_response");
 }
