@@ -514,10 +514,9 @@ impl StreamState {
                 } else if let Some(a) = payload
                     .pointer("/delta/toolUse/input")
                     .and_then(Value::as_str)
+                    && let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block)
                 {
-                    if let Some(&(_, index)) = self.tools.iter().find(|(b, _)| *b == block) {
-                        self.writer.tool_args(out, index, a);
-                    }
+                    self.writer.tool_args(out, index, a);
                 }
             }
             "messageStop" => {

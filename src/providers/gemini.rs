@@ -486,10 +486,10 @@ impl StreamState {
             }
         }
         if eos {
-            if !self.failed {
-                if let Some(e) = self.decoder.finish() {
-                    self.event(&e, &mut out);
-                }
+            if !self.failed
+                && let Some(e) = self.decoder.finish()
+            {
+                self.event(&e, &mut out);
             }
             if !self.failed {
                 if !self.finished {
@@ -548,12 +548,12 @@ impl StreamState {
         if let Some(u) = v.get("usageMetadata") {
             self.usage = Some(usage_of(u));
         }
-        if let Some(reason) = finish_of(&v) {
-            if !self.finished {
-                self.finished = true;
-                self.writer
-                    .finish(out, finish_reason(reason, self.calls > 0));
-            }
+        if let Some(reason) = finish_of(&v)
+            && !self.finished
+        {
+            self.finished = true;
+            self.writer
+                .finish(out, finish_reason(reason, self.calls > 0));
         }
     }
 }
