@@ -324,6 +324,7 @@ enum Mode {
 
 #[derive(Debug)]
 struct StreamState {
+    include_usage: bool,
     decoder: Decoder,
     writer: ChunkWriter,
     /// contentBlockIndex → OpenAI tool_calls index.
@@ -337,15 +338,18 @@ struct StreamState {
 pub struct Translator {
     who: Identity,
     stream: bool,
+    include_usage: bool,
     mode: Mode,
 }
 
 impl Translator {
-    /// A translator for one response; `stream` is what the client asked for.
-    pub fn new(who: Identity, stream: bool) -> Self {
+    /// A translator for one response; `stream` is what the client asked for, and a usage
+    /// chunk is sent before `[DONE]` when `include_usage`.
+    pub fn new(who: Identity, stream: bool, include_usage: bool) -> Self {
         Self {
             who,
             stream,
+            include_usage,
             mode: Mode::Json {
                 status: 200,
                 buf: Vec::new(),
@@ -362,6 +366,7 @@ impl ResponseTranslator for Translator {
             self.mode = Mode::Stream(Box::new(StreamState {
                 decoder: Decoder::new(eventstream::DEFAULT_MAX_MESSAGE),
                 writer: ChunkWriter::new(self.who.clone()),
+                include_usage: self.include_usage,
                 tools: Vec::new(),
                 finished: false,
                 failed: false,
@@ -528,7 +533,9 @@ impl StreamState {
                 self.writer.finish(out, finish_reason(stop));
             }
             "metadata" => {
-                if let Some(u) = payload.get("usage") {
+                if let Some(u) = payload.get("usage")
+                    && self.include_usage
+                {
                     self.writer.usage(out, usage_of(u));
                 }
             }

@@ -371,6 +371,7 @@ enum Mode {
 
 #[derive(Debug)]
 struct StreamState {
+    include_usage: bool,
     decoder: Decoder,
     writer: ChunkWriter,
     calls: usize,
@@ -384,15 +385,18 @@ struct StreamState {
 pub struct Translator {
     who: Identity,
     stream: bool,
+    include_usage: bool,
     mode: Mode,
 }
 
 impl Translator {
-    /// A translator for one response; `stream` is what the client asked for.
-    pub fn new(who: Identity, stream: bool) -> Self {
+    /// A translator for one response; `stream` is what the client asked for, and a usage
+    /// chunk is sent before `[DONE]` when `include_usage`.
+    pub fn new(who: Identity, stream: bool, include_usage: bool) -> Self {
         Self {
             who,
             stream,
+            include_usage,
             mode: Mode::Json {
                 status: 200,
                 buf: Vec::new(),
@@ -407,6 +411,7 @@ impl ResponseTranslator for Translator {
             self.mode = Mode::Stream(Box::new(StreamState {
                 decoder: Decoder::new(sse::DEFAULT_MAX_EVENT),
                 writer: ChunkWriter::new(self.who.clone()),
+                include_usage: self.include_usage,
                 calls: 0,
                 usage: None,
                 finished: false,
@@ -499,7 +504,7 @@ impl StreamState {
                         "api_error",
                         "truncated_upstream_stream",
                     );
-                } else if let Some(u) = self.usage {
+                } else if let Some(u) = self.usage.filter(|_| self.include_usage) {
                     self.writer.usage(&mut out, u);
                 }
             }

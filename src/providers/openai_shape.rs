@@ -371,6 +371,18 @@ pub fn data_url(url: &str) -> Result<(String, Vec<u8>), RequestError> {
     Ok((media_type.to_ascii_lowercase(), data))
 }
 
+/// `stream_options.include_usage` of the final OpenAI body: the usage stage sets it when it
+/// needs usage and strips the usage chunk again when the client did not ask for it.
+pub fn include_usage(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(false)
+}
+
 /// Token counts in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {

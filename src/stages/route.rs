@@ -2,9 +2,10 @@
 //! header and body rewrites that send the request there.
 //!
 //! Headers set for the upstream: `x-tollgate-backend` (Envoy's routes match it; then the
-//! route cache is cleared so Envoy re-matches), `:path`, the backend's credential and
-//! optionally `:authority`. Removed: the client's credentials and every client-sent
-//! `x-tollgate-*` header, so a client can neither leak its key upstream nor steer routing.
+//! route cache is cleared so Envoy re-matches). Removed: the client's credentials and every
+//! client-sent `x-tollgate-*` header, so a client can neither leak its key upstream nor steer
+//! routing. `:path`, `:authority` and the backend's credential are the provider stage's
+//! (`stages::provider`), which runs last on the final body.
 
 use super::{Flow, RequestCtx, Routed};
 use crate::config::Snapshot;
@@ -88,9 +89,9 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
             size: body.len() as u64,
         });
     }
-    let endpoint = cx
-        .endpoint
-        .ok_or(StageError::Internal("body before endpoint".into()))?;
+    if cx.endpoint.is_none() {
+        return Err(StageError::Internal("body before endpoint".into()));
+    }
     let view = openai::parse(body)?;
     let table = &snap.routing;
 
@@ -136,17 +137,6 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
         m.remove(name);
     }
     m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
-    let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-    m.set(
-        ":path",
-        format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix()),
-    );
-    if let Some(authority) = &backend.authority {
-        m.set(":authority", authority.as_bytes());
-    }
-    if let Some(cred) = &backend.credential {
-        m.set(&cred.header, cred.value.expose().as_bytes());
-    }
     if !edits.is_empty() {
         let new_body = edits
             .apply(body)

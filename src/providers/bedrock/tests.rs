@@ -86,7 +86,7 @@ fn frames(name: &str) -> Vec<u8> {
 }
 
 fn translate_stream(bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut t = Translator::new(who(), true);
+    let mut t = Translator::new(who(), true, true);
     let head = t.head(200, "application/vnd.amazon.eventstream");
     assert_eq!(head.content_type.as_deref(), Some("text/event-stream"));
     let mut out = Vec::new();
@@ -100,7 +100,7 @@ fn translate_stream(bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 fn translate_json(status: u16, body: &[u8]) -> Vec<u8> {
-    let mut t = Translator::new(who(), false);
+    let mut t = Translator::new(who(), false, false);
     t.head(status, "application/json");
     let mut out = t.body(&body[..body.len() / 2], false);
     assert!(out.is_empty(), "nothing before the end of a JSON body");

@@ -44,7 +44,7 @@ fn who() -> Identity {
 }
 
 fn translate_stream(bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut t = Translator::new(who(), true);
+    let mut t = Translator::new(who(), true, true);
     let head = t.head(200, "text/event-stream");
     assert_eq!(head.content_type.as_deref(), Some("text/event-stream"));
     let mut out = Vec::new();
@@ -58,7 +58,7 @@ fn translate_stream(bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
 }
 
 fn translate_json(status: u16, body: &[u8]) -> Vec<u8> {
-    let mut t = Translator::new(who(), false);
+    let mut t = Translator::new(who(), false, false);
     t.head(status, "application/json; charset=UTF-8");
     let mut out = t.body(&body[..body.len() / 2], false);
     assert!(out.is_empty());
