@@ -162,6 +162,10 @@ pub fn rescue(err: &StageError) -> LocalReply {
         StageError::Provider(ProviderError::Untranslatable { param, .. }) => {
             reply(400, INVALID, "unsupported_parameter", *param)
         }
+        StageError::Provider(ProviderError::CredentialsUnavailable { .. }) => LocalReply {
+            fault: Fault::Internal,
+            ..reply(503, "api_error", "backend_credentials_unavailable", None)
+        },
         StageError::Internal(_) => LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "internal_error", None)
@@ -374,6 +378,15 @@ mod tests {
                 .into(),
                 400,
                 "unsupported_parameter",
+            ),
+            (
+                ProviderError::CredentialsUnavailable {
+                    backend: "vertex".into(),
+                    reason: "no Google access token yet".into(),
+                }
+                .into(),
+                503,
+                "backend_credentials_unavailable",
             ),
             (AuthError::MissingKey.into(), 401, "missing_api_key"),
             (AuthError::UnknownKey.into(), 401, "invalid_api_key"),

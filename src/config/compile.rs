@@ -505,7 +505,7 @@ impl Cx {
                         self.err(at("authority"), format!("{a:?} is not a host or host:port"));
                     }
                 let credential = b.auth.as_ref().and_then(|auth| self.credential(&at("auth"), auth, b.kind, opts));
-                let provider = self.provider(i, b);
+                let provider = self.provider(i, b, opts);
                 Backend {
                     name: b.name.clone(),
                     kind: b.kind,
@@ -520,7 +520,7 @@ impl Cx {
     }
 
     /// The per-kind settings; a section for another kind is an error (one arm per kind).
-    fn provider(&mut self, i: usize, b: &RawBackend) -> ProviderConfig {
+    fn provider(&mut self, i: usize, b: &RawBackend, opts: &CompileOptions<'_>) -> ProviderConfig {
         let at = |f: &str| format!("backends[{i}].{f}");
         let sections = [
             ("anthropic", b.anthropic.is_some(), BackendKind::Anthropic),
@@ -529,6 +529,8 @@ impl Cx {
                 b.azure_openai.is_some(),
                 BackendKind::AzureOpenai,
             ),
+            ("bedrock", b.bedrock.is_some(), BackendKind::Bedrock),
+            ("vertex", b.vertex.is_some(), BackendKind::Vertex),
         ];
         for (name, present, kind) in sections {
             if present && b.kind != kind {
@@ -592,7 +594,159 @@ impl Cx {
                 }
                 ProviderConfig::Anthropic(cfg)
             }
+            BackendKind::Bedrock => self.bedrock(i, b, opts),
+            BackendKind::Vertex => self.vertex(i, b, opts),
+            BackendKind::Gemini => {
+                if b.auth.is_none() {
+                    self.err(
+                        at("auth"),
+                        "kind gemini needs an API key: `auth: {api_key: {env: GEMINI_API_KEY}}`",
+                    );
+                }
+                ProviderConfig::Gemini
+            }
         }
+    }
+
+    /// `kind: bedrock`: region and credentials (secrets resolved like `auth`).
+    fn bedrock(&mut self, i: usize, b: &RawBackend, opts: &CompileOptions<'_>) -> ProviderConfig {
+        let at = |f: &str| format!("backends[{i}].{f}");
+        if b.auth.is_some() {
+            self.err(
+                at("auth"),
+                "kind bedrock signs requests with SigV4; put the AWS credentials in the `bedrock` section",
+            );
+        }
+        let Some(raw) = &b.bedrock else {
+            self.err(
+                at("bedrock"),
+                "kind bedrock needs a `bedrock` section with region, access_key_id and secret_access_key",
+            );
+            return ProviderConfig::Bedrock(providers::bedrock::Config {
+                region: String::new(),
+                credentials: providers::sigv4::Credentials {
+                    access_key_id: String::new(),
+                    secret_access_key: Secret::new(""),
+                    session_token: None,
+                },
+            });
+        };
+        if raw.region.is_empty()
+            || !raw
+                .region
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        {
+            self.err(
+                at("bedrock.region"),
+                format!(
+                    "{:?} is not an AWS region such as \"us-east-1\"",
+                    raw.region
+                ),
+            );
+        }
+        let read = |cx: &mut Cx, field: &str, r: &SecretRef| -> String {
+            if !opts.resolve_secrets {
+                return "<unresolved>".to_owned();
+            }
+            let v = cx
+                .secret(&at(&format!("bedrock.{field}")), r, opts)
+                .unwrap_or_default();
+            if v.bytes().any(|c| c.is_ascii_control()) {
+                cx.err(
+                    at(&format!("bedrock.{field}")),
+                    "the secret holds control characters and cannot be sent as a header",
+                );
+            }
+            v
+        };
+        let access_key_id = read(self, "access_key_id", &raw.access_key_id);
+        let secret_access_key =
+            Secret::new(read(self, "secret_access_key", &raw.secret_access_key));
+        let session_token = raw
+            .session_token
+            .as_ref()
+            .map(|r| Secret::new(read(self, "session_token", r)));
+        ProviderConfig::Bedrock(providers::bedrock::Config {
+            region: raw.region.clone(),
+            credentials: providers::sigv4::Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            },
+        })
+    }
+
+    /// `kind: vertex`: project, location and the service account's token slot (shared
+    /// across reloads by client_email + scopes, see `providers::google_auth`).
+    fn vertex(&mut self, i: usize, b: &RawBackend, opts: &CompileOptions<'_>) -> ProviderConfig {
+        let at = |f: &str| format!("backends[{i}].{f}");
+        if b.auth.is_some() {
+            self.err(
+                at("auth"),
+                "kind vertex authenticates with the service account in the `vertex` section",
+            );
+        }
+        let Some(raw) = &b.vertex else {
+            self.err(
+                at("vertex"),
+                "kind vertex needs a `vertex` section with project, location and service_account",
+            );
+            return ProviderConfig::Vertex(providers::gemini::VertexConfig {
+                project: String::new(),
+                location: String::new(),
+                token: None,
+            });
+        };
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+        };
+        if !ident(&raw.project) {
+            self.err(
+                at("vertex.project"),
+                format!("{:?} is not a GCP project id", raw.project),
+            );
+        }
+        if !ident(&raw.location) {
+            self.err(
+                at("vertex.location"),
+                format!(
+                    "{:?} is not a location such as \"us-central1\"",
+                    raw.location
+                ),
+            );
+        }
+        let scopes = raw
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec![providers::google_auth::CLOUD_PLATFORM_SCOPE.to_owned()]);
+        if scopes.is_empty() || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+            self.err(
+                at("vertex.scopes"),
+                "scopes must be non-empty URLs without spaces",
+            );
+        }
+        let token = if opts.resolve_secrets {
+            self.secret(&at("vertex.service_account"), &raw.service_account, opts)
+                .and_then(|json| {
+                    match providers::google_auth::ServiceAccount::from_json(json.as_bytes()) {
+                        Ok(sa) => Some(providers::google_auth::slot_for(sa, &scopes.join(" "))),
+                        Err(e) => {
+                            self.err(at("vertex.service_account"), e.to_string());
+                            None
+                        }
+                    }
+                })
+        } else {
+            None
+        };
+        ProviderConfig::Vertex(providers::gemini::VertexConfig {
+            project: raw.project.clone(),
+            location: raw.location.clone(),
+            token,
+        })
     }
 
     fn credential(
@@ -608,6 +762,9 @@ impl Cx {
                     BackendKind::Openai => ("authorization", "Bearer "),
                     BackendKind::AzureOpenai => ("api-key", ""),
                     BackendKind::Anthropic => ("x-api-key", ""),
+                    BackendKind::Gemini => ("x-goog-api-key", ""),
+                    // Refused in `provider` (these kinds sign or fetch their own credential).
+                    BackendKind::Bedrock | BackendKind::Vertex => ("authorization", ""),
                 };
                 (header.to_owned(), prefix, r, format!("{path}.api_key"))
             }
@@ -1172,6 +1329,9 @@ mod tests;
 fn default_base_path(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Openai | BackendKind::Anthropic => "/v1",
-        BackendKind::AzureOpenai => "",
+        BackendKind::AzureOpenai
+        | BackendKind::Bedrock
+        | BackendKind::Vertex
+        | BackendKind::Gemini => "",
     }
 }

@@ -339,7 +339,7 @@ pub struct RawBackend {
     /// Unique name, `[a-z0-9._-]`, used in routes, models and `/model` commands.
     pub name: String,
     /// API dialect the backend speaks: `openai` (any OpenAI-compatible server),
-    /// `azure_openai` or `anthropic`.
+    /// `azure_openai`, `anthropic`, `bedrock`, `vertex` or `gemini`.
     pub kind: BackendKind,
     /// Path prefix of the API at the upstream. Default `/v1` for `openai` and `anthropic`
     /// (Anthropic's `/v1/messages`), empty for `azure_openai` (paths start `/openai/...`).
@@ -357,6 +357,43 @@ pub struct RawBackend {
     pub anthropic: Option<RawAnthropic>,
     /// Settings for `kind: azure_openai` (optional; defaults apply).
     pub azure_openai: Option<RawAzureOpenai>,
+    /// Settings for `kind: bedrock` (required for that kind).
+    pub bedrock: Option<RawBedrock>,
+    /// Settings for `kind: vertex` (required for that kind).
+    pub vertex: Option<RawVertex>,
+}
+
+/// AWS Bedrock settings. Requests are SigV4-signed (service `bedrock`) for the backend's
+/// `authority` when set, else for `bedrock-runtime.<region>.amazonaws.com`; Envoy must send
+/// that Host upstream. `auth` is not used for this kind.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBedrock {
+    /// AWS region, e.g. `us-east-1`.
+    pub region: String,
+    /// Access key id, e.g. `{env: AWS_ACCESS_KEY_ID}`.
+    pub access_key_id: SecretRef,
+    /// Secret access key, e.g. `{env: AWS_SECRET_ACCESS_KEY}`.
+    pub secret_access_key: SecretRef,
+    /// Session token of temporary credentials, e.g. `{env: AWS_SESSION_TOKEN}`; sent as
+    /// `x-amz-security-token`.
+    pub session_token: Option<SecretRef>,
+}
+
+/// Google Vertex AI settings. A service-account JSON key is exchanged (signed JWT, RS256)
+/// at the key's `token_uri` for an OAuth access token, refreshed in the background before
+/// it expires; until the first token arrives requests get a 503. `auth` is not used.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVertex {
+    /// GCP project id.
+    pub project: String,
+    /// Region, e.g. `us-central1`.
+    pub location: String,
+    /// The service-account JSON key, e.g. `{file: /var/run/secrets/vertex/key.json}`.
+    pub service_account: SecretRef,
+    /// OAuth scopes. Default `["https://www.googleapis.com/auth/cloud-platform"]`.
+    pub scopes: Option<Vec<String>>,
 }
 
 /// Anthropic Messages settings.
@@ -387,7 +424,7 @@ pub struct RawAzureOpenai {
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawAuth {
     /// The provider's own API-key header: `Authorization: Bearer` for `openai`, `api-key`
-    /// for `azure_openai`, `x-api-key` for `anthropic`.
+    /// for `azure_openai`, `x-api-key` for `anthropic`, `x-goog-api-key` for `gemini`.
     ApiKey(SecretRef),
     /// `Authorization: Bearer <secret>`.
     Bearer(SecretRef),

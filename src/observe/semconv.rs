@@ -70,5 +70,8 @@ pub fn provider(kind: crate::routing::BackendKind) -> &'static str {
         crate::routing::BackendKind::Openai => "openai",
         crate::routing::BackendKind::AzureOpenai => "azure.ai.openai",
         crate::routing::BackendKind::Anthropic => "anthropic",
+        crate::routing::BackendKind::Bedrock => "aws.bedrock",
+        crate::routing::BackendKind::Vertex => "gcp.vertex_ai",
+        crate::routing::BackendKind::Gemini => "gcp.gemini",
     }
 }

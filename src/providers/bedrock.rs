@@ -20,7 +20,9 @@ use super::openai_shape::{
     ToolChoice, Usage,
 };
 use super::sigv4::{self, Credentials};
-use super::{Head, Outbound, Prepared, ResponseTranslator};
+use super::{Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
+use crate::llm::Endpoint;
+use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
@@ -39,6 +41,67 @@ pub struct Target<'a> {
     pub region: &'a str,
     /// Credentials.
     pub credentials: &'a Credentials,
+}
+
+/// The kind's name in messages.
+pub const KIND: &str = "bedrock";
+
+/// Compiled settings of a `kind: bedrock` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// AWS region, e.g. `us-east-1`.
+    pub region: String,
+    /// Signing credentials.
+    pub credentials: Credentials,
+}
+
+/// The dispatcher's entry: chat completions only; signs for the backend's `authority`
+/// when set, else for [`default_host`].
+pub fn prepare_backend(
+    backend: &Backend,
+    cfg: &Config,
+    out: &Outbound<'_>,
+) -> Result<Prepared, ProviderError> {
+    if out.endpoint != Endpoint::ChatCompletions {
+        return Err(ProviderError::UnsupportedEndpoint {
+            endpoint: endpoint_label(out.endpoint),
+            model: out.upstream_model.to_owned(),
+            kind: KIND,
+            reason: "serves chat completions only (Converse API)",
+        });
+    }
+    let host = backend
+        .authority
+        .clone()
+        .unwrap_or_else(|| default_host(&cfg.region));
+    let mut p = prepare(
+        out,
+        &Target {
+            base_path: &backend.base_path,
+            host: &host,
+            region: &cfg.region,
+            credentials: &cfg.credentials,
+        },
+    )
+    .map_err(|e| ProviderError::Untranslatable {
+        kind: KIND,
+        param: e.param(),
+        problem: e.to_string(),
+    })?;
+    // A compressed answer could not be translated; the header is not signed.
+    p.set("accept-encoding", "identity");
+    Ok(p)
+}
+
+/// The dispatcher's entry for responses (chat completions only).
+pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTranslator>> {
+    (out.endpoint == Endpoint::ChatCompletions).then(|| {
+        Box::new(Translator::new(
+            Identity::fresh(out.upstream_model, out.now),
+            out.stream,
+            oai::include_usage(out.body),
+        )) as Box<dyn ResponseTranslator>
+    })
 }
 
 /// Default runtime host for a region.

@@ -19,26 +19,127 @@
 //! usage (thoughts count as reasoning output). Streams are SSE in, SSE out; errors
 //! (`{"error":{"code","message","status"}}`, also mid-stream) keep Google's message.
 
+use super::google_auth::TokenSlot;
 use super::openai_shape::{
     self as oai, ChatRequest, ChunkWriter, Identity, Message, OutCall, Part, RequestError,
     ToolChoice, Usage,
 };
-use super::{Head, Outbound, Prepared, ResponseTranslator};
+use super::{Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
+use crate::llm::Endpoint;
 use crate::llm::sse::{self, Decoder};
+use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// Largest buffered JSON response.
 pub const MAX_JSON_RESPONSE: usize = 16 << 20;
 
+/// Compiled settings of a `kind: vertex` backend.
+#[derive(Debug, Clone)]
+pub struct VertexConfig {
+    /// GCP project id.
+    pub project: String,
+    /// Region, e.g. `us-central1`.
+    pub location: String,
+    /// The service account's token, refreshed in the background (`None` when secrets were
+    /// not resolved, e.g. `tollgate validate`).
+    pub token: Option<Arc<TokenSlot>>,
+}
+
+impl PartialEq for VertexConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.project == other.project
+            && self.location == other.location
+            && match (&self.token, &other.token) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for VertexConfig {}
+
+fn check_endpoint(kind: &'static str, out: &Outbound<'_>) -> Result<(), ProviderError> {
+    if out.endpoint == Endpoint::ChatCompletions {
+        return Ok(());
+    }
+    Err(ProviderError::UnsupportedEndpoint {
+        endpoint: endpoint_label(out.endpoint),
+        model: out.upstream_model.to_owned(),
+        kind,
+        reason: "serves chat completions only (generateContent)",
+    })
+}
+
+fn untranslatable(kind: &'static str) -> impl Fn(RequestError) -> ProviderError {
+    move |e| ProviderError::Untranslatable {
+        kind,
+        param: e.param(),
+        problem: e.to_string(),
+    }
+}
+
+/// The dispatcher's entry for `kind: gemini` (the API key is the backend's `auth`, which
+/// the dispatcher adds as `x-goog-api-key`).
+pub fn prepare_gemini(backend: &Backend, out: &Outbound<'_>) -> Result<Prepared, ProviderError> {
+    check_endpoint("gemini", out)?;
+    let mut p = prepare(out, &Api::Gemini, &backend.base_path).map_err(untranslatable("gemini"))?;
+    p.set("accept-encoding", "identity");
+    Ok(p)
+}
+
+/// The dispatcher's entry for `kind: vertex`: reads the current token without waiting; none
+/// yet is [`ProviderError::CredentialsUnavailable`] (a 503).
+pub fn prepare_vertex(
+    backend: &Backend,
+    cfg: &VertexConfig,
+    out: &Outbound<'_>,
+) -> Result<Prepared, ProviderError> {
+    check_endpoint("vertex", out)?;
+    let unavailable = |reason: String| ProviderError::CredentialsUnavailable {
+        backend: backend.name.clone(),
+        reason,
+    };
+    let slot = cfg
+        .token
+        .as_ref()
+        .ok_or_else(|| unavailable("the service account key was not loaded".into()))?;
+    slot.ensure_refreshing();
+    let token = slot
+        .current(out.now)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut p = prepare(
+        out,
+        &Api::Vertex {
+            project: &cfg.project,
+            location: &cfg.location,
+            access_token: token.expose(),
+        },
+        &backend.base_path,
+    )
+    .map_err(untranslatable("vertex"))?;
+    p.set("accept-encoding", "identity");
+    Ok(p)
+}
+
+/// The dispatcher's entry for responses (chat completions only).
+pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTranslator>> {
+    (out.endpoint == Endpoint::ChatCompletions).then(|| {
+        Box::new(Translator::new(
+            Identity::fresh(out.upstream_model, out.now),
+            out.stream,
+            oai::include_usage(out.body),
+        )) as Box<dyn ResponseTranslator>
+    })
+}
+
 /// Which Google API, and its credential.
 #[derive(Debug, Clone)]
 pub enum Api<'a> {
-    /// Gemini API (generativelanguage) with an API key.
-    Gemini {
-        /// The key (sent in `x-goog-api-key`).
-        api_key: &'a str,
-    },
+    /// Gemini API (generativelanguage); the key header is added by the dispatcher.
+    Gemini,
     /// Vertex AI with an OAuth access token.
     Vertex {
         /// GCP project id.
@@ -59,7 +160,7 @@ pub fn path(api: &Api<'_>, base_path: &str, model: &str, stream: bool) -> String
     };
     let model = super::sigv4::uri_encode(model, false);
     match api {
-        Api::Gemini { .. } => format!("{base_path}/v1beta/models/{model}:{method}"),
+        Api::Gemini => format!("{base_path}/v1beta/models/{model}:{method}"),
         Api::Vertex {
             project, location, ..
         } => format!(
@@ -81,10 +182,7 @@ pub fn prepare(
     let mut set = vec![("content-type".to_owned(), b"application/json".to_vec())];
     let mut remove = vec!["x-api-key".to_owned(), "api-key".to_owned()];
     match api {
-        Api::Gemini { api_key } => {
-            set.push(("x-goog-api-key".into(), api_key.as_bytes().to_vec()));
-            remove.push("authorization".into());
-        }
+        Api::Gemini => remove.push("authorization".into()),
         Api::Vertex { access_token, .. } => {
             set.push((
                 "authorization".into(),

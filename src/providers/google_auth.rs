@@ -223,6 +223,7 @@ pub struct TokenSlot {
     scopes: String,
     token: RwLock<Option<Token>>,
     last_error: RwLock<Option<String>>,
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl TokenSlot {
@@ -233,6 +234,20 @@ impl TokenSlot {
             scopes: scopes.to_owned(),
             token: RwLock::new(None),
             last_error: RwLock::new(None),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the refresh task on the current Tokio runtime, once per slot; a no-op outside
+    /// a runtime (the request path calls it too, so a config compiled before the runtime
+    /// started still gets its task).
+    pub fn ensure_refreshing(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.refreshing.swap(true, Ordering::AcqRel) {
+            rt.spawn(TokenSlot::run(Arc::downgrade(self), HttpClient::new()));
         }
     }
 
@@ -325,9 +340,7 @@ pub fn slot_for(account: ServiceAccount, scopes: &str) -> Arc<TokenSlot> {
     }
     let slot = Arc::new(TokenSlot::new(account, scopes));
     reg.insert(key, Arc::downgrade(&slot));
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(TokenSlot::run(Arc::downgrade(&slot), HttpClient::new()));
-    }
+    slot.ensure_refreshing();
     slot
 }
 

@@ -46,6 +46,12 @@ pub enum ProviderConfig {
     AzureOpenai(azure::Config),
     /// Anthropic Messages: API version and the `max_tokens` default.
     Anthropic(anthropic::Config),
+    /// AWS Bedrock: region and SigV4 credentials.
+    Bedrock(bedrock::Config),
+    /// Google Vertex AI: project, location and the service account's token slot.
+    Vertex(gemini::VertexConfig),
+    /// Google Gemini API (the key is the backend's `auth`).
+    Gemini,
 }
 
 impl ProviderConfig {
@@ -55,6 +61,9 @@ impl ProviderConfig {
             ProviderConfig::Openai => BackendKind::Openai,
             ProviderConfig::AzureOpenai(_) => BackendKind::AzureOpenai,
             ProviderConfig::Anthropic(_) => BackendKind::Anthropic,
+            ProviderConfig::Bedrock(_) => BackendKind::Bedrock,
+            ProviderConfig::Vertex(_) => BackendKind::Vertex,
+            ProviderConfig::Gemini => BackendKind::Gemini,
         }
     }
 }
@@ -87,6 +96,15 @@ pub enum ProviderError {
         /// What is wrong (never prompt text).
         problem: String,
     },
+    /// The gateway has no usable credential for the backend yet (e.g. the OAuth token
+    /// exchange has not succeeded); the request is refused at once instead of waiting.
+    #[error("backend {backend:?} is not ready: {reason}")]
+    CredentialsUnavailable {
+        /// The backend's name.
+        backend: String,
+        /// Why (never a secret).
+        reason: String,
+    },
 }
 
 /// Builds the request the backend receives from the final OpenAI-shaped body (or, for a
@@ -96,6 +114,9 @@ pub fn prepare(backend: &Backend, out: &Outbound<'_>) -> Result<Prepared, Provid
         ProviderConfig::Openai => openai::prepare(backend, out)?,
         ProviderConfig::AzureOpenai(cfg) => azure::prepare(backend, cfg, out)?,
         ProviderConfig::Anthropic(cfg) => anthropic::prepare(backend, cfg, out)?,
+        ProviderConfig::Bedrock(cfg) => bedrock::prepare_backend(backend, cfg, out)?,
+        ProviderConfig::Vertex(cfg) => gemini::prepare_vertex(backend, cfg, out)?,
+        ProviderConfig::Gemini => gemini::prepare_gemini(backend, out)?,
     };
     if let Some(authority) = &backend.authority {
         p.set(":authority", authority.as_bytes());
@@ -114,6 +135,8 @@ pub fn response_translator(
     match &backend.provider {
         ProviderConfig::Openai | ProviderConfig::AzureOpenai(_) => None,
         ProviderConfig::Anthropic(_) => anthropic::response_translator(out),
+        ProviderConfig::Bedrock(_) => bedrock::response_translator(out),
+        ProviderConfig::Vertex(_) | ProviderConfig::Gemini => gemini::response_translator(out),
     }
 }
 

@@ -29,6 +29,12 @@ pub enum BackendKind {
     AzureOpenai,
     /// Anthropic Messages API: chat completions translated both ways; `/v1/messages` native.
     Anthropic,
+    /// AWS Bedrock Converse / ConverseStream, SigV4-signed.
+    Bedrock,
+    /// Google Vertex AI generateContent, OAuth service-account token.
+    Vertex,
+    /// Google Gemini API generateContent, API key.
+    Gemini,
 }
 
 impl BackendKind {
@@ -38,6 +44,9 @@ impl BackendKind {
             BackendKind::Openai => "openai",
             BackendKind::AzureOpenai => "azure_openai",
             BackendKind::Anthropic => "anthropic",
+            BackendKind::Bedrock => "bedrock",
+            BackendKind::Vertex => "vertex",
+            BackendKind::Gemini => "gemini",
         }
     }
 }

@@ -109,8 +109,8 @@ routes:
     assert_eq!(
         errs,
         vec![
-            r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai, azure_openai, anthropic"#,
-            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai"#,
+            r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai, azure_openai, anthropic, bedrock, vertex, gemini"#,
+            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai, bedrock, vertex"#,
         ],
         "structural errors are reported first, all of them"
     );
@@ -543,5 +543,113 @@ usage: { exact_for: { routes: [nope] } }
     assert!(
         !errs.join("\n").contains("my-plain-key"),
         "a key pasted by mistake is not echoed"
+    );
+}
+
+const CLOUDS: &str = r#"
+version: 1
+backends:
+  - name: bedrock
+    kind: bedrock
+    bedrock:
+      region: eu-west-3
+      access_key_id: { env: ALPHA_KEY }
+      secret_access_key: { env: ALPHA_KEY }
+  - name: vertex
+    kind: vertex
+    vertex:
+      project: my-proj
+      location: us-central1
+      service_account: { file: "SA_FILE" }
+  - name: gemini
+    kind: gemini
+    auth:
+      api_key: { env: ALPHA_KEY }
+"#;
+
+fn clouds_yaml() -> String {
+    CLOUDS.replace(
+        "SA_FILE",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gemini/TEST-ONLY-service-account.json"
+        ),
+    )
+}
+
+#[test]
+fn cloud_kinds_compile_and_vertex_tokens_survive_reloads() {
+    let a = compile(&clouds_yaml(), &opts()).expect("valid");
+    let b = compile(&clouds_yaml(), &opts()).expect("valid");
+    let kinds: Vec<_> = a.routing.backends.iter().map(|b| b.kind.as_str()).collect();
+    assert_eq!(kinds, ["bedrock", "vertex", "gemini"]);
+    match &a.routing.backends[0].provider {
+        ProviderConfig::Bedrock(c) => {
+            assert_eq!(c.region, "eu-west-3");
+            assert_eq!(c.credentials.access_key_id, "sk-alpha");
+            assert_eq!(a.routing.backends[0].base_path, "");
+        }
+        other => panic!("{other:?}"),
+    }
+    let gemini = &a.routing.backends[2];
+    assert_eq!(
+        gemini.credential.as_ref().map(|c| c.header.as_str()),
+        Some("x-goog-api-key")
+    );
+    // The same service account in a reloaded snapshot shares the token slot.
+    assert_eq!(
+        a.routing.backends[1].provider,
+        b.routing.backends[1].provider
+    );
+    assert!(!format!("{:?}", a.routing.backends[1]).contains("PRIVATE KEY"));
+}
+
+#[test]
+fn cloud_kind_errors_have_paths() {
+    let yaml = r#"
+version: 1
+backends:
+  - name: b
+    kind: bedrock
+    auth: { bearer: { env: ALPHA_KEY } }
+    bedrock:
+      region: "US East"
+      access_key_id: { env: NOPE }
+      secret_access_key: { env: ALPHA_KEY }
+  - name: v
+    kind: vertex
+  - name: g
+    kind: gemini
+    vertex: { project: p, location: l, service_account: { env: ALPHA_KEY } }
+"#;
+    let errs = errors(yaml);
+    for want in [
+        "backends[0].auth: kind bedrock signs requests with SigV4",
+        "backends[0].bedrock.region: \"US East\" is not an AWS region",
+        "backends[0].bedrock.access_key_id.env: environment variable \"NOPE\" is not set",
+        "backends[1].vertex: kind vertex needs a `vertex` section",
+        "backends[2].vertex: the `vertex` section is only for `kind: vertex`",
+        "backends[2].auth: kind gemini needs an API key",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "missing {want:?} in {errs:#?}"
+        );
+    }
+    let bad_key = clouds_yaml().replace(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gemini/TEST-ONLY-service-account.json"
+        ),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/gemini/response_tools.gemini.json"
+        ),
+    );
+    let errs = errors(&bad_key);
+    assert!(
+        errs.iter().any(|e| e
+            .starts_with("backends[1].vertex.service_account: service account key: type must be")),
+        "{errs:#?}"
     );
 }

@@ -248,7 +248,8 @@ fn refuses_what_anthropic_cannot_express() {
             .expect_err(&body.to_string());
         match err {
             ProviderError::Untranslatable { param: p, .. } => assert_eq!(p, Some(param), "{body}"),
-            other @ ProviderError::UnsupportedEndpoint { .. } => panic!("{other:?}"),
+            other @ (ProviderError::UnsupportedEndpoint { .. }
+            | ProviderError::CredentialsUnavailable { .. }) => panic!("{other:?}"),
         }
     }
 }
