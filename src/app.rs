@@ -28,6 +28,8 @@ pub async fn run(
     file_settings: StaticSettings,
 ) -> anyhow::Result<()> {
     let settings = snapshot.settings.clone();
+    // The first snapshot was compiled before the runtime existed: start its token refreshes.
+    crate::providers::gemini::start_token_refresh(&snapshot.routing.backends);
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
 

@@ -124,6 +124,19 @@ pub fn prepare_vertex(
     Ok(p)
 }
 
+/// Starts the background token refresh of every Vertex backend (for a snapshot compiled
+/// outside the runtime, i.e. the first one; reloads compile inside it and start their own).
+pub fn start_token_refresh(backends: &[Backend]) {
+    for b in backends {
+        if let super::ProviderConfig::Vertex(VertexConfig {
+            token: Some(slot), ..
+        }) = &b.provider
+        {
+            slot.ensure_refreshing();
+        }
+    }
+}
+
 /// The dispatcher's entry for responses (chat completions only).
 pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTranslator>> {
     (out.endpoint == Endpoint::ChatCompletions).then(|| {
