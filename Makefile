@@ -56,9 +56,10 @@ schema: build ## Regenerate docs/config.schema.json
 bench: build-release venv ## Load benchmark: Envoy alone vs Envoy + tollgate (one run, same load)
 	$(PY) e2e/bench_overhead.py --target-dir target/release
 
-bench-micro: redis ## Criterion: masking MB/s, per-SSE-event cost, admission cost (memory, Redis), tokenizer throughput
+bench-micro: redis ## Criterion: masking MB/s, per-SSE-event cost, admission cost (memory, Redis), tokenizer throughput, cloud translators
 	$(CARGO) bench --locked --bench guard
 	$(CARGO) bench --locked --bench limits
+	$(CARGO) bench --locked --bench providers
 
 pii-report: build venv ## Precision/recall of the PII and secret detectors on a generated, labelled corpus
 	$(PY) scripts/pii_report.py --tollgate target/debug/tollgate

@@ -284,7 +284,8 @@ pub fn prepare(out: &Outbound<'_>, target: &Target<'_>) -> Result<Prepared, Requ
     Ok(Prepared {
         path,
         set,
-        remove: vec!["authorization".into(), "x-api-key".into(), "api-key".into()],
+        // `authorization` is replaced by the signature (set above), not removed.
+        remove: vec!["x-api-key".into(), "api-key".into()],
         body: Some(body),
     })
 }

@@ -146,7 +146,10 @@ fn request_golden() {
         "chat_tools.headers.json",
         &pretty(Value::Object(headers).to_string().as_bytes()),
     );
-    assert!(p.remove.contains(&"authorization".to_owned()));
+    assert!(
+        !p.remove.contains(&"authorization".to_owned()),
+        "set, not removed"
+    );
 
     let stream = prepare(
         &Outbound {
