@@ -218,6 +218,18 @@ fn stream_goldens() {
     }
 }
 
+/// The `.eventstream` fixtures were written by e2e/cloud_replay.py's own encoder (Python,
+/// zlib CRC32) from the same frame lists: an independent implementation of the framing.
+#[test]
+fn independent_encoder_agrees_byte_for_byte() {
+    for name in ["stream_tools", "stream_exception"] {
+        let ours = frames(&format!("{name}.frames.json"));
+        let theirs = read(&format!("{name}.eventstream"));
+        assert_eq!(ours, theirs, "{name}: framing differs from the Python encoder");
+        golden(&format!("{name}.openai.sse"), &translate_stream(&theirs, &[]));
+    }
+}
+
 #[test]
 fn stream_damage_becomes_an_sse_error_then_done() {
     let mut bytes = frames("stream_tools.frames.json");
