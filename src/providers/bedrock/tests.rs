@@ -225,8 +225,14 @@ fn independent_encoder_agrees_byte_for_byte() {
     for name in ["stream_tools", "stream_exception"] {
         let ours = frames(&format!("{name}.frames.json"));
         let theirs = read(&format!("{name}.eventstream"));
-        assert_eq!(ours, theirs, "{name}: framing differs from the Python encoder");
-        golden(&format!("{name}.openai.sse"), &translate_stream(&theirs, &[]));
+        assert_eq!(
+            ours, theirs,
+            "{name}: framing differs from the Python encoder"
+        );
+        golden(
+            &format!("{name}.openai.sse"),
+            &translate_stream(&theirs, &[]),
+        );
     }
 }
 
@@ -275,4 +281,47 @@ proptest! {
         let out = translate_stream(&bytes, &[bytes.len() / 2]);
         prop_assert!(out.ends_with(b"data: [DONE]\n\n"));
     }
+}
+
+#[test]
+fn dispatcher_signs_for_the_authority_and_refuses_other_endpoints() {
+    use crate::providers::testing;
+    use crate::providers::{ProviderConfig, ProviderError};
+    let cfg = Config {
+        region: "us-west-2".into(),
+        credentials: creds(),
+    };
+    let mut backend = testing::backend("br", ProviderConfig::Bedrock(cfg));
+    backend.base_path = String::new();
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+    let out = Outbound {
+        stream: true,
+        ..testing::outbound(Endpoint::ChatCompletions, body)
+    };
+    let p = crate::providers::prepare(&backend, &out).unwrap();
+    assert_eq!(p.path, "/model/m/converse-stream");
+    let signed = |p: &Prepared| {
+        let a = &p.set.iter().find(|(k, _)| k == "authorization").unwrap().1;
+        String::from_utf8_lossy(a).into_owned()
+    };
+    let default_host = signed(&p);
+    assert!(default_host.contains("/us-west-2/bedrock/aws4_request"));
+    backend.authority = Some("bedrock.internal:8443".into());
+    let p2 = crate::providers::prepare(&backend, &out).unwrap();
+    assert_ne!(
+        signed(&p2),
+        default_host,
+        "the host is part of the signature"
+    );
+    assert!(
+        p2.set
+            .contains(&(":authority".into(), b"bedrock.internal:8443".to_vec()))
+    );
+    assert!(matches!(
+        crate::providers::prepare(&backend, &testing::outbound(Endpoint::Messages, body)),
+        Err(ProviderError::UnsupportedEndpoint {
+            kind: "bedrock",
+            ..
+        })
+    ));
 }

@@ -193,3 +193,55 @@ proptest! {
         prop_assert!(out.ends_with(b"data: [DONE]\n\n"));
     }
 }
+
+#[test]
+fn dispatcher_entries_refuse_other_endpoints_and_a_missing_token_is_a_503() {
+    use crate::providers::google_auth::{ServiceAccount, TokenSlot};
+    use crate::providers::testing;
+    use crate::providers::{ProviderConfig, ProviderError};
+    use crate::secret::Secret;
+    use std::time::Duration;
+
+    let key = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/gemini/TEST-ONLY-service-account.json"
+    ))
+    .unwrap();
+    let slot = Arc::new(TokenSlot::new(
+        ServiceAccount::from_json(&key).unwrap(),
+        "scope",
+    ));
+    let cfg = VertexConfig {
+        project: "p".into(),
+        location: "l".into(),
+        token: Some(slot.clone()),
+    };
+    let backend = testing::backend("vx", ProviderConfig::Vertex(cfg.clone()));
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let out = testing::outbound(Endpoint::ChatCompletions, body);
+    match prepare_vertex(&backend, &cfg, &out) {
+        Err(ProviderError::CredentialsUnavailable { backend, reason }) => {
+            assert_eq!(backend, "vx");
+            assert!(reason.contains("no Google access token yet"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    slot.store(Secret::new("ya29.ok"), out.now, Duration::from_secs(3600));
+    let p = crate::providers::prepare(&backend, &out).unwrap();
+    assert!(
+        p.set
+            .contains(&("authorization".into(), b"Bearer ya29.ok".to_vec()))
+    );
+    assert!(
+        p.set
+            .contains(&("accept-encoding".into(), b"identity".to_vec()))
+    );
+    assert!(crate::providers::response_translator(&backend, &out).is_some());
+
+    let emb = testing::outbound(Endpoint::Embeddings, body);
+    assert!(matches!(
+        crate::providers::prepare(&testing::backend("g", ProviderConfig::Gemini), &emb),
+        Err(ProviderError::UnsupportedEndpoint { kind: "gemini", .. })
+    ));
+    assert!(crate::providers::response_translator(&backend, &emb).is_none());
+}
