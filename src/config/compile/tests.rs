@@ -653,3 +653,73 @@ backends:
         "{errs:#?}"
     );
 }
+
+#[test]
+fn provider_sections_are_checked_against_the_kind() {
+    let errs = errors(
+        r#"
+version: 1
+backends:
+  - name: a
+    kind: openai
+    anthropic: { version: "2023-06-01" }
+  - name: b
+    kind: azure_openai
+    azure_openai: { api_version: "2024 10", deployments: { gpt-4o: "bad/name" } }
+  - name: c
+    kind: anthropic
+    anthropic: { default_max_tokens: 0 }
+"#,
+    );
+    assert_eq!(
+        errs,
+        vec![
+            "backends[0].anthropic: the `anthropic` section is only for `kind: anthropic`; this backend is `kind: openai`",
+            r#"backends[1].azure_openai.api_version: "2024 10" is not an api-version such as "2024-10-21""#,
+            r#"backends[1].azure_openai.deployments.gpt-4o: "bad/name" is not a deployment name (1-64 characters of a-z, A-Z, 0-9, '.', '_' or '-')"#,
+            "backends[2].anthropic.default_max_tokens: must be at least 1",
+        ]
+    );
+}
+
+#[test]
+fn api_key_auth_uses_each_kinds_own_header_and_defaults_apply() {
+    let snap = compile(
+        r#"
+version: 1
+backends:
+  - { name: o, kind: openai, auth: { api_key: { env: ALPHA_KEY } } }
+  - { name: z, kind: azure_openai, auth: { api_key: { env: ALPHA_KEY } } }
+  - { name: c, kind: anthropic, auth: { api_key: { env: ALPHA_KEY } } }
+"#,
+        &opts(),
+    )
+    .expect("valid");
+    let b = &snap.routing.backends;
+    let cred = |i: usize| {
+        let c = b[i].credential.as_ref().expect("credential");
+        (c.header.clone(), c.value.expose().starts_with("Bearer "))
+    };
+    assert_eq!(cred(0), ("authorization".into(), true));
+    assert_eq!(cred(1), ("api-key".into(), false));
+    assert_eq!(cred(2), ("x-api-key".into(), false));
+    assert_eq!(
+        (
+            b[0].base_path.as_str(),
+            b[1].base_path.as_str(),
+            b[2].base_path.as_str()
+        ),
+        ("/v1", "", "/v1")
+    );
+    assert_eq!(
+        b[2].provider,
+        crate::providers::ProviderConfig::Anthropic(crate::providers::anthropic::Config::default())
+    );
+    match &b[1].provider {
+        crate::providers::ProviderConfig::AzureOpenai(c) => assert_eq!(c.api_version, "2024-10-21"),
+        other => panic!("{other:?}"),
+    }
+    for backend in b {
+        assert_eq!(backend.provider.kind(), backend.kind);
+    }
+}
