@@ -33,12 +33,16 @@ fn table() -> Table {
                 name: "research-to-beta".into(),
                 models: vec![Glob::new("gpt-*")],
                 headers: vec![("x-team".into(), Glob::new("research"))],
+                when: Conditions::default(),
+                force: false,
                 target: Target::Model(1),
             },
             Route {
                 name: "beta-passthrough".into(),
                 models: vec![Glob::new("beta-*")],
                 headers: vec![],
+                when: Conditions::default(),
+                force: false,
                 target: Target::Backend {
                     backend: 1,
                     upstream_model: None,
@@ -46,6 +50,7 @@ fn table() -> Table {
             },
         ],
         model_command: true,
+        ..Table::default()
     }
 }
 
@@ -63,11 +68,7 @@ fn decide(
     h: &Headers,
     cmd: Option<&ModelCommand>,
 ) -> Result<Decision, RouteError> {
-    t.decide(&RouteInput {
-        model,
-        headers: h,
-        command: cmd,
-    })
+    t.decide(&RouteInput::basic(model, h, cmd))
 }
 
 #[test]
@@ -138,6 +139,8 @@ fn missing_model_is_an_error_unless_a_default_route_exists() {
         name: "default".into(),
         models: vec![],
         headers: vec![],
+        when: Conditions::default(),
+        force: false,
         target: Target::Backend {
             backend: 0,
             upstream_model: Some("fallback".into()),

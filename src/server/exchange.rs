@@ -249,7 +249,8 @@ impl Exchange {
     }
 
     async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
-        match route::request_body(&self.snap, &mut self.cx, &b.body) {
+        let roll = uuid::Uuid::new_v4().as_u64_pair().0;
+        match route::request_body(&self.snap, &mut self.cx, &b.body, &self.svc.cooldown, roll) {
             Err(e) => return self.refuse(e),
             Ok(Flow::Respond { status, body }) => return self.respond(status, body),
             Ok(Flow::Next) => {}
@@ -324,6 +325,15 @@ impl Exchange {
         let content_type = header_of(h, "content-type").unwrap_or_default();
         let sse = content_type.trim_start().starts_with("text/event-stream");
         let forwarded = self.phase == Phase::Forwarded;
+        if forwarded {
+            route::response_headers(
+                &self.snap,
+                &mut self.cx,
+                self.status,
+                header_of(h, route::ANSWERED_BY_HEADER),
+                &self.svc.cooldown,
+            );
+        }
         self.timing_body =
             self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
         let mut stream_body = self.timing_body;

@@ -64,6 +64,11 @@ pub struct Routed {
     pub rule: String,
     /// `stream: true`.
     pub stream: bool,
+    /// Why the rule matched (plain words, no request content beyond names and counts).
+    pub reason: String,
+    /// Fallback chain name, when the request goes through one (`backend` is then the
+    /// chain's first step until the response says which backend answered).
+    pub chain: Option<String>,
 }
 
 /// Header and body changes requested by stages.

@@ -5,16 +5,37 @@
 //! route cache is cleared so Envoy re-matches), `:path`, the backend's credential and
 //! optionally `:authority`. Removed: the client's credentials and every client-sent
 //! `x-tollgate-*` header, so a client can neither leak its key upstream nor steer routing.
+//! Client `x-tollgate-*` headers (the `x-tollgate-profile` hint) are read for the decision
+//! from the headers as received, before they are removed. Session headers
+//! (`x-session-id`, `mcp-session-id`) are never touched: Envoy hashes on them.
+//!
+//! Decision inputs, in this order (one way): body parse → features (size, tools, images,
+//! message text) → PII detection on that text, only when a rule has a `pii` condition (the
+//! guard, which masks, runs after routing and is not consulted) → the routing table.
+//!
+//! Fallback chains: the request goes to the chain's Envoy route unprepared (client path,
+//! no credential) with `x-tollgate-chain` and `x-tollgate-model`; the upstream-level
+//! filter ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked
+//! and names it in `x-tollgate-answered-by` on the response, which
+//! [`response_headers`] reads and removes.
 
 use super::{Flow, RequestCtx, Routed};
 use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch, openai};
-use crate::routing::{Decision, RouteInput, Rule, command};
+use crate::routing::health::Cooldown;
+use crate::routing::{RouteInput, Signals, command, conditions, features};
+use std::time::Instant;
 
 /// Header Envoy's routes match.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
+/// Fallback chain of the request (router-level → upstream-level filter).
+pub const CHAIN_HEADER: &str = "x-tollgate-chain";
+/// Model the chain's steps send unless a step names its own (router → upstream level).
+pub const MODEL_HEADER: &str = "x-tollgate-model";
+/// Backend that answered a chained request (upstream level → router level, response).
+pub const ANSWERED_BY_HEADER: &str = "x-tollgate-answered-by";
 /// Prefix of every gateway-owned header.
 pub const OWNED_PREFIX: &str = "x-tollgate-";
 /// Client credential headers that never go upstream.
@@ -80,8 +101,15 @@ pub fn request_headers(
     Ok(Flow::Next)
 }
 
-/// Request body phase (the whole body, buffered by Envoy).
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result<Flow, StageError> {
+/// Request body phase (the whole body, buffered by Envoy). `cooldown` says which backends
+/// just failed; `roll` is a random number for weighted splits.
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    body: &[u8],
+    cooldown: &Cooldown,
+    roll: u64,
+) -> Result<Flow, StageError> {
     if body.len() as u64 > snap.max_request_body {
         return Err(StageError::BodyTooLarge {
             limit: snap.max_request_body,
@@ -104,24 +132,54 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let mut decision = table.decide(&RouteInput {
+    let feats = table
+        .needs_features
+        .then(|| features::extract(body))
+        .unwrap_or_default();
+    let pii_found = table
+        .needs_features
+        .then(|| detected_entities(table.pii.as_deref(), &feats.text));
+    let now = Instant::now();
+    let cooling: Vec<usize> = (0..table.backends.len())
+        .filter(|&i| cooldown.cooling(&table.backends[i].name, now, table.cooldown))
+        .collect();
+    let pin = cx
+        .identity
+        .as_ref()
+        .and_then(|w| snap.access.pin(w))
+        .and_then(|pin| {
+            table
+                .backends
+                .iter()
+                .position(|b| b.name == pin.backend)
+                .map(|b| (b, pin.model.as_deref()))
+        });
+    let input = RouteInput {
         model: requested,
         headers: &cx.headers,
         command: cmd.as_ref(),
-    })?;
-    if let Some(pin) = cx.identity.as_ref().and_then(|w| snap.access.pin(w))
-        && let Some(b) = table.backends.iter().position(|b| b.name == pin.backend)
-    {
-        // The team is pinned: every request goes to its backend (and model), whatever it asked.
-        decision = Decision {
-            backend: b,
-            public_model: None,
-            upstream_model: pin.model.clone(),
-            rule: Rule::Route("team_pin".into()),
-        };
-    }
+        signals: Signals {
+            path: path_only_full(&cx.path),
+            consumer: cx.identity.as_ref().map(|w| w.consumer.as_str()),
+            team: cx.identity.as_ref().and_then(|w| w.team.as_deref()),
+            prompt_tokens: conditions::estimate_tokens(feats.chars),
+            last_user_text: view.last_user_text.as_ref().map(|t| t.value.as_str()),
+            tools: feats.tools,
+            images: feats.images,
+            stream: view.stream,
+            pii: pii_found.as_deref(),
+            profile: cx.headers.get(conditions::PROFILE_HEADER),
+        },
+        pin,
+        cooling: &cooling,
+        roll,
+    };
+    let decision = table.decide(&input)?;
+    let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
-    if let Some(upstream) = decision.upstream_model.as_deref()
+    // A chain's steps rename the model per attempt; elsewhere it is renamed here.
+    if chain.is_none()
+        && let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
     {
         view.set_model(upstream, &mut edits);
@@ -135,17 +193,30 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
     {
         m.remove(name);
     }
-    m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
-    let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-    m.set(
-        ":path",
-        format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix()),
-    );
-    if let Some(authority) = &backend.authority {
-        m.set(":authority", authority.as_bytes());
-    }
-    if let Some(cred) = &backend.credential {
-        m.set(&cred.header, cred.value.expose().as_bytes());
+    let chain_model = decision
+        .upstream_model
+        .as_deref()
+        .or(requested)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(chain) = chain {
+        // Prepared per attempt by the upstream-level filter, for the backend Envoy picks.
+        m.set(BACKEND_HEADER, chain.envoy_route.as_bytes());
+        m.set(CHAIN_HEADER, chain.name.as_bytes());
+        m.set(MODEL_HEADER, chain_model.as_bytes());
+    } else {
+        m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
+        let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
+        m.set(
+            ":path",
+            format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix()),
+        );
+        if let Some(authority) = &backend.authority {
+            m.set(":authority", authority.as_bytes());
+        }
+        if let Some(cred) = &backend.credential {
+            m.set(&cred.header, cred.value.expose().as_bytes());
+        }
     }
     if !edits.is_empty() {
         let new_body = edits
@@ -162,25 +233,98 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
             .public_model
             .clone()
             .unwrap_or_else(|| "unlisted".into()),
-        upstream_model: decision
-            .upstream_model
-            .clone()
-            .or_else(|| requested.map(str::to_owned))
-            .unwrap_or_default(),
+        upstream_model: chain
+            .and_then(|c| c.steps[0].upstream_model.clone())
+            .unwrap_or(chain_model),
         requested_model: requested.unwrap_or_default().to_owned(),
         rule: decision.rule.label().to_owned(),
         stream: view.stream,
+        reason: decision.reason.clone(),
+        chain: chain.map(|c| c.name.clone()),
     };
     m.metadata.extend([
         ("backend", routed.backend.clone()),
         ("model", routed.model_label.clone()),
         ("upstream_model", routed.upstream_model.clone()),
         ("route", routed.rule.clone()),
+        ("route_reason", routed.reason.clone()),
         ("request_model", requested.unwrap_or_default().to_owned()),
     ]);
+    if let Some(c) = &routed.chain {
+        m.metadata.push(("chain", c.clone()));
+    }
     cx.routed = Some(routed);
     cx.output_limit = view.output;
     Ok(Flow::Next)
+}
+
+/// Response headers (router level): learn which backend answered a chained request, note
+/// a failing backend for the cooldown, and name the decision in the configured header.
+pub fn response_headers(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    status: Option<u16>,
+    answered_by: Option<&str>,
+    cooldown: &Cooldown,
+) {
+    if answered_by.is_some() {
+        // Gateway-internal: never reaches the client.
+        cx.mutations.remove(ANSWERED_BY_HEADER);
+    }
+    let Some(routed) = cx.routed.as_mut() else {
+        return;
+    };
+    if routed.chain.is_some() {
+        // Attempts are judged (and cooled down) by the upstream-level filter.
+        if let Some(b) = answered_by.filter(|b| snap.routing.backends.iter().any(|x| x.name == *b))
+            && *b != routed.backend
+        {
+            routed.backend = b.to_owned();
+            cx.mutations.metadata.push(("backend", routed.backend.clone()));
+            if let Some(step_model) = snap
+                .routing
+                .chain(routed.chain.as_deref().unwrap_or_default())
+                .and_then(|c| {
+                    c.steps
+                        .iter()
+                        .find(|s| snap.routing.backends[s.backend].name == b)
+                })
+                .and_then(|s| s.upstream_model.clone())
+            {
+                routed.upstream_model = step_model;
+                cx.mutations
+                    .metadata
+                    .push(("upstream_model", routed.upstream_model.clone()));
+            }
+        }
+    } else if status.is_some_and(Cooldown::is_failure) {
+        cooldown.fail(&routed.backend, Instant::now());
+    }
+    if let Some(h) = &snap.routing.decision_header {
+        let value = format!(
+            "{}; backend={}; model={}",
+            routed.rule, routed.backend, routed.upstream_model
+        );
+        cx.mutations.set(h, value.into_bytes());
+    }
+}
+
+/// Distinct PII entity names found in `text` (names only, never values).
+fn detected_entities(masker: Option<&crate::pii::Masker>, text: &str) -> Vec<String> {
+    let Some(m) = masker else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for hit in crate::pii::masker::resolve(&m.set.find(text, 0)) {
+        let entity = m.set.detectors()[hit.detector].entity.to_string();
+        if !out.contains(&entity) {
+            out.push(entity);
+        }
+    }
+    out
+}
+
+/// The path without query or fragment.
+fn path_only_full(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
 }
 
 fn path_only(path: &str) -> String {
