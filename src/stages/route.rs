@@ -14,8 +14,7 @@
 //! guard, which masks, runs after routing and is not consulted) → the routing table.
 //!
 //! Fallback chains: the request goes to the chain's Envoy route unprepared (client path,
-//! no credential) with `x-tollgate-chain` and `x-tollgate-model`; the upstream-level
-//! filter ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked
+//! no credential; the body's model already the decision's); the upstream-level filter ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked
 //! and names it in `x-tollgate-answered-by` on the response, which
 //! [`response_headers`] reads and removes.
 
@@ -30,10 +29,6 @@ use std::time::Instant;
 
 /// Header Envoy's routes match.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
-/// Fallback chain of the request (router-level → upstream-level filter).
-pub const CHAIN_HEADER: &str = "x-tollgate-chain";
-/// Model the chain's steps send unless a step names its own (router → upstream level).
-pub const MODEL_HEADER: &str = "x-tollgate-model";
 /// Backend that answered a chained request (upstream level → router level, response).
 pub const ANSWERED_BY_HEADER: &str = "x-tollgate-answered-by";
 /// Prefix of every gateway-owned header.
@@ -177,9 +172,8 @@ pub fn request_body(
     let decision = table.decide(&input)?;
     let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
-    // A chain's steps rename the model per attempt; elsewhere it is renamed here.
-    if chain.is_none()
-        && let Some(upstream) = decision.upstream_model.as_deref()
+    // A chain's steps may rename it again per attempt.
+    if let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
     {
         view.set_model(upstream, &mut edits);
@@ -202,8 +196,6 @@ pub fn request_body(
     if let Some(chain) = chain {
         // Prepared per attempt by the upstream-level filter, for the backend Envoy picks.
         m.set(BACKEND_HEADER, chain.envoy_route.as_bytes());
-        m.set(CHAIN_HEADER, chain.name.as_bytes());
-        m.set(MODEL_HEADER, chain_model.as_bytes());
     } else {
         m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
         let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();

@@ -1,0 +1,88 @@
+"""Fallback chains through the real Envoy: one route per chain, a cluster whose priorities are
+the chain's backends, Envoy's retry policy (previous_priorities), and tollgate's upstream-level
+ext_proc filter preparing every attempt (path, credential, model) for the backend Envoy picked.
+
+The demo upstreams require different API keys (alpha: demo-alpha-key, beta: demo-beta-key), so an
+answer from beta proves that the retried attempt was re-credentialed for beta."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import harness
+from harness import Stack, free_port, http_request, load_yaml, DEMO_TOLLGATE_CONFIG
+
+
+def _chain_config(primary_model: str) -> Any:
+    cfg = load_yaml(DEMO_TOLLGATE_CONFIG)
+    cfg["routing"]["chains"] = [
+        {"name": "resilient", "steps": [
+            {"backend": "alpha", "upstream_model": primary_model},
+            {"backend": "beta", "upstream_model": "echo"},
+        ]},
+    ]
+    cfg["routing"]["cooldown"] = "0s"  # every request tries the primary first
+    return cfg
+
+
+def _ask(stack: Stack, text: str) -> Any:
+    return stack.openai().chat.completions.with_raw_response.create(
+        model="resilient-demo", messages=[{"role": "user", "content": text}],
+    )
+
+
+def _usage_requests(stack: Stack) -> float:
+    return stack.metric("tollgate_requests_total") or 0.0
+
+
+def test_primary_503_falls_back_to_secondary_counted_once(make_stack: Any) -> None:
+    stack = make_stack(tollgate_config=_chain_config("error-503"))
+    raw = _ask(stack, "fallback please")
+    reply = raw.parse()
+    # The client gets beta's answer, in the OpenAI shape, and never the internal headers.
+    assert reply.choices[0].message.content == "fallback please"
+    assert raw.headers["x-demo-upstream"] == "beta"
+    assert raw.headers["x-tollgate-route"] == "resilient; backend=beta; model=echo"
+    assert "x-tollgate-answered-by" not in raw.headers
+    # alpha saw the attempt (prepared for alpha: its path, key and model), then beta.
+    [a] = stack.upstream_requests("alpha")
+    [b] = stack.upstream_requests("beta")
+    assert a["path"] == "/v1/chat/completions" and json.loads(a["body"])["model"] == "error-503"
+    assert b["path"] == "/v1/chat/completions" and json.loads(b["body"])["model"] == "echo"
+    for rec in (a, b):
+        assert not any(k.startswith("x-tollgate-") for k in rec["headers"]), rec["headers"]
+    # Counted once: one request, one usage record, attributed to the backend that answered.
+    log = stack.wait_access_log(lambda e: e["route_name"] == "chain-resilient")
+    assert int(log["status"]) == 200 and log["tollgate_backend"] == "beta"
+    assert log["tollgate_route"] == "resilient"
+    assert int(log["llm_total_token"]) > 0
+    assert stack.metric("tollgate_requests_total", backend="beta") == 1
+    assert not stack.metric("tollgate_requests_total", backend="alpha")
+
+
+def test_connection_refused_on_primary_falls_back(make_stack: Any) -> None:
+    dead = free_port()  # nobody listens here
+
+    def kill_primary(cfg: Any) -> Any:
+        cfg = copy.deepcopy(cfg)
+        [chain] = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "chain-resilient"]
+        p0 = chain["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        p0["address"]["socket_address"]["port_value"] = dead
+        return cfg
+
+    stack = make_stack(tollgate_config=_chain_config("echo"), envoy_transform=kill_primary)
+    raw = _ask(stack, "alpha is down")
+    assert raw.parse().choices[0].message.content == "alpha is down"
+    assert raw.headers["x-demo-upstream"] == "beta"
+    assert stack.upstream_count("alpha") == 0
+    assert stack.upstream_count("beta") == 1
+
+
+def test_healthy_primary_answers_and_chain_is_explained(make_stack: Any) -> None:
+    stack = make_stack(tollgate_config=_chain_config("echo"))
+    raw = _ask(stack, "primary ok")
+    assert raw.headers["x-demo-upstream"] == "alpha"
+    assert raw.headers["x-tollgate-route"] == "resilient; backend=alpha; model=echo"
+    assert stack.upstream_count("beta") == 0
