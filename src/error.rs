@@ -8,6 +8,7 @@ use crate::auth::AuthError;
 use crate::guard::GuardError;
 use crate::limits::{Metric, Refusal};
 use crate::llm::openai::ParseError;
+use crate::providers::ProviderError;
 use crate::routing::RouteError;
 use crate::routing::command::CommandError;
 use thiserror::Error;
@@ -26,7 +27,7 @@ pub enum StageError {
     Command(#[from] CommandError),
     /// Not an API path tollgate serves.
     #[error(
-        "unknown request URL: {method} {path}; tollgate serves POST /v1/chat/completions, POST /v1/embeddings and GET /v1/models"
+        "unknown request URL: {method} {path}; tollgate serves POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings and GET /v1/models"
     )]
     UnsupportedPath {
         /// Method.
@@ -70,6 +71,10 @@ pub enum StageError {
     /// The limits store is down and the fail mode is closed.
     #[error("rate limits cannot be checked right now; try again shortly")]
     LimitsUnavailable(String),
+    /// The routed backend cannot take this request (its kind lacks the API, or the
+    /// request has something its dialect cannot express).
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     /// A bug on our side.
     #[error("internal gateway error")]
     Internal(String),
@@ -151,6 +156,12 @@ pub fn rescue(err: &StageError) -> LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "gateway_misconfigured", None)
         },
+        StageError::Provider(ProviderError::UnsupportedEndpoint { .. }) => {
+            reply(400, INVALID, "unsupported_endpoint", Some("model"))
+        }
+        StageError::Provider(ProviderError::Untranslatable { param, .. }) => {
+            reply(400, INVALID, "unsupported_parameter", *param)
+        }
         StageError::Internal(_) => LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "internal_error", None)
@@ -208,6 +219,27 @@ impl LocalReply {
                 "code": self.code,
                 "param": self.param,
             }
+        });
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+
+    /// The Anthropic error shape (`{"type":"error","error":{"type","message"}}`), for
+    /// clients of the `/v1/messages` front door; the type follows the status as in
+    /// Anthropic's own API.
+    pub fn anthropic_body(&self) -> Vec<u8> {
+        let kind = match self.status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+        let v = serde_json::json!({
+            "type": "error",
+            "error": {"type": kind, "message": self.message},
         });
         serde_json::to_vec(&v).unwrap_or_default()
     }
@@ -322,6 +354,27 @@ mod tests {
             ),
             (StageError::Misconfigured("x"), 500, "gateway_misconfigured"),
             (StageError::Internal("bug".into()), 500, "internal_error"),
+            (
+                ProviderError::UnsupportedEndpoint {
+                    endpoint: "POST /v1/embeddings",
+                    model: "claude".into(),
+                    kind: "Anthropic",
+                    reason: "has no embeddings API",
+                }
+                .into(),
+                400,
+                "unsupported_endpoint",
+            ),
+            (
+                ProviderError::Untranslatable {
+                    kind: "Anthropic",
+                    param: Some("n"),
+                    problem: "x".into(),
+                }
+                .into(),
+                400,
+                "unsupported_parameter",
+            ),
             (AuthError::MissingKey.into(), 401, "missing_api_key"),
             (AuthError::UnknownKey.into(), 401, "invalid_api_key"),
             (
@@ -402,6 +455,20 @@ mod tests {
     fn internal_details_are_not_shown_to_clients() {
         let (_, body) = envelope(StageError::Internal("secret stack detail".into()));
         assert_eq!(body["error"]["message"], "internal gateway error");
+    }
+
+    #[test]
+    fn anthropic_shape_follows_the_status() {
+        let r = rescue(&StageError::Route(RouteError::MissingModel {
+            available: vec![],
+        }));
+        let v: serde_json::Value = serde_json::from_slice(&r.anthropic_body()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["message"], r.message);
+        let r = rescue(&StageError::LimitsUnavailable("x".into()));
+        let v: serde_json::Value = serde_json::from_slice(&r.anthropic_body()).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded_error");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::{
     AuditOutput, AuditSettings, ListenAddr, ReloadSettings, Snapshot, StaticSettings, TraceSettings,
 };
 use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
-use crate::routing::{Backend, Credential, Model, Route, Table, glob::Glob};
+use crate::providers::{self, ProviderConfig};
+use crate::routing::{Backend, BackendKind, Credential, Model, Route, Table, glob::Glob};
 use crate::secret::Secret;
 use crate::suggest;
 use serde::de::DeserializeOwned;
@@ -495,7 +496,7 @@ impl Cx {
                     self.err(at("name"), format!("duplicate backend name {:?}", b.name));
                 }
                 let base_path = match b.base_path.as_deref() {
-                    None => "/v1".to_owned(),
+                    None => default_base_path(b.kind).to_owned(),
                     Some(p) if p.is_empty() || p == "/" => String::new(),
                     Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => p.trim_end_matches('/').to_owned(),
                     Some(p) => {
@@ -513,7 +514,8 @@ impl Cx {
                     && (a.is_empty() || !a.bytes().all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c))) {
                         self.err(at("authority"), format!("{a:?} is not a host or host:port"));
                     }
-                let credential = b.auth.as_ref().and_then(|auth| self.credential(&at("auth"), auth, opts));
+                let credential = b.auth.as_ref().and_then(|auth| self.credential(&at("auth"), auth, b.kind, opts));
+                let provider = self.provider(i, b);
                 Backend {
                     name: b.name.clone(),
                     kind: b.kind,
@@ -521,18 +523,104 @@ impl Cx {
                     envoy_route,
                     authority: b.authority.clone(),
                     credential,
+                    provider,
                 }
             })
             .collect()
+    }
+
+    /// The per-kind settings; a section for another kind is an error (one arm per kind).
+    fn provider(&mut self, i: usize, b: &RawBackend) -> ProviderConfig {
+        let at = |f: &str| format!("backends[{i}].{f}");
+        let sections = [
+            ("anthropic", b.anthropic.is_some(), BackendKind::Anthropic),
+            (
+                "azure_openai",
+                b.azure_openai.is_some(),
+                BackendKind::AzureOpenai,
+            ),
+        ];
+        for (name, present, kind) in sections {
+            if present && b.kind != kind {
+                self.err(
+                    at(name),
+                    format!(
+                        "the `{name}` section is only for `kind: {}`; this backend is `kind: {}`",
+                        kind.as_str(),
+                        b.kind.as_str()
+                    ),
+                );
+            }
+        }
+        match b.kind {
+            BackendKind::Openai => ProviderConfig::Openai,
+            BackendKind::AzureOpenai => {
+                let raw = b.azure_openai.clone().unwrap_or_default();
+                let api_version = raw
+                    .api_version
+                    .unwrap_or_else(|| providers::azure::DEFAULT_API_VERSION.to_owned());
+                if api_version.is_empty()
+                    || !api_version
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+                {
+                    self.err(
+                        at("azure_openai.api_version"),
+                        format!("{api_version:?} is not an api-version such as \"2024-10-21\""),
+                    );
+                }
+                for (model, dep) in &raw.deployments {
+                    if !providers::azure::valid_deployment(dep) {
+                        self.err(
+                            at(&format!("azure_openai.deployments.{model}")),
+                            format!("{dep:?} is not a deployment name (1-64 characters of a-z, A-Z, 0-9, '.', '_' or '-')"),
+                        );
+                    }
+                }
+                ProviderConfig::AzureOpenai(providers::azure::Config {
+                    api_version,
+                    deployments: raw.deployments,
+                })
+            }
+            BackendKind::Anthropic => {
+                let raw = b.anthropic.clone().unwrap_or_default();
+                let mut cfg = providers::anthropic::Config::default();
+                if let Some(v) = raw.version {
+                    if v.is_empty() || !v.bytes().all(|c| c.is_ascii_graphic()) {
+                        self.err(
+                            at("anthropic.version"),
+                            format!("{v:?} is not a version such as \"2023-06-01\""),
+                        );
+                    }
+                    cfg.version = v;
+                }
+                if let Some(n) = raw.default_max_tokens {
+                    if n == 0 {
+                        self.err(at("anthropic.default_max_tokens"), "must be at least 1");
+                    }
+                    cfg.default_max_tokens = n;
+                }
+                ProviderConfig::Anthropic(cfg)
+            }
+        }
     }
 
     fn credential(
         &mut self,
         path: &str,
         auth: &RawAuth,
+        kind: BackendKind,
         opts: &CompileOptions<'_>,
     ) -> Option<Credential> {
         let (header, prefix, secret_ref, secret_path) = match auth {
+            RawAuth::ApiKey(r) => {
+                let (header, prefix) = match kind {
+                    BackendKind::Openai => ("authorization", "Bearer "),
+                    BackendKind::AzureOpenai => ("api-key", ""),
+                    BackendKind::Anthropic => ("x-api-key", ""),
+                };
+                (header.to_owned(), prefix, r, format!("{path}.api_key"))
+            }
             RawAuth::Bearer(r) => (
                 "authorization".to_owned(),
                 "Bearer ",
@@ -1054,3 +1142,11 @@ mod access;
 
 #[cfg(test)]
 mod tests;
+
+/// `base_path` when the config names none.
+fn default_base_path(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Openai | BackendKind::Anthropic => "/v1",
+        BackendKind::AzureOpenai => "",
+    }
+}

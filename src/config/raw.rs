@@ -377,9 +377,11 @@ pub struct RawStep {
 pub struct RawBackend {
     /// Unique name, `[a-z0-9._-]`, used in routes, models and `/model` commands.
     pub name: String,
-    /// API dialect the backend speaks.
+    /// API dialect the backend speaks: `openai` (any OpenAI-compatible server),
+    /// `azure_openai` or `anthropic`.
     pub kind: BackendKind,
-    /// Path prefix of the API at the upstream, e.g. `/v1` (default for `openai`).
+    /// Path prefix of the API at the upstream. Default `/v1` for `openai` and `anthropic`
+    /// (Anthropic's `/v1/messages`), empty for `azure_openai` (paths start `/openai/...`).
     pub base_path: Option<String>,
     /// Value tollgate puts in `x-tollgate-backend`; Envoy's route for this backend matches it.
     /// Default: the backend's name.
@@ -390,12 +392,42 @@ pub struct RawBackend {
     /// Credential tollgate adds for this backend; the client's own credential is always
     /// removed. Omit for upstreams that need none.
     pub auth: Option<RawAuth>,
+    /// Settings for `kind: anthropic` (optional; defaults apply).
+    pub anthropic: Option<RawAnthropic>,
+    /// Settings for `kind: azure_openai` (optional; defaults apply).
+    pub azure_openai: Option<RawAzureOpenai>,
+}
+
+/// Anthropic Messages settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnthropic {
+    /// `anthropic-version` header sent upstream. Default `2023-06-01`.
+    pub version: Option<String>,
+    /// `max_tokens` for chat completions that set neither `max_completion_tokens` nor
+    /// `max_tokens` (Anthropic requires one). Default `4096`.
+    pub default_max_tokens: Option<u64>,
+}
+
+/// Azure OpenAI settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureOpenai {
+    /// `api-version` query parameter. Default `2024-10-21`.
+    pub api_version: Option<String>,
+    /// Deployment name per upstream model name, e.g. `{gpt-4o: prod-gpt4o}`. A model not
+    /// listed is used as the deployment name itself.
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
 }
 
 /// How tollgate authenticates to a backend.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum RawAuth {
+    /// The provider's own API-key header: `Authorization: Bearer` for `openai`, `api-key`
+    /// for `azure_openai`, `x-api-key` for `anthropic`.
+    ApiKey(SecretRef),
     /// `Authorization: Bearer <secret>`.
     Bearer(SecretRef),
     /// A custom header carrying the secret as is, e.g. `api-key` or `x-api-key`.

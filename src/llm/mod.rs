@@ -17,6 +17,8 @@ pub enum Endpoint {
     ChatCompletions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/messages` (Anthropic Messages), for anthropic-kind backends.
+    Messages,
     /// `GET /v1/models`, answered by tollgate from the catalogue.
     Models,
 }
@@ -40,6 +42,7 @@ impl Endpoint {
         let (endpoint, allow) = match path {
             "/v1/chat/completions" => (Endpoint::ChatCompletions, "POST"),
             "/v1/embeddings" => (Endpoint::Embeddings, "POST"),
+            "/v1/messages" => (Endpoint::Messages, "POST"),
             "/v1/models" => (Endpoint::Models, "GET"),
             _ => return PathMatch::Unknown,
         };
@@ -55,6 +58,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
             Endpoint::Models => "/models",
         }
     }
@@ -69,6 +73,7 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
             Endpoint::Models => "models",
         }
     }
@@ -99,6 +104,10 @@ mod tests {
             ep(Endpoint::Models)
         );
         assert_eq!(Endpoint::classify("POST", "/v1/models"), WrongMethod("GET"));
+        assert_eq!(
+            Endpoint::classify("POST", "/v1/messages"),
+            ep(Endpoint::Messages)
+        );
         assert_eq!(Endpoint::classify("POST", "/v1/completions"), Unknown);
         assert_eq!(Endpoint::classify("POST", "/v1/chat/completionsX"), Unknown);
         assert_eq!(Endpoint::classify("GET", "/"), Unknown);

@@ -58,7 +58,7 @@ pub const TIME_TO_FIRST_TOKEN: &str = "tollgate.time_to_first_token";
 /// Maps an endpoint to the GenAI operation name.
 pub fn operation(endpoint: crate::llm::Endpoint) -> &'static str {
     match endpoint {
-        crate::llm::Endpoint::ChatCompletions => "chat",
+        crate::llm::Endpoint::ChatCompletions | crate::llm::Endpoint::Messages => "chat",
         crate::llm::Endpoint::Embeddings => "embeddings",
         crate::llm::Endpoint::Models => "list_models",
     }
@@ -68,5 +68,7 @@ pub fn operation(endpoint: crate::llm::Endpoint) -> &'static str {
 pub fn provider(kind: crate::routing::BackendKind) -> &'static str {
     match kind {
         crate::routing::BackendKind::Openai => "openai",
+        crate::routing::BackendKind::AzureOpenai => "azure.ai.openai",
+        crate::routing::BackendKind::Anthropic => "anthropic",
     }
 }

@@ -14,8 +14,112 @@
 //! client-schema → provider-schema pair. Invariant: a translator never panics on any input;
 //! bad upstream bytes become an OpenAI-shaped error (JSON envelope, or an SSE error event
 //! once the stream has started).
+//!
+//! Dispatch is one `match` arm per [`BackendKind`] in [`prepare`] and
+//! [`response_translator`]; a new kind adds its variant to [`BackendKind`] and
+//! [`ProviderConfig`], its module here, and one arm in each match. The dispatcher adds what
+//! every kind shares: the `:authority` rewrite and a header credential (`auth`), so a kind
+//! module only writes its own path, headers and body.
 
+pub mod anthropic;
+pub mod azure;
+pub mod openai;
+
+use crate::llm::Endpoint;
+use crate::routing::{Backend, BackendKind};
 use std::time::SystemTime;
+use thiserror::Error;
+
+/// Per-kind settings of a backend, compiled from its config section. The variant always
+/// matches [`Backend::kind`] (the config compiler builds both from the same `kind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// OpenAI-compatible: nothing beyond the common backend fields.
+    Openai,
+    /// Azure OpenAI: deployments and API version.
+    AzureOpenai(azure::Config),
+    /// Anthropic Messages: API version and the `max_tokens` default.
+    Anthropic(anthropic::Config),
+}
+
+impl ProviderConfig {
+    /// The kind these settings belong to.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            ProviderConfig::Openai => BackendKind::Openai,
+            ProviderConfig::AzureOpenai(_) => BackendKind::AzureOpenai,
+            ProviderConfig::Anthropic(_) => BackendKind::Anthropic,
+        }
+    }
+}
+
+/// Why a request cannot be sent to its backend. Mapped to the client's error envelope in
+/// [`crate::error`] only.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProviderError {
+    /// The backend's kind does not serve this API.
+    #[error(
+        "{endpoint} is not available for model {model:?}: its backend speaks {kind}, which {reason}"
+    )]
+    UnsupportedEndpoint {
+        /// The API the client called (`POST /v1/embeddings`).
+        endpoint: &'static str,
+        /// The model the request was routed as.
+        model: String,
+        /// The backend's kind.
+        kind: &'static str,
+        /// Why, in words (`has no embeddings API`).
+        reason: &'static str,
+    },
+    /// The request has something the provider's dialect cannot express.
+    #[error("the request cannot be translated for {kind}: {problem}")]
+    Untranslatable {
+        /// The backend's kind.
+        kind: &'static str,
+        /// The offending parameter, when one is to blame.
+        param: Option<&'static str>,
+        /// What is wrong (never prompt text).
+        problem: String,
+    },
+}
+
+/// Builds the request the backend receives from the final OpenAI-shaped body (or, for a
+/// native front door such as `/v1/messages`, the client's own body).
+pub fn prepare(backend: &Backend, out: &Outbound<'_>) -> Result<Prepared, ProviderError> {
+    let mut p = match &backend.provider {
+        ProviderConfig::Openai => openai::prepare(backend, out)?,
+        ProviderConfig::AzureOpenai(cfg) => azure::prepare(backend, cfg, out)?,
+        ProviderConfig::Anthropic(cfg) => anthropic::prepare(backend, cfg, out)?,
+    };
+    if let Some(authority) = &backend.authority {
+        p.set(":authority", authority.as_bytes());
+    }
+    if let Some(cred) = &backend.credential {
+        p.set(&cred.header, cred.value.expose().as_bytes());
+    }
+    Ok(p)
+}
+
+/// The translator for this request's response; `None` passes the upstream's bytes through.
+pub fn response_translator(
+    backend: &Backend,
+    out: &Outbound<'_>,
+) -> Option<Box<dyn ResponseTranslator>> {
+    match &backend.provider {
+        ProviderConfig::Openai | ProviderConfig::AzureOpenai(_) => None,
+        ProviderConfig::Anthropic(_) => anthropic::response_translator(out),
+    }
+}
+
+/// `POST /v1/...` for messages.
+pub(crate) fn endpoint_label(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::ChatCompletions => "POST /v1/chat/completions",
+        Endpoint::Embeddings => "POST /v1/embeddings",
+        Endpoint::Messages => "POST /v1/messages",
+        Endpoint::Models => "GET /v1/models",
+    }
+}
 
 /// What a translator needs to build the upstream request.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +151,22 @@ pub struct Prepared {
     pub body: Option<Vec<u8>>,
 }
 
+impl Prepared {
+    /// Sets a header, replacing an earlier set of the same name (and a queued removal).
+    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+        self.set.retain(|(n, _)| n != name);
+        self.remove.retain(|n| n != name);
+        self.set.push((name.to_owned(), value.into()));
+    }
+
+    /// Removes a header (unless it is set).
+    pub fn remove(&mut self, name: &str) {
+        if !self.set.iter().any(|(n, _)| n == name) && !self.remove.iter().any(|n| n == name) {
+            self.remove.push(name.to_owned());
+        }
+    }
+}
+
 /// The response head after translation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Head {
@@ -65,6 +185,33 @@ pub trait ResponseTranslator: Send + std::fmt::Debug {
     fn body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8>;
 }
 
-// INTERIM (issue-6 branch): replaced at merge by the providers branch's dispatcher.
-mod interim;
-pub use interim::{ProviderError, prepare};
+/// Builders shared by the translator tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A backend of the given kind with `/v1` as base path and no credential.
+    pub fn backend(name: &str, provider: ProviderConfig) -> Backend {
+        Backend {
+            name: name.into(),
+            kind: provider.kind(),
+            base_path: "/v1".into(),
+            envoy_route: name.into(),
+            authority: None,
+            credential: None,
+            provider,
+        }
+    }
+
+    /// An outbound request for `model` at a fixed time.
+    pub fn outbound(endpoint: Endpoint, body: &[u8]) -> Outbound<'_> {
+        Outbound {
+            endpoint,
+            body,
+            upstream_model: "m",
+            stream: false,
+            query: "",
+            now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+        }
+    }
+}

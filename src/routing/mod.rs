@@ -40,6 +40,21 @@ use thiserror::Error;
 pub enum BackendKind {
     /// Any OpenAI-compatible server (OpenAI, vLLM, Ollama, OpenRouter, ...): passthrough.
     Openai,
+    /// Azure OpenAI: deployment-addressed paths, `api-version`, `api-key` or Entra bearer.
+    AzureOpenai,
+    /// Anthropic Messages API: chat completions translated both ways; `/v1/messages` native.
+    Anthropic,
+}
+
+impl BackendKind {
+    /// The name as written in the config (`azure_openai`), for logs and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Openai => "openai",
+            BackendKind::AzureOpenai => "azure_openai",
+            BackendKind::Anthropic => "anthropic",
+        }
+    }
 }
 
 /// A compiled upstream.
@@ -57,6 +72,8 @@ pub struct Backend {
     pub authority: Option<String>,
     /// Credential to add.
     pub credential: Option<Credential>,
+    /// Per-kind settings (the variant matches `kind`).
+    pub provider: crate::providers::ProviderConfig,
 }
 
 /// A header carrying a backend credential.

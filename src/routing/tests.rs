@@ -8,6 +8,7 @@ fn backend(name: &str) -> Backend {
         envoy_route: name.into(),
         authority: None,
         credential: None,
+        provider: crate::providers::ProviderConfig::Openai,
     }
 }
 

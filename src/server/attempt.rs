@@ -29,6 +29,7 @@ use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{StageError, rescue};
 use crate::headers::Headers;
+use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch};
 use crate::proto::*;
 use crate::providers::{self, Outbound};
@@ -62,6 +63,8 @@ pub struct Attempt {
     svc: Arc<Services>,
     request_id: String,
     target: Option<Target>,
+    /// The client called the Anthropic-native door: refusals in its error shape.
+    anthropic_door: bool,
     log_span: tracing::Span,
 }
 
@@ -73,6 +76,7 @@ impl Attempt {
             svc,
             request_id: String::new(),
             target: None,
+            anthropic_door: false,
             log_span: tracing::info_span!("attempt", request_id = tracing::field::Empty),
         }
     }
@@ -91,7 +95,8 @@ impl Attempt {
         let kind = Kind::of(&request);
         match request {
             R::RequestHeaders(h) if self.target.is_none() => {
-                self.request_headers(&h, &msg.attributes)
+                let meta = request_metadata(msg.metadata_context.as_ref());
+                self.request_headers(&h, &msg.attributes, &meta)
             }
             R::RequestBody(b) => self.request_body(&b.body),
             R::ResponseHeaders(h) => self.response_headers(&h),
@@ -101,13 +106,14 @@ impl Attempt {
 
     fn fail(&self, e: StageError) -> ProcessingResponse {
         tracing::warn!(request_id = %self.request_id, error = %e, "fallback attempt refused");
-        reply::refuse(&rescue(&e), &self.request_id)
+        reply::refuse(&rescue(&e), &self.request_id, self.anthropic_door)
     }
 
     fn request_headers(
         &mut self,
         h: &HttpHeaders,
         attributes: &std::collections::HashMap<String, Struct>,
+        meta: &RequestMeta,
     ) -> ProcessingResponse {
         let headers = headers_of(h);
         self.request_id = headers.get("x-request-id").unwrap_or_default().to_owned();
@@ -134,9 +140,14 @@ impl Attempt {
             ));
         };
         let step = &chain.steps[pos];
-        let path = headers.get(":path").unwrap_or_default();
-        let method = headers.get(":method").unwrap_or_default();
-        let endpoint = match Endpoint::classify(method, path) {
+        // The client's path from the router-level metadata: `:path` may already be an
+        // earlier attempt's rewrite.
+        let Some(client_path) = meta.client_path.as_deref() else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: no io.tollgate client_path metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
+            ));
+        };
+        let endpoint = match Endpoint::classify("POST", client_path) {
             PathMatch::Endpoint(e) => e,
             PathMatch::WrongMethod(_) | PathMatch::Unknown => {
                 return self.fail(StageError::Misconfigured(
@@ -144,6 +155,7 @@ impl Attempt {
                 ));
             }
         };
+        self.anthropic_door = endpoint == Endpoint::Messages;
         let now = Instant::now();
         let later_alive = chain.steps[pos + 1..].iter().any(|s| {
             !self
@@ -173,10 +185,7 @@ impl Attempt {
             // Empty: the model the router-level decision left in the body.
             upstream_model: step.upstream_model.clone().unwrap_or_default(),
             endpoint,
-            query: path
-                .find('?')
-                .map(|i| path[i..].to_owned())
-                .unwrap_or_default(),
+            query: meta.client_query.clone().unwrap_or_default(),
         });
         reply::proceed(Kind::RequestHeaders, Mutations::default())
     }
@@ -188,18 +197,40 @@ impl Attempt {
             ));
         };
         let backend = &self.snap.routing.backends[t.backend];
-        let stream = crate::llm::openai::parse(body).is_ok_and(|v| v.stream);
+        let view = match crate::llm::openai::parse(body) {
+            Ok(v) => v,
+            Err(e) => return self.fail(StageError::Internal(e.to_string())),
+        };
+        // The step's model: renamed in the OpenAI-shaped body (passthrough kinds send it as
+        // is), and given to translating kinds as `upstream_model`.
+        let body_model = view.model.as_ref().map(|m| m.value.clone()).unwrap_or_default();
+        let upstream_model = if t.upstream_model.is_empty() {
+            body_model.clone()
+        } else {
+            t.upstream_model.clone()
+        };
+        let renamed = if upstream_model != body_model && !upstream_model.is_empty() {
+            let mut edits = BodyEdits::default();
+            view.set_model(&upstream_model, &mut edits);
+            match edits.apply(body) {
+                Ok(b) => Some(b),
+                Err(e) => return self.fail(StageError::Internal(e.to_string())),
+            }
+        } else {
+            None
+        };
+        let input = renamed.as_deref().unwrap_or(body);
         let out = Outbound {
             endpoint: t.endpoint,
-            body,
-            upstream_model: &t.upstream_model,
-            stream,
+            body: input,
+            upstream_model: &upstream_model,
+            stream: view.stream,
             query: &t.query,
             now: SystemTime::now(),
         };
         let prepared = match providers::prepare(backend, &out) {
             Ok(p) => p,
-            Err(e) => return self.fail(StageError::Internal(e.to_string())),
+            Err(e) => return self.fail(StageError::Provider(e)),
         };
         let mut m = Mutations::default();
         // Envoy hands every attempt the same request header map: what an earlier attempt
@@ -219,9 +250,10 @@ impl Attempt {
         for (k, v) in prepared.set {
             m.set(&k, v);
         }
-        let len = prepared.body.as_ref().map_or(body.len(), Vec::len);
+        let final_body = prepared.body.or(renamed);
+        let len = final_body.as_ref().map_or(body.len(), Vec::len);
         m.set("content-length", len.to_string());
-        m.body = prepared.body;
+        m.body = final_body;
         tracing::debug!(request_id = %self.request_id, backend = %backend.name, "fallback attempt prepared");
         reply::proceed(Kind::RequestBody, m)
     }
@@ -240,6 +272,28 @@ impl Attempt {
             m.set(ANSWERED_BY_HEADER, name.as_bytes());
         }
         reply::proceed(Kind::ResponseHeaders, m)
+    }
+}
+
+/// What the router-level exchange left in dynamic metadata for the attempts.
+#[derive(Debug, Default)]
+struct RequestMeta {
+    client_path: Option<String>,
+    client_query: Option<String>,
+}
+
+fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
+    let ns = m.and_then(|m| m.filter_metadata.get(reply::METADATA_NAMESPACE));
+    let get = |k: &str| {
+        ns.and_then(|s| s.fields.get(k))
+            .and_then(|v| match &v.kind {
+                Some(ValueKind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    RequestMeta {
+        client_path: get("client_path"),
+        client_query: get("client_query"),
     }
 }
 

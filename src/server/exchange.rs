@@ -40,7 +40,7 @@ use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
 use crate::stages::limits::{Services, Settlement};
-use crate::stages::{Flow, RequestCtx, access, guard, limits, route, usage};
+use crate::stages::{Flow, RequestCtx, access, guard, limits, provider, route, usage};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -273,9 +273,13 @@ impl Exchange {
             let body = self.cx.mutations.body.as_deref().unwrap_or(&b.body);
             self.payload = crate::guard::masked_payload(&g.policy, body);
         }
-        usage::request_body(&self.snap, &mut self.cx, b.body);
+        usage::request_body(&self.snap, &mut self.cx, &b.body);
         if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
             return self.refuse(e);
+        }
+        if let Err(e) = provider::request_body(&self.snap, &mut self.cx, &b.body, SystemTime::now())
+        {
+            return self.refuse_admitted(e);
         }
         if let Some(who) = &self.cx.identity {
             self.cx
@@ -322,10 +326,9 @@ impl Exchange {
     /// when something needs it: usage metering, the guard, or time-to-first-token timing.
     fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
         self.status = status_of(h).or(self.status);
-        let content_type = header_of(h, "content-type").unwrap_or_default();
-        let sse = content_type.trim_start().starts_with("text/event-stream");
         let forwarded = self.phase == Phase::Forwarded;
         if forwarded {
+            // First: which backend answered (a chain), so the right translator runs.
             route::response_headers(
                 &self.snap,
                 &mut self.cx,
@@ -334,9 +337,18 @@ impl Exchange {
                 &self.svc.cooldown,
             );
         }
+        let upstream_type = header_of(h, "content-type").unwrap_or_default();
+        // A translated response: usage and the guard see the type the client will get.
+        let (translated_type, translating) = if forwarded {
+            provider::response_headers(&mut self.cx, self.status, upstream_type)
+        } else {
+            (None, false)
+        };
+        let content_type = translated_type.as_deref().unwrap_or(upstream_type);
+        let sse = content_type.trim_start().starts_with("text/event-stream");
         self.timing_body =
             self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
-        let mut stream_body = self.timing_body;
+        let mut stream_body = self.timing_body || translating;
         if forwarded && self.cx.charge.is_some() {
             if usage::response_headers(&mut self.cx, self.status, content_type) {
                 stream_body = true;
@@ -380,14 +392,18 @@ impl Exchange {
         if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
             self.first_body = Some(self.started.elapsed());
         }
-        let mut replacement: Option<Vec<u8>> = None;
+        let mut replacement = provider::response_body(&mut self.cx, &b.body, b.end_of_stream);
         let metering = self
             .cx
             .charge
             .as_deref()
             .is_some_and(usage::Charge::reading_body);
         if metering {
-            replacement = usage::response_body(&mut self.cx, &b.body, b.end_of_stream);
+            let translated = replacement.take();
+            let input = translated.as_deref().unwrap_or(&b.body);
+            // Usage answers only when it changes the bytes (a stripped usage event).
+            let stripped = usage::response_body(&mut self.cx, input, b.end_of_stream);
+            replacement = stripped.or(translated);
             if b.end_of_stream {
                 self.complete(false);
             }
@@ -547,7 +563,18 @@ impl Exchange {
         // Nothing went upstream: nothing to charge (admission is the last step, so no
         // reservation exists yet).
         self.cx.charge = None;
-        reply::refuse(&local, &self.cx.request_id)
+        let anthropic = self.cx.endpoint == Some(crate::llm::Endpoint::Messages);
+        reply::refuse(&local, &self.cx.request_id, anthropic)
+    }
+
+    /// Refuses a request that was already admitted by the limits stage: its reservation is
+    /// released (nothing went upstream) before the refusal.
+    fn refuse_admitted(&mut self, err: StageError) -> ProcessingResponse {
+        if let Some(charge) = self.cx.charge.as_deref_mut() {
+            charge.status = Some(400);
+        }
+        self.complete(true);
+        self.refuse(err)
     }
 
     /// The finished-request record (called once, from `Drop`).

@@ -129,11 +129,16 @@ pub fn immediate_json(
     }
 }
 
-/// An immediate error reply in the OpenAI envelope.
-pub fn refuse(reply: &LocalReply, request_id: &str) -> ProcessingResponse {
+/// An immediate error reply in the OpenAI envelope, or in Anthropic's shape for clients of
+/// the Anthropic-native front door.
+pub fn refuse(reply: &LocalReply, request_id: &str, anthropic: bool) -> ProcessingResponse {
     immediate_json(
         reply.status,
-        reply.body(),
+        if anthropic {
+            reply.anthropic_body()
+        } else {
+            reply.body()
+        },
         request_id,
         &reply.headers,
         &format!("tollgate_{}", reply.code),

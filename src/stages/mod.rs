@@ -8,14 +8,16 @@
 //! - request headers: `access` (who is calling) → `route` (endpoint, size, `/v1/models`);
 //! - request body: `route` → `access` (model/backend allowed?) → `guard` (policy picked by
 //!   the routing decision: masking, blocked content, tools, system prompt) → `usage` (prompt
-//!   count, output ceiling, include_usage) → `limits` (reserve or refuse);
-//! - response headers/body: `usage` (read usage, strip the added usage event), then `guard`
-//!   (mask the stream);
+//!   count, output ceiling, include_usage) → `limits` (reserve or refuse) → `provider` (the
+//!   backend's dialect: path, credential, translated body);
+//! - response headers/body: `provider` (translate to the OpenAI shape), `usage` (read usage,
+//!   strip the added usage event), then `guard` (mask the stream);
 //! - end (or drop): `limits` settlement (reconcile or refund).
 
 pub mod access;
 pub mod guard;
 pub mod limits;
+pub mod provider;
 pub mod route;
 pub mod usage;
 
@@ -47,6 +49,11 @@ pub struct RequestCtx {
     pub mutations: Mutations,
     /// Guard state (policy, pseudonym map, response processor), when a policy applies.
     pub guard: Option<crate::guard::GuardCtx>,
+    /// The backend's response translator (`None`: the response passes as the upstream sent it).
+    pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
+    /// For a fallback chain: each step's backend name and translator, built on the final
+    /// body; the one of the backend that answered becomes `translator` at response headers.
+    pub chain_translators: Vec<(String, Option<Box<dyn crate::providers::ResponseTranslator>>)>,
 }
 
 /// The routing outcome in plain words, for metrics, logs and metadata.

@@ -2,9 +2,10 @@
 //! header and body rewrites that send the request there.
 //!
 //! Headers set for the upstream: `x-tollgate-backend` (Envoy's routes match it; then the
-//! route cache is cleared so Envoy re-matches), `:path`, the backend's credential and
-//! optionally `:authority`. Removed: the client's credentials and every client-sent
-//! `x-tollgate-*` header, so a client can neither leak its key upstream nor steer routing.
+//! route cache is cleared so Envoy re-matches). Removed: the client's credentials and every
+//! client-sent `x-tollgate-*` header, so a client can neither leak its key upstream nor steer
+//! routing. `:path`, `:authority` and the backend's credential are the provider stage's
+//! (`stages::provider`), which runs last on the final body.
 //! Client `x-tollgate-*` headers (the `x-tollgate-profile` hint) are read for the decision
 //! from the headers as received, before they are removed. Session headers
 //! (`x-session-id`, `mcp-session-id`) are never touched: Envoy hashes on them.
@@ -14,9 +15,10 @@
 //! guard, which masks, runs after routing and is not consulted) → the routing table.
 //!
 //! Fallback chains: the request goes to the chain's Envoy route unprepared (client path,
-//! no credential; the body's model already the decision's); the upstream-level filter ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked
-//! and names it in `x-tollgate-answered-by` on the response, which
-//! [`response_headers`] reads and removes.
+//! no credential; the body's model already the decision's); the upstream-level filter
+//! ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked and
+//! names it in `x-tollgate-answered-by` on the response, which [`response_headers`] reads
+//! and removes.
 
 use super::{Flow, RequestCtx, Routed};
 use crate::config::Snapshot;
@@ -111,9 +113,9 @@ pub fn request_body(
             size: body.len() as u64,
         });
     }
-    let endpoint = cx
-        .endpoint
-        .ok_or(StageError::Internal("body before endpoint".into()))?;
+    if cx.endpoint.is_none() {
+        return Err(StageError::Internal("body before endpoint".into()));
+    }
     let view = openai::parse(body)?;
     let table = &snap.routing;
 
@@ -193,23 +195,9 @@ pub fn request_body(
         .or(requested)
         .unwrap_or_default()
         .to_owned();
-    if let Some(chain) = chain {
-        // Prepared per attempt by the upstream-level filter, for the backend Envoy picks.
-        m.set(BACKEND_HEADER, chain.envoy_route.as_bytes());
-    } else {
-        m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
-        let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-        m.set(
-            ":path",
-            format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix()),
-        );
-        if let Some(authority) = &backend.authority {
-            m.set(":authority", authority.as_bytes());
-        }
-        if let Some(cred) = &backend.credential {
-            m.set(&cred.header, cred.value.expose().as_bytes());
-        }
-    }
+    // A chain is prepared per attempt by the upstream-level filter, for the backend Envoy picks.
+    let envoy_route = chain.map_or(&backend.envoy_route, |c| &c.envoy_route);
+    m.set(BACKEND_HEADER, envoy_route.as_bytes());
     if !edits.is_empty() {
         let new_body = edits
             .apply(body)
@@ -243,7 +231,13 @@ pub fn request_body(
         ("request_model", requested.unwrap_or_default().to_owned()),
     ]);
     if let Some(c) = &routed.chain {
-        m.metadata.push(("chain", c.clone()));
+        // For the upstream-level filter, which sees request headers earlier attempts changed.
+        let (p, q) = cx.path.split_at(cx.path.find('?').unwrap_or(cx.path.len()));
+        m.metadata.extend([
+            ("chain", c.clone()),
+            ("client_path", p.to_owned()),
+            ("client_query", q.to_owned()),
+        ]);
     }
     cx.routed = Some(routed);
     cx.output_limit = view.output;

@@ -76,12 +76,12 @@ pub struct Charge {
 
 /// Request body, after routing and access: sets up [`Charge`] and asks for streamed usage.
 /// Does nothing (no copy, no parse) when neither metering nor any limit rule needs usage.
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: Vec<u8>) {
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
     if !snap.usage.meter && snap.limits.rules.is_empty() {
         return;
     }
     let Some(routed) = &cx.routed else { return };
-    let body = cx.mutations.body.as_deref().unwrap_or(&original);
+    let body = cx.mutations.body.as_deref().unwrap_or(original);
     let encoding = Encoding::for_model(&routed.upstream_model);
     let names = [
         routed.model_label.as_str(),
@@ -118,9 +118,13 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: Vec<u8>) {
             IncludeUsage::AskedByClient | IncludeUsage::Unchanged => {}
         }
     }
-    // The body as sent upstream, kept for exact counting should the provider report no
-    // input usage: the client's own bytes when unchanged (moved, not copied).
-    let prompt_body = cx.mutations.body.clone().unwrap_or(original);
+    // The OpenAI-shaped body (before any provider translation), kept for exact counting
+    // should the provider report no input usage.
+    let prompt_body = cx
+        .mutations
+        .body
+        .clone()
+        .unwrap_or_else(|| original.to_vec());
     cx.charge = Some(Box::new(Charge {
         encoding,
         prompt_body,

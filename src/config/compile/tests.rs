@@ -109,8 +109,8 @@ routes:
     assert_eq!(
         errs,
         vec![
-            r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai"#,
-            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth"#,
+            r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai, azure_openai, anthropic"#,
+            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai"#,
         ],
         "structural errors are reported first, all of them"
     );

@@ -279,9 +279,9 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
         set_headers(c),
         vec![
             ("x-tollgate-backend".into(), "alpha".into()),
+            ("content-length".into(), new_body.len().to_string()),
             (":path".into(), "/v1/chat/completions".into()),
             ("authorization".into(), "Bearer sk-alpha".into()),
-            ("content-length".into(), new_body.len().to_string()),
         ]
     );
     assert_eq!(

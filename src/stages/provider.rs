@@ -1,0 +1,123 @@
+//! Provider stage: hands the final request to the routed backend's translator
+//! ([`crate::providers::prepare`]) and runs its response translator.
+//!
+//! Request body, last (after `limits`): the body every earlier stage produced — routing's
+//! model rewrite, the guard's masking, usage's `stream_options.include_usage` — is the
+//! OpenAI-shaped input of `prepare`, which sets `:path`, the credential, provider headers and
+//! (for translated kinds) a new body with its `content-length`. Every kind goes through here,
+//! the OpenAI passthrough included, so the route stage only decides and cleans headers.
+//!
+//! Fallback chains: nothing is prepared here (the upstream-level filter prepares each
+//! attempt); every step's translator is built, and the one of the backend that answered
+//! (learnt by the route stage at response headers) translates the response.
+//!
+//! Response: at headers the translator learns status and content type; when it changes the
+//! body, `content-length` is dropped (Envoy re-frames), `content-type` is set to what the
+//! client receives, and the body is requested STREAMED. Each body chunk is translated first;
+//! usage and the guard then read the translator's OpenAI-shaped output.
+
+use super::RequestCtx;
+use crate::config::Snapshot;
+use crate::error::StageError;
+use crate::providers::{self, Outbound};
+use std::time::SystemTime;
+
+/// Request body phase, after every other stage admitted the request.
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    original: &[u8],
+    now: SystemTime,
+) -> Result<(), StageError> {
+    let (Some(routed), Some(endpoint)) = (&cx.routed, cx.endpoint) else {
+        return Ok(());
+    };
+    let backend = snap
+        .routing
+        .backends
+        .iter()
+        .find(|b| b.name == routed.backend)
+        .ok_or_else(|| StageError::Internal("routed to a backend not in the snapshot".into()))?;
+    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
+    if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
+        // Prepared per attempt by the upstream-level filter (server::attempt); the response
+        // is translated for whichever step answered, so build each step's translator now.
+        let translators = chain
+            .steps
+            .iter()
+            .map(|step| {
+                let b = &snap.routing.backends[step.backend];
+                let out = Outbound {
+                    endpoint,
+                    body,
+                    upstream_model: step.upstream_model.as_deref().unwrap_or(&routed.upstream_model),
+                    stream: routed.stream,
+                    query,
+                    now,
+                };
+                (b.name.clone(), providers::response_translator(b, &out))
+            })
+            .collect();
+        cx.chain_translators = translators;
+        return Ok(());
+    }
+    let out = Outbound {
+        endpoint,
+        body,
+        upstream_model: &routed.upstream_model,
+        stream: routed.stream,
+        query,
+        now,
+    };
+    let prepared = providers::prepare(backend, &out)?;
+    let translator = providers::response_translator(backend, &out);
+    let m = &mut cx.mutations;
+    m.set(":path", prepared.path);
+    for name in &prepared.remove {
+        m.remove(name);
+    }
+    for (name, value) in prepared.set {
+        m.set(&name, value);
+    }
+    if let Some(new_body) = prepared.body {
+        m.set("content-length", new_body.len().to_string());
+        m.body = Some(new_body);
+    }
+    cx.translator = translator;
+    Ok(())
+}
+
+/// Response headers: starts the translator. Returns the content type the client will see
+/// (`None`: unchanged) and whether the body must be streamed to tollgate.
+pub fn response_headers(
+    cx: &mut RequestCtx,
+    status: Option<u16>,
+    content_type: &str,
+) -> (Option<String>, bool) {
+    if !cx.chain_translators.is_empty()
+        && let Some(answered) = cx.routed.as_ref().map(|r| r.backend.clone())
+    {
+        // The route stage has just learnt which backend answered.
+        cx.translator = std::mem::take(&mut cx.chain_translators)
+            .into_iter()
+            .find(|(name, _)| *name == answered)
+            .and_then(|(_, t)| t);
+    }
+    let Some(t) = cx.translator.as_mut() else {
+        return (None, false);
+    };
+    let head = t.head(status.unwrap_or(502), content_type);
+    if let Some(ct) = &head.content_type {
+        cx.mutations.set("content-type", ct.as_bytes());
+    }
+    if head.body_changes {
+        cx.mutations.remove("content-length");
+    }
+    (head.content_type, true)
+}
+
+/// One response body chunk: the translated bytes, or `None` when there is no translator.
+pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+    cx.translator.as_mut().map(|t| t.body(chunk, end_of_stream))
+}
