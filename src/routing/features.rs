@@ -109,7 +109,7 @@ mod tests {
             "tools":[{"type":"function","function":{"name":"f"}}]}"#;
         let f = extract(body);
         assert_eq!(f.text, "be brief\nwhat is é here?");
-        assert_eq!(f.chars, 23);
+        assert_eq!(f.chars, 24);
         assert!(f.tools && f.images);
     }
 
