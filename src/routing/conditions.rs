@@ -198,9 +198,16 @@ impl Conditions {
     /// (for the explanation), e.g. `["keyword \"prove\"", "PII detected (email)"]`.
     pub fn check(&self, s: &Signals<'_>) -> Result<Vec<String>, Miss> {
         let mut why = Vec::new();
-        flag(self.stream, s.stream, Miss::Stream)?;
-        flag(self.tools, s.tools, Miss::Tools)?;
-        flag(self.images, s.images, Miss::Images)?;
+        for (want, have, miss, name) in [
+            (self.stream, s.stream, Miss::Stream as fn(bool) -> Miss, "stream"),
+            (self.tools, s.tools, Miss::Tools, "tools"),
+            (self.images, s.images, Miss::Images, "images"),
+        ] {
+            flag(want, have, miss)?;
+            if let Some(w) = want {
+                why.push(format!("{name} {}", if w { "present" } else { "absent" }));
+            }
+        }
         if !self.profiles.is_empty() {
             match s.profile {
                 Some(p) if self.profiles.iter().any(|x| x == p) => {
@@ -348,7 +355,10 @@ mod tests {
         s.stream = true;
         assert_eq!(c.check(&s), Err(Miss::Tools(false)));
         s.tools = true;
-        assert!(c.check(&s).is_ok());
+        assert_eq!(
+            c.check(&s).unwrap(),
+            vec!["stream present", "tools present", "images absent"]
+        );
         s.images = true;
         assert_eq!(c.check(&s), Err(Miss::Images(true)));
         s.images = false;

@@ -129,49 +129,9 @@ pub fn request_body(
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let feats = table
-        .needs_features
-        .then(|| features::extract(body))
-        .unwrap_or_default();
-    let pii_found = table
-        .needs_features
-        .then(|| detected_entities(table.pii.as_deref(), &feats.text));
-    let now = Instant::now();
-    let cooling: Vec<usize> = (0..table.backends.len())
-        .filter(|&i| cooldown.cooling(&table.backends[i].name, now, table.cooldown))
-        .collect();
-    let pin = cx
-        .identity
-        .as_ref()
-        .and_then(|w| snap.access.pin(w))
-        .and_then(|pin| {
-            table
-                .backends
-                .iter()
-                .position(|b| b.name == pin.backend)
-                .map(|b| (b, pin.model.as_deref()))
-        });
-    let input = RouteInput {
-        model: requested,
-        headers: &cx.headers,
-        command: cmd.as_ref(),
-        signals: Signals {
-            path: path_only_full(&cx.path),
-            consumer: cx.identity.as_ref().map(|w| w.consumer.as_str()),
-            team: cx.identity.as_ref().and_then(|w| w.team.as_deref()),
-            prompt_tokens: conditions::estimate_tokens(feats.chars),
-            last_user_text: view.last_user_text.as_ref().map(|t| t.value.as_str()),
-            tools: feats.tools,
-            images: feats.images,
-            stream: view.stream,
-            pii: pii_found.as_deref(),
-            profile: cx.headers.get(conditions::PROFILE_HEADER),
-        },
-        pin,
-        cooling: &cooling,
-        roll,
-    };
-    let decision = table.decide(&input)?;
+    let decision = with_input(snap, cx, &view, body, cmd.as_ref(), cooldown, roll, |t, i| {
+        t.decide(i)
+    })?;
     let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
     // A chain's steps may rename it again per attempt.
@@ -242,6 +202,88 @@ pub fn request_body(
     cx.routed = Some(routed);
     cx.output_limit = view.output;
     Ok(Flow::Next)
+}
+
+/// Builds the routing input for a request — the one place the decision's inputs are read,
+/// shared by the stage and `tollgate route` — and runs `f` on it.
+#[expect(clippy::too_many_arguments, reason = "the decision's inputs, named")]
+pub fn with_input<R>(
+    snap: &Snapshot,
+    cx: &RequestCtx,
+    view: &openai::RequestView,
+    body: &[u8],
+    cmd: Option<&command::ModelCommand>,
+    cooldown: &Cooldown,
+    roll: u64,
+    f: impl FnOnce(&crate::routing::Table, &RouteInput<'_>) -> R,
+) -> R {
+    let table = &snap.routing;
+    let requested = view.model.as_ref().map(|m| m.value.as_str());
+    let feats = table
+        .needs_features
+        .then(|| features::extract(body))
+        .unwrap_or_default();
+    let pii_found = table
+        .needs_features
+        .then(|| detected_entities(table.pii.as_deref(), &feats.text));
+    let now = Instant::now();
+    let cooling: Vec<usize> = (0..table.backends.len())
+        .filter(|&i| cooldown.cooling(&table.backends[i].name, now, table.cooldown))
+        .collect();
+    let pin = cx
+        .identity
+        .as_ref()
+        .and_then(|w| snap.access.pin(w))
+        .and_then(|pin| {
+            table
+                .backends
+                .iter()
+                .position(|b| b.name == pin.backend)
+                .map(|b| (b, pin.model.as_deref()))
+        });
+    let input = RouteInput {
+        model: requested,
+        headers: &cx.headers,
+        command: cmd,
+        signals: Signals {
+            path: path_only_full(&cx.path),
+            consumer: cx.identity.as_ref().map(|w| w.consumer.as_str()),
+            team: cx.identity.as_ref().and_then(|w| w.team.as_deref()),
+            prompt_tokens: conditions::estimate_tokens(feats.chars),
+            last_user_text: view.last_user_text.as_ref().map(|t| t.value.as_str()),
+            tools: feats.tools,
+            images: feats.images,
+            stream: view.stream,
+            pii: pii_found.as_deref(),
+            profile: cx.headers.get(conditions::PROFILE_HEADER),
+        },
+        pin,
+        cooling: &cooling,
+        roll,
+    };
+    f(table, &input)
+}
+
+/// Parses a body and explains its routing decision (`tollgate route`): the same inputs as
+/// the stage, with `cx` carrying path, headers and identity.
+pub fn explain(
+    snap: &Snapshot,
+    cx: &RequestCtx,
+    body: &[u8],
+    cooldown: &Cooldown,
+    roll: u64,
+) -> Result<crate::routing::Explanation, StageError> {
+    let view = openai::parse(body)?;
+    let mut cmd = None;
+    if snap.routing.model_command
+        && let Some(text) = &view.last_user_text
+        && let Some(parsed) = command::parse(&text.value)?
+    {
+        cmd = Some(parsed.command);
+    }
+    Ok(with_input(snap, cx, &view, body, cmd.as_ref(), cooldown, roll, |t, i| {
+        t.explain(i)
+    }))
 }
 
 /// Response headers (router level): learn which backend answered a chained request, note
