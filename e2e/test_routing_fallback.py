@@ -86,3 +86,19 @@ def test_healthy_primary_answers_and_chain_is_explained(make_stack: Any) -> None
     assert raw.headers["x-demo-upstream"] == "alpha"
     assert raw.headers["x-tollgate-route"] == "resilient; backend=alpha; model=echo"
     assert stack.upstream_count("beta") == 0
+
+
+def test_cooldown_skips_a_failed_primary_without_calling_it(make_stack: Any) -> None:
+    cfg = _chain_config("error-503")
+    cfg["routing"]["cooldown"] = "60s"
+    stack = make_stack(tollgate_config=cfg)
+    _ask(stack, "first: alpha fails, beta answers")
+    assert stack.upstream_count("alpha") == 1
+    # alpha is cooling down: tollgate routes straight to the chain's next step, beta —
+    # alpha is not called again while the cooldown lasts.
+    for i in range(3):
+        raw = _ask(stack, f"again {i}")
+        assert raw.headers["x-demo-upstream"] == "beta"
+        assert raw.headers["x-tollgate-route"] == "resilient; backend=beta; model=echo"
+    assert stack.upstream_count("alpha") == 1
+    assert stack.upstream_count("beta") == 4

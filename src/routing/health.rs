@@ -4,9 +4,11 @@
 //! ejects individual hosts per Envoy instance after consecutive errors). Failures are
 //! upstream answers tollgate sees — 5xx and 429 at the router-level filter (plain routes)
 //! or at the upstream-level filter (each fallback-chain attempt). Where a choice exists,
-//! a cooling backend is avoided: weighted-split variants are left out, and fallback-chain
-//! attempts on it are answered at once with a 503 that Envoy retries on the next backend.
-//! A single-backend route still goes to its backend (there is no alternative to prefer).
+//! a cooling backend is avoided: weighted-split variants are left out, and a chain whose
+//! first step is cooling sends the request straight to its first step that is not (as a
+//! plain backend: no further fallback for that request, since Envoy's chain cluster always
+//! starts at priority 0 — and an upstream-level ImmediateResponse is not retried by Envoy,
+//! measured). A single-backend route still goes to its backend (no alternative to prefer).
 //!
 //! The clock is an argument, so the arithmetic is testable without sleeping. Memory is one
 //! entry per backend name that ever failed (bounded by the configured backends).

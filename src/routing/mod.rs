@@ -487,6 +487,27 @@ impl Table {
             },
             Target::Chain(c) => {
                 let chain = &self.chains[*c];
+                if input.cooling.contains(&chain.steps[0].backend)
+                    && let Some(step) = chain
+                        .steps
+                        .iter()
+                        .find(|s| !input.cooling.contains(&s.backend))
+                {
+                    let name = &self.backends[step.backend].name;
+                    return Decision {
+                        backend: step.backend,
+                        public_model: model
+                            .and_then(|m| self.find_model(m))
+                            .map(|i| self.models[i].name.clone()),
+                        upstream_model: step.upstream_model.clone(),
+                        rule,
+                        chain: None,
+                        reason: format!(
+                            "to fallback chain {}, whose first step {} is cooling down: straight to {name}",
+                            chain.name, self.backends[chain.steps[0].backend].name
+                        ),
+                    };
+                }
                 let steps: Vec<&str> = chain
                     .steps
                     .iter()

@@ -422,6 +422,14 @@ fn chain_target_names_the_chain_and_first_step() {
         d.reason,
         "estimated prompt tokens 5000; to fallback chain resilient (beta → alpha)"
     );
+    // First step cooling: straight to the next step, as a plain backend.
+    let cooling = [1usize];
+    input.cooling = &cooling;
+    let d = t.decide(&input).unwrap();
+    assert_eq!((d.backend, d.chain), (0, None));
+    assert_eq!(d.upstream_model.as_deref(), Some("small"));
+    assert!(d.reason.ends_with("first step beta is cooling down: straight to alpha"), "{}", d.reason);
+    input.cooling = &[];
     // Short prompt: the catalogue.
     input.signals.prompt_tokens = 10;
     let e = t.explain(&input);

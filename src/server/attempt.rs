@@ -8,9 +8,9 @@
 //!   (`request_attributes: [xds.upstream_host_metadata]`, `filter_metadata.io.tollgate.
 //!   {chain, backend}`), not from request headers: Envoy gives every attempt the *same*
 //!   request header map (measured: a header removed by attempt 1 is gone for attempt 2),
-//!   so nothing per-request may be consumed here. A backend cooling down with a later step left
-//!   is answered at once with a 503 (`x-tollgate-skipped: cooldown`), which Envoy's retry
-//!   policy moves on to the next priority;
+//!   so nothing per-request may be consumed here. (An ImmediateResponse here is *not*
+//!   retried by Envoy — measured — so a cooling backend is skipped by the router-level
+//!   decision instead, see [`crate::routing::health`]);
 //! - request body (BUFFERED; each attempt gets the router-level body again):
 //!   [`crate::providers::prepare`] for that backend — path, credential, authority, model
 //!   rename, translated body; the other steps' credential headers are removed and
@@ -44,8 +44,6 @@ use std::time::{Instant, SystemTime};
 pub const FILTER_METADATA_KEY: &str = "x-tollgate-filter";
 /// Its value.
 pub const FILTER_UPSTREAM: &str = "upstream";
-/// Response header of an attempt skipped because its backend is cooling down.
-pub const SKIPPED_HEADER: &str = "x-tollgate-skipped";
 
 /// What request headers told us.
 #[derive(Debug)]
@@ -156,29 +154,6 @@ impl Attempt {
             }
         };
         self.anthropic_door = endpoint == Endpoint::Messages;
-        let now = Instant::now();
-        let later_alive = chain.steps[pos + 1..].iter().any(|s| {
-            !self
-                .svc
-                .cooldown
-                .cooling(&table.backends[s.backend].name, now, table.cooldown)
-        });
-        if later_alive
-            && self
-                .svc
-                .cooldown
-                .cooling(&table.backends[step.backend].name, now, table.cooldown)
-        {
-            tracing::info!(request_id = %self.request_id, backend = %name, "backend cooling down: attempt skipped, Envoy retries the next step");
-            let body = br#"{"error":{"message":"backend cooling down after failures; trying the next backend of the chain","type":"server_error","code":"backend_cooling_down","param":null}}"#;
-            return reply::immediate_json(
-                503,
-                body.to_vec(),
-                &self.request_id,
-                &[(SKIPPED_HEADER, "cooldown".to_owned())],
-                "tollgate_backend_cooling_down",
-            );
-        }
         self.target = Some(Target {
             chain: chain.name.clone(),
             backend: step.backend,
