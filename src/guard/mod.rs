@@ -20,6 +20,27 @@ pub mod response;
 pub(crate) mod testing;
 
 use crate::pii::{Action, MaskState, Masker};
+
+/// The API shape of the bodies a guard reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Shape {
+    /// OpenAI chat completions / embeddings (also every translated provider's output).
+    #[default]
+    OpenAi,
+    /// Anthropic Messages (the `/v1/messages` front door): top-level `system`, content
+    /// blocks (`text`, `tool_use.input`, `tool_result.content`), Messages SSE events.
+    Anthropic,
+}
+
+impl Shape {
+    /// The shape of an endpoint's bodies.
+    pub fn of(endpoint: Option<crate::llm::Endpoint>) -> Shape {
+        match endpoint {
+            Some(crate::llm::Endpoint::Messages) => Shape::Anthropic,
+            _ => Shape::OpenAi,
+        }
+    }
+}
 use crate::routing::glob::Glob;
 use std::sync::Arc;
 use thiserror::Error;

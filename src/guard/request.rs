@@ -9,10 +9,13 @@
 //!
 //! Scanned: `messages[]` of the configured roles — string `content`, `text` parts of
 //! multi-part `content`, `name`, `tool_calls[].function.arguments` — and embeddings
-//! `input` (string or list of strings). Order: blocked content, tools, masking (a `block`
-//! action refuses), system prompts (added after masking: operator text is not scanned).
+//! `input` (string or list of strings). Anthropic Messages bodies ([`Shape::Anthropic`])
+//! add the top-level `system` (role `system`), `tool_result` contents and every string in
+//! `tool_use.input`; their system prompts go into `system`, never as a `system` message
+//! (Anthropic refuses those). Order: blocked content, tools, masking (a `block` action
+//! refuses), system prompts (added after masking: operator text is not scanned).
 
-use super::{GuardError, OnDenied, Policy};
+use super::{GuardError, OnDenied, Policy, Shape};
 use crate::pii::{MaskState, Masker};
 use serde_json::{Map, Value};
 
@@ -29,8 +32,17 @@ pub struct RequestOutcome {
     pub tools_removed: usize,
 }
 
-/// Applies `policy` to a request body.
+/// Applies `policy` to an OpenAI-shaped request body.
 pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError> {
+    apply_shaped(policy, body, Shape::OpenAi)
+}
+
+/// Applies `policy` to a request body of the given shape.
+pub fn apply_shaped(
+    policy: &Policy,
+    body: &[u8],
+    shape: Shape,
+) -> Result<RequestOutcome, GuardError> {
     let mut doc: Value =
         serde_json::from_slice(body).map_err(|e| GuardError::Unreadable(e.to_string()))?;
     let Value::Object(obj) = &mut doc else {
@@ -90,7 +102,13 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
             }
             if list.is_empty() && changed {
                 obj.remove("tools");
-                if obj.get("tool_choice").is_some_and(Value::is_object)
+                let anthropic_forced = obj
+                    .get("tool_choice")
+                    .and_then(|c| c.get("type"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t == "any" || t == "tool");
+                if (shape == Shape::OpenAi && obj.get("tool_choice").is_some_and(Value::is_object))
+                    || anthropic_forced
                     || obj.get("tool_choice").and_then(Value::as_str) == Some("required")
                 {
                     obj.remove("tool_choice");
@@ -99,8 +117,11 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
         }
         let chosen = obj
             .get("tool_choice")
-            .and_then(|c| c.get("function"))
-            .and_then(|f| f.get("name"))
+            .and_then(|c| {
+                c.get("function")
+                    .and_then(|f| f.get("name"))
+                    .or(c.get("name"))
+            })
             .and_then(Value::as_str)
             .map(str::to_owned);
         if let Some(name) = chosen
@@ -142,7 +163,16 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
         out.state = state;
     }
 
-    if (policy.prepend_system.is_some() || policy.append_system.is_some())
+    if shape == Shape::Anthropic
+        && (policy.prepend_system.is_some() || policy.append_system.is_some())
+    {
+        anthropic_system(
+            obj,
+            policy.prepend_system.as_deref(),
+            policy.append_system.as_deref(),
+        );
+        changed = true;
+    } else if (policy.prepend_system.is_some() || policy.append_system.is_some())
         && let Some(Value::Array(messages)) = obj.get_mut("messages")
     {
         if let Some(text) = &policy.prepend_system {
@@ -177,6 +207,43 @@ fn system(text: &str) -> Value {
     Value::Object(m)
 }
 
+/// Adds operator text around an Anthropic top-level `system` (a string or text blocks).
+fn anthropic_system(obj: &mut Map<String, Value>, prepend: Option<&str>, append: Option<&str>) {
+    let block = |t: &str| serde_json::json!({"type": "text", "text": t});
+    match obj.get_mut("system") {
+        Some(Value::Array(blocks)) => {
+            if let Some(t) = prepend {
+                blocks.insert(0, block(t));
+            }
+            if let Some(t) = append {
+                blocks.push(block(t));
+            }
+        }
+        existing => {
+            let current = match existing {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            };
+            let parts: Vec<&str> = prepend
+                .into_iter()
+                .chain(current.as_deref())
+                .chain(append)
+                .collect();
+            obj.insert("system".into(), Value::String(parts.join("\n\n")));
+        }
+    }
+}
+
+/// Every string inside a JSON value (tool-use inputs), keys excluded.
+fn visit_strings(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter_mut().for_each(|i| visit_strings(i, f)),
+        Value::Object(m) => m.values_mut().for_each(|i| visit_strings(i, f)),
+        _ => {}
+    }
+}
+
 fn tool_name(t: &Value) -> Option<&str> {
     t.get("function")
         .and_then(|f| f.get("name"))
@@ -200,6 +267,21 @@ fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut
                         if let Some(Value::String(s)) = p.get_mut("text") {
                             f(s);
                         }
+                        // Anthropic blocks: tool_use input, tool_result content.
+                        if let Some(input) = p.get_mut("input") {
+                            visit_strings(input, f);
+                        }
+                        match p.get_mut("content") {
+                            Some(Value::String(s)) => f(s),
+                            Some(Value::Array(inner)) => {
+                                for b in inner.iter_mut() {
+                                    if let Some(Value::String(s)) = b.get_mut("text") {
+                                        f(s);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 _ => {}
@@ -216,6 +298,20 @@ fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut
                     }
                 }
             }
+        }
+    }
+    // Anthropic's top-level system prompt (absent from OpenAI bodies).
+    if roles.iter().any(|r| r == "system") {
+        match obj.get_mut("system") {
+            Some(Value::String(s)) => f(s),
+            Some(Value::Array(blocks)) => {
+                for b in blocks.iter_mut() {
+                    if let Some(Value::String(s)) = b.get_mut("text") {
+                        f(s);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     match obj.get_mut("input") {

@@ -20,11 +20,20 @@
 //!   are replaced by an error (the request side asks upstreams for `identity`).
 //! - **Shadow mode** counts detections but forwards every byte unchanged.
 //!
+//! - **Anthropic Messages** ([`Shape::Anthropic`], the `/v1/messages` front door): each
+//!   content block (`text_delta` text, `input_json_delta` partial JSON) is its own channel,
+//!   flushed as one extra `content_block_delta` just before its `content_block_stop`; a
+//!   `tool_use` block naming a denied tool ends the stream; whole messages mask `text`
+//!   blocks and every string of `tool_use.input`. Violations use Anthropic's error shape
+//!   (`event: error`). See [`anthropic`].
+//!
 //! Known limits: a value split between content and tool-call arguments, or between two
 //! choices, is not joined; blocked phrases are checked on released text with a 256-byte
 //! tail, so a phrase longer than that spread across releases is missed.
 
-use super::{GuardError, Policy};
+mod anthropic;
+
+use super::{GuardError, Policy, Shape};
 use crate::llm::sse::{Decoder, Event};
 use crate::pii::{MaskState, Masker, StreamMasker};
 use serde_json::{Map, Value, json};
@@ -65,6 +74,9 @@ pub struct ResponseGuard {
     failed: Option<GuardError>,
     /// Response detections (and the request's pseudonym map, for restore).
     pub state: MaskState,
+    shape: Shape,
+    /// Anthropic: the delta type of each open content block, by block index.
+    blocks: BTreeMap<u64, &'static str>,
 }
 
 /// Content type class of a response.
@@ -122,7 +134,15 @@ impl ResponseGuard {
             done: false,
             failed: None,
             state: request_state.for_response(),
+            shape: Shape::OpenAi,
+            blocks: BTreeMap::new(),
         }
+    }
+
+    /// Reads bodies of this shape (default: OpenAI).
+    pub fn with_shape(mut self, shape: Shape) -> ResponseGuard {
+        self.shape = shape;
+        self
     }
 
     /// Whether this response is an SSE stream.
@@ -251,7 +271,11 @@ impl ResponseGuard {
                 return;
             }
         };
-        if let Err(e) = self.chunk(&mut obj) {
+        let result = match self.shape {
+            Shape::OpenAi => self.chunk(&mut obj),
+            Shape::Anthropic => self.anthropic_event(&mut obj, out),
+        };
+        if let Err(e) = result {
             self.fail_sse(e, out);
             return;
         }
@@ -366,6 +390,10 @@ impl ResponseGuard {
 
     /// Emits whatever any channel still holds, as one synthetic chunk per choice.
     fn flush_all(&mut self, out: &mut Vec<u8>) {
+        if self.shape == Shape::Anthropic {
+            self.anthropic_flush_all(out);
+            return;
+        }
         let choices: Vec<u64> = self.channels.keys().map(|k| k.0).collect();
         let mut seen = Vec::new();
         for i in choices {
@@ -407,9 +435,19 @@ impl ResponseGuard {
     }
 
     fn fail_sse(&mut self, e: GuardError, out: &mut Vec<u8>) {
-        let body = error_json(&e);
+        let mut ev = Event::data(self.error_body(&e));
+        if self.shape == Shape::Anthropic {
+            ev.event = Some("error".into());
+        }
         self.failed = Some(e);
-        Event::data(body).encode(out);
+        ev.encode(out);
+    }
+
+    fn error_body(&self, e: &GuardError) -> String {
+        match self.shape {
+            Shape::OpenAi => error_json(e),
+            Shape::Anthropic => anthropic::error_json(e),
+        }
     }
 
     fn fail_whole(&mut self, e: GuardError, out: &mut Vec<u8>) {
@@ -417,7 +455,7 @@ impl ResponseGuard {
         if matches!(self.mode, Mode::Sse) {
             self.fail_sse(e, out);
         } else {
-            out.extend_from_slice(error_json(&e).as_bytes());
+            out.extend_from_slice(self.error_body(&e).as_bytes());
             self.failed = Some(e);
         }
     }
@@ -436,7 +474,11 @@ impl ResponseGuard {
         let parsed = serde_json::from_slice::<Value>(&body);
         let result = match parsed {
             // Unchanged JSON (embeddings, clean answers) keeps the upstream's exact bytes.
-            Ok(Value::Object(mut obj)) => self.whole_json(&mut obj).map(|changed| {
+            Ok(Value::Object(mut obj)) => match self.shape {
+                Shape::OpenAi => self.whole_json(&mut obj),
+                Shape::Anthropic => self.whole_anthropic(&mut obj),
+            }
+            .map(|changed| {
                 if changed {
                     Value::Object(obj).to_string().into_bytes()
                 } else {

@@ -372,12 +372,10 @@ impl Exchange {
                 self.cx.mutations.remove("content-encoding");
             }
             if let Some(g) = self.cx.guard.as_mut() {
-                g.response = Some(ResponseGuard::new(
-                    g.policy.clone(),
-                    &g.request,
-                    content_type,
-                    encoding,
-                ));
+                g.response = Some(
+                    ResponseGuard::new(g.policy.clone(), &g.request, content_type, encoding)
+                        .with_shape(crate::guard::Shape::of(self.cx.endpoint)),
+                );
             }
             stream_body = true;
         }

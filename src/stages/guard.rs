@@ -27,7 +27,7 @@ pub fn request_body(
         return Ok(());
     };
     let body = cx.mutations.body.as_deref().unwrap_or(original);
-    let outcome = request::apply(&policy, body)?;
+    let outcome = request::apply_shaped(&policy, body, crate::guard::Shape::of(cx.endpoint))?;
     let m = &mut cx.mutations;
     if let Some(new_body) = outcome.body {
         m.set("content-length", new_body.len().to_string());

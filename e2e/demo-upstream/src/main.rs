@@ -3,6 +3,8 @@
 //! model listing and embeddings, plus a `/__demo` API that shows tests
 //! exactly what the gateway forwarded.
 
+mod anthropic;
+mod azure;
 mod embed;
 mod error;
 mod record;

@@ -127,6 +127,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(anthropic_messages))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure_embeddings),
+        )
         .route(
             "/__demo/requests",
             get(demo_requests).delete(demo_clear_requests),
@@ -158,7 +167,12 @@ pub async fn serve(
 }
 
 fn is_v1(path: &str) -> bool {
-    path == "/v1" || path.starts_with("/v1/")
+    path == "/v1" || path.starts_with("/v1/") || path.starts_with("/openai/")
+}
+
+/// Paths whose provider authenticates with its own header (checked by their handler).
+fn own_auth(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/openai/")
 }
 
 /// Records every `/v1` request (before the key check, so tests also see
@@ -180,7 +194,12 @@ async fn gate(State(state): State<SharedState>, req: Request, next: Next) -> Res
                     headers: parts.headers.clone(),
                     body: bytes.clone(),
                 });
-                match state.check_auth(&parts.headers) {
+                let checked = if own_auth(parts.uri.path()) {
+                    Ok(())
+                } else {
+                    state.check_auth(&parts.headers)
+                };
+                match checked {
                     Err(err) => err.into_response(),
                     Ok(()) => {
                         next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -265,6 +284,54 @@ fn sse_body(events: SseChunks, delay: Duration) -> Body {
         Some((Ok::<_, Infallible>(event), (events, false)))
     });
     Body::from_stream(stream.boxed())
+}
+
+async fn anthropic_messages(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    crate::anthropic::messages(state.config.api_key.as_deref(), &headers, &body)
+}
+
+/// The deployment becomes the model, so replies name the deployment the gateway chose.
+fn with_model(body: &[u8], deployment: &str) -> Result<Vec<u8>, ApiError> {
+    let mut value = parse_json(body)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("model".into(), Value::String(deployment.to_owned()));
+    }
+    Ok(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+async fn azure_chat(
+    State(state): State<SharedState>,
+    axum::extract::Path(deployment): axum::extract::Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = crate::azure::check(state.config.api_key.as_deref(), &headers, uri.query()) {
+        return r;
+    }
+    with_model(&body, &deployment)
+        .and_then(|b| chat_response(&state, &b))
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn azure_embeddings(
+    State(state): State<SharedState>,
+    axum::extract::Path(deployment): axum::extract::Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = crate::azure::check(state.config.api_key.as_deref(), &headers, uri.query()) {
+        return r;
+    }
+    match with_model(&body, &deployment) {
+        Ok(b) => embeddings(State(state), Bytes::from(b)).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn list_models(State(state): State<SharedState>) -> Response {

@@ -196,3 +196,33 @@ fn embeddings_input_is_masked() {
         json!(["x [EMAIL]", "clean"])
     );
 }
+
+#[test]
+fn anthropic_bodies_mask_system_tool_results_and_inputs_and_keep_system_top_level() {
+    use crate::guard::Shape;
+    let p = policy(
+        "  policies:\n    - name: p\n      pii: {}\n      system_prompt: {prepend: \"Be safe.\"}\n",
+    );
+    let body = serde_json::json!({
+        "model": "claude", "max_tokens": 10,
+        "system": "Owner: a@b.io",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi c@d.io"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"to": "e@f.io"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "sent to g@h.io"}]}
+        ]
+    });
+    let out =
+        crate::guard::request::apply_shaped(&p, body.to_string().as_bytes(), Shape::Anthropic)
+            .expect("applied");
+    let v: serde_json::Value = serde_json::from_slice(&out.body.expect("changed")).expect("json");
+    assert_eq!(v["system"], "Be safe.\n\nOwner: [EMAIL]");
+    assert_eq!(v["messages"][0]["content"][0]["text"], "hi [EMAIL]");
+    assert_eq!(v["messages"][1]["content"][0]["input"]["to"], "[EMAIL]");
+    assert_eq!(v["messages"][2]["content"][0]["content"], "sent to [EMAIL]");
+    assert_eq!(
+        v["messages"].as_array().expect("list").len(),
+        3,
+        "no system message added"
+    );
+}

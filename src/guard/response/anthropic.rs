@@ -1,0 +1,297 @@
+//! The response guard for Anthropic Messages bodies (`/v1/messages`): an adapter that feeds
+//! each content block's text to the same per-channel [`crate::pii::StreamMasker`] the
+//! OpenAI path uses, keyed `(0, Some(block index))`.
+//!
+//! Streams: `content_block_start` records the block's delta type (and checks a `tool_use`
+//! block's name against the tool policy); `content_block_delta` text / `partial_json` is
+//! replaced by what the masker releases; just before `content_block_stop` the block's
+//! held-back rest goes out as one more delta of the same type. Whole messages: `text`
+//! blocks and every string of `tool_use.input` are masked in place.
+
+use super::{GuardError, ResponseGuard};
+use serde_json::{Map, Value, json};
+
+/// Anthropic's error shape for a response-side violation.
+pub(super) fn error_json(e: &GuardError) -> String {
+    json!({"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": e.to_string().replace("the request", "the response"),
+    }})
+    .to_string()
+}
+
+impl ResponseGuard {
+    fn check_tool_name(&self, name: Option<&str>) -> Result<(), GuardError> {
+        self.check_tool_call(&json!({"function": {"name": name}}))
+    }
+
+    /// Masks one Messages SSE event in place; may write a flush event to `out` first.
+    pub(super) fn anthropic_event(
+        &mut self,
+        obj: &mut Map<String, Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GuardError> {
+        let kind = obj.get("type").and_then(Value::as_str).unwrap_or_default();
+        let index = obj.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "content_block_start" => {
+                let block = obj.get_mut("content_block");
+                let btype = block
+                    .as_ref()
+                    .and_then(|b| b.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                match btype {
+                    "text" => {
+                        self.blocks.insert(index, "text_delta");
+                        if let Some(Value::String(s)) = block.and_then(|b| b.get_mut("text"))
+                            && !s.is_empty()
+                        {
+                            let text = std::mem::take(s);
+                            *s = self.push(0, Some(index), &text)?;
+                        }
+                    }
+                    "tool_use" => {
+                        let name = block
+                            .and_then(|b| b.get("name"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        self.check_tool_name(name.as_deref())?;
+                        self.blocks.insert(index, "input_json_delta");
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let field = match obj
+                    .get("delta")
+                    .and_then(|d| d.get("type"))
+                    .and_then(Value::as_str)
+                {
+                    Some("text_delta") => "text",
+                    Some("input_json_delta") => "partial_json",
+                    _ => return Ok(()),
+                };
+                if let Some(Value::String(s)) = obj.get_mut("delta").and_then(|d| d.get_mut(field))
+                {
+                    let text = std::mem::take(s);
+                    *s = self.push(0, Some(index), &text)?;
+                }
+            }
+            "content_block_stop" => self.flush_block(index, out)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes the block's held-back text as one `content_block_delta`.
+    fn flush_block(&mut self, index: u64, out: &mut Vec<u8>) -> Result<(), GuardError> {
+        let delta_type = self.blocks.remove(&index).unwrap_or("text_delta");
+        let Some(ch) = self.channels.get_mut(&(0, Some(index))) else {
+            return Ok(());
+        };
+        let rest = match &self.masker {
+            Some(m) => ch.masker.finish(m, &mut self.state),
+            None => String::new(),
+        };
+        super::check_blocked(&self.policy, ch, &rest)?;
+        self.channels.remove(&(0, Some(index)));
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let field = if delta_type == "text_delta" {
+            "text"
+        } else {
+            "partial_json"
+        };
+        let mut ev = crate::llm::sse::Event::data(
+            json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": delta_type, field: rest}})
+            .to_string(),
+        );
+        ev.event = Some("content_block_delta".into());
+        ev.encode(out);
+        Ok(())
+    }
+
+    /// End of stream without `content_block_stop`: flush every open block.
+    pub(super) fn anthropic_flush_all(&mut self, out: &mut Vec<u8>) {
+        let open: Vec<u64> = self.channels.keys().filter_map(|k| k.1).collect();
+        for index in open {
+            if let Err(e) = self.flush_block(index, out) {
+                self.fail_sse(e, out);
+                return;
+            }
+        }
+    }
+
+    /// Masks a whole Messages response in place; returns whether anything changed.
+    pub(super) fn whole_anthropic(
+        &mut self,
+        obj: &mut Map<String, Value>,
+    ) -> Result<bool, GuardError> {
+        let mut changed = false;
+        let Some(Value::Array(blocks)) = obj.get_mut("content") else {
+            return Ok(false);
+        };
+        for b in blocks.iter_mut() {
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    if let Some(Value::String(s)) = b.get_mut("text") {
+                        if let Some(m) = &self.masker {
+                            let masked = m.mask(s, &mut self.state);
+                            changed |= masked != *s;
+                            *s = masked;
+                        }
+                        self.check_text(s)?;
+                    }
+                }
+                Some("tool_use") => {
+                    let name = b.get("name").and_then(Value::as_str).map(str::to_owned);
+                    self.check_tool_name(name.as_deref())?;
+                    if let (Some(input), Some(m)) = (b.get_mut("input"), &self.masker) {
+                        mask_strings(input, &mut |s: &mut String| {
+                            let masked = m.mask(s, &mut self.state);
+                            changed |= masked != *s;
+                            *s = masked;
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(changed)
+    }
+}
+
+fn mask_strings(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter_mut().for_each(|i| mask_strings(i, f)),
+        Value::Object(m) => m.values_mut().for_each(|i| mask_strings(i, f)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Shape;
+    use super::*;
+    use crate::guard::testing::policy;
+    use crate::llm::sse::Decoder;
+    use crate::pii::MaskState;
+    use proptest::prelude::*;
+
+    const PII: &str =
+        "  policies:\n    - name: p\n      pii: {}\n      tools: {deny: [\"shell_*\"]}\n";
+
+    fn stream(text_pieces: &[&str], json_pieces: &[&str], tool: &str) -> String {
+        let mut s = String::from(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n\
+             event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        );
+        for p in text_pieces {
+            let v = json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}});
+            s.push_str(&format!("event: content_block_delta\ndata: {v}\n\n"));
+        }
+        s.push_str(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        let start = json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t1","name":tool,"input":{}}});
+        s.push_str(&format!("event: content_block_start\ndata: {start}\n\n"));
+        for p in json_pieces {
+            let v = json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":p}});
+            s.push_str(&format!("event: content_block_delta\ndata: {v}\n\n"));
+        }
+        s.push_str("event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+             event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n\
+             event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        s
+    }
+
+    /// (text of block 0, partial JSON of block 1, error type) as a client would assemble them.
+    fn client(wire: &[u8]) -> (String, String, Option<String>) {
+        let mut d = Decoder::default();
+        let (mut text, mut json_text, mut error) = (String::new(), String::new(), None);
+        for ev in d.push(wire).expect("decodes") {
+            let v: Value = serde_json::from_str(ev.data.as_deref().expect("data")).expect("json");
+            assert_eq!(
+                ev.event.as_deref(),
+                v["type"].as_str(),
+                "event name matches type"
+            );
+            match v["type"].as_str() {
+                Some("content_block_delta") => {
+                    text.push_str(v["delta"]["text"].as_str().unwrap_or_default());
+                    json_text.push_str(v["delta"]["partial_json"].as_str().unwrap_or_default());
+                }
+                Some("error") => error = v["error"]["type"].as_str().map(str::to_owned),
+                _ => {}
+            }
+        }
+        (text, json_text, error)
+    }
+
+    fn run(wire: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut g = ResponseGuard::new(
+            policy(PII),
+            &MaskState::default(),
+            "text/event-stream",
+            None,
+        )
+        .with_shape(Shape::Anthropic);
+        let mut idx: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+        idx.extend([0, wire.len()]);
+        idx.sort_unstable();
+        idx.dedup();
+        let mut out = Vec::new();
+        let n = idx.len() - 1;
+        for (i, w) in idx.windows(2).enumerate() {
+            out.extend(g.on_body(&wire[w[0]..w[1]], i + 1 == n));
+        }
+        out
+    }
+
+    #[test]
+    fn masks_text_and_tool_input_split_across_events() {
+        let wire = stream(
+            &["Mail kim.mi", "nsu@exam", "ple.com now"],
+            &["{\"to\": \"bob@", "example.org\"}"],
+            "send_mail",
+        );
+        let (text, json_text, error) = client(&run(wire.as_bytes(), &[]));
+        assert_eq!(text, "Mail [EMAIL] now");
+        assert_eq!(json_text, "{\"to\": \"[EMAIL]\"}");
+        assert_eq!(error, None);
+    }
+
+    #[test]
+    fn a_denied_tool_ends_the_stream_with_an_anthropic_error() {
+        let wire = stream(&["hi"], &["{}"], "shell_exec");
+        let (_, _, error) = client(&run(wire.as_bytes(), &[]));
+        assert_eq!(error.as_deref(), Some("invalid_request_error"));
+    }
+
+    #[test]
+    fn masks_whole_messages() {
+        let body = json!({"type":"message","content":[
+            {"type":"text","text":"write to a@b.io"},
+            {"type":"tool_use","id":"t","name":"send","input":{"to":["c@d.io"]}}]});
+        let mut g =
+            ResponseGuard::new(policy(PII), &MaskState::default(), "application/json", None)
+                .with_shape(Shape::Anthropic);
+        let out: Value =
+            serde_json::from_slice(&g.on_body(body.to_string().as_bytes(), true)).expect("json");
+        assert_eq!(out["content"][0]["text"], "write to [EMAIL]");
+        assert_eq!(out["content"][1]["input"]["to"][0], "[EMAIL]");
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_masks_the_same(cuts in proptest::collection::vec(0usize..5000, 0..30)) {
+            let wire = stream(&["Call 010-12", "34-5678 or a@", "b.io"], &["{\"x\":\"c@d", ".io\"}"], "f");
+            let whole = client(&run(wire.as_bytes(), &[]));
+            prop_assert_eq!(client(&run(wire.as_bytes(), &cuts)), whole);
+        }
+    }
+}
