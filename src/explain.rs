@@ -84,7 +84,10 @@ pub fn report(snap: &Snapshot, ask: &Ask, body: &[u8]) -> Result<String, Explain
             out,
             "caller:   consumer {}{}",
             w.consumer,
-            w.team.as_ref().map(|t| format!(", team {t}")).unwrap_or_default()
+            w.team
+                .as_ref()
+                .map(|t| format!(", team {t}"))
+                .unwrap_or_default()
         );
     }
     for (rule, why) in &e.skipped {
@@ -99,7 +102,11 @@ pub fn report(snap: &Snapshot, ask: &Ask, body: &[u8]) -> Result<String, Explain
             let _ = writeln!(out, "why:      {}", d.reason);
             match d.chain.map(|c| &table.chains[c]) {
                 Some(chain) => {
-                    let _ = writeln!(out, "chain:    {} (envoy route {})", chain.name, chain.envoy_route);
+                    let _ = writeln!(
+                        out,
+                        "chain:    {} (envoy route {})",
+                        chain.name, chain.envoy_route
+                    );
                     for (i, s) in chain.steps.iter().enumerate() {
                         let model = s
                             .upstream_model
@@ -139,7 +146,11 @@ fn requested(body: &[u8]) -> Option<String> {
 }
 
 /// An identity for a consumer and/or team named on the command line.
-fn named(snap: &Snapshot, consumer: Option<&str>, team: Option<&str>) -> Result<Identity, ExplainError> {
+fn named(
+    snap: &Snapshot,
+    consumer: Option<&str>,
+    team: Option<&str>,
+) -> Result<Identity, ExplainError> {
     let a = &snap.access;
     let listed = consumer.and_then(|c| a.consumers.iter().position(|x| x.name == c));
     let team_index = match team {

@@ -142,7 +142,11 @@ fn count_tokens(encoding: &str, chat: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn route(config_path: &std::path::Path, request: &std::path::Path, ask: tollgate::explain::Ask) -> ExitCode {
+fn route(
+    config_path: &std::path::Path,
+    request: &std::path::Path,
+    ask: tollgate::explain::Ask,
+) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
     let opts = CompileOptions {
         resolve_secrets: false,

@@ -12,7 +12,10 @@ fn route_command_matches_golden_outputs() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut n = 0;
     let mut failures = Vec::new();
-    for line in cases.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in cases
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let parts: Vec<&str> = line.split('|').map(str::trim).collect();
         let [name, request, extra] = parts[..] else {
             panic!("bad case line {line:?}")

@@ -79,7 +79,8 @@ impl TextMatch {
             }
         }
         let re = self.regex.as_ref()?;
-        re.is_match(text).then(|| format!("regex /{}/", re.as_str()))
+        re.is_match(text)
+            .then(|| format!("regex /{}/", re.as_str()))
     }
 }
 
@@ -199,7 +200,12 @@ impl Conditions {
     pub fn check(&self, s: &Signals<'_>) -> Result<Vec<String>, Miss> {
         let mut why = Vec::new();
         for (want, have, miss, name) in [
-            (self.stream, s.stream, Miss::Stream as fn(bool) -> Miss, "stream"),
+            (
+                self.stream,
+                s.stream,
+                Miss::Stream as fn(bool) -> Miss,
+                "stream",
+            ),
             (self.tools, s.tools, Miss::Tools, "tools"),
             (self.images, s.images, Miss::Images, "images"),
         ] {
@@ -303,7 +309,10 @@ mod tests {
         };
         let mut s = sig();
         s.prompt_tokens = 100;
-        assert!(matches!(c.check(&s), Err(Miss::Tokens { estimate: 100, .. })));
+        assert!(matches!(
+            c.check(&s),
+            Err(Miss::Tokens { estimate: 100, .. })
+        ));
         s.prompt_tokens = 101;
         assert!(c.check(&s).is_ok());
         let c = Conditions {

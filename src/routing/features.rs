@@ -119,6 +119,9 @@ mod tests {
         assert!(!f.tools && !f.images);
         assert_eq!(extract(b"not json"), Features::default());
         assert_eq!(extract(br#"{"input":"embed me"}"#).text, "embed me");
-        assert_eq!(extract(br#"{"messages":[{"content":null},{"content":7}]}"#).text, "");
+        assert_eq!(
+            extract(br#"{"messages":[{"content":null},{"content":7}]}"#).text,
+            ""
+        );
     }
 }

@@ -378,7 +378,10 @@ impl Table {
         } else if let Some(t) = trace.as_deref_mut()
             && input.command.is_some()
         {
-            t.push(("model_command".into(), "/model commands are disabled".into()));
+            t.push((
+                "model_command".into(),
+                "/model commands are disabled".into(),
+            ));
         }
         if let Some((backend, model)) = input.pin {
             return Ok(Decision {

@@ -59,7 +59,10 @@ pub fn pick(variants: &[Weighted], sticky_key: Option<(&str, &str)>, roll: u64) 
         return None;
     }
     let (raw, by) = match sticky_key {
-        Some((rule, consumer)) => (fnv1a(&[rule.as_bytes(), consumer.as_bytes()]), "consumer hash"),
+        Some((rule, consumer)) => (
+            fnv1a(&[rule.as_bytes(), consumer.as_bytes()]),
+            "consumer hash",
+        ),
         None => (roll, "random"),
     };
     let bucket = raw % total;
@@ -110,7 +113,9 @@ mod tests {
         let v = w(&[70, 20, 10]);
         let mut n = [0u32; 3];
         for roll in 0..10_000u64 {
-            n[pick(&v, None, roll.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().index] += 1;
+            n[pick(&v, None, roll.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .unwrap()
+                .index] += 1;
         }
         assert!((6_700..7_300).contains(&n[0]), "{n:?}");
         assert!((1_700..2_300).contains(&n[1]), "{n:?}");
@@ -129,7 +134,12 @@ mod tests {
         assert_eq!(fnv1a(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
         // Many consumers spread over both variants.
         let firsts = (0..200)
-            .filter(|i| pick(&v, Some(("canary", &format!("c{i}"))), 0).unwrap().index == 0)
+            .filter(|i| {
+                pick(&v, Some(("canary", &format!("c{i}"))), 0)
+                    .unwrap()
+                    .index
+                    == 0
+            })
             .count();
         assert!((60..140).contains(&firsts), "{firsts}");
     }

@@ -304,7 +304,10 @@ fn explanation_lists_why_earlier_rules_did_not_match() {
     assert_eq!(
         e.skipped,
         vec![
-            ("reasoning".to_owned(), "no x-tollgate-profile hint".to_owned()),
+            (
+                "reasoning".to_owned(),
+                "no x-tollgate-profile hint".to_owned()
+            ),
             (
                 "research-to-beta".to_owned(),
                 "header x-team is missing or does not match".to_owned()
@@ -383,7 +386,11 @@ fn cooling_backend_is_left_out_of_a_split() {
         input.roll = roll;
         let d = t.decide(&input).unwrap();
         assert_eq!(d.backend, 1);
-        assert!(d.reason.contains("1 variant(s) cooling down"), "{}", d.reason);
+        assert!(
+            d.reason.contains("1 variant(s) cooling down"),
+            "{}",
+            d.reason
+        );
     }
 }
 
@@ -428,7 +435,12 @@ fn chain_target_names_the_chain_and_first_step() {
     let d = t.decide(&input).unwrap();
     assert_eq!((d.backend, d.chain), (0, None));
     assert_eq!(d.upstream_model.as_deref(), Some("small"));
-    assert!(d.reason.ends_with("first step beta is cooling down: straight to alpha"), "{}", d.reason);
+    assert!(
+        d.reason
+            .ends_with("first step beta is cooling down: straight to alpha"),
+        "{}",
+        d.reason
+    );
     input.cooling = &[];
     // Short prompt: the catalogue.
     input.signals.prompt_tokens = 10;

@@ -115,8 +115,7 @@ impl Attempt {
     ) -> ProcessingResponse {
         let headers = headers_of(h);
         self.request_id = headers.get("x-request-id").unwrap_or_default().to_owned();
-        self.log_span
-            .record("request_id", self.request_id.as_str());
+        self.log_span.record("request_id", self.request_id.as_str());
         let table = &self.snap.routing;
         let Some(chain) = endpoint_field(attributes, "chain").and_then(|c| table.chain(&c)) else {
             return self.fail(StageError::Misconfigured(
@@ -178,7 +177,11 @@ impl Attempt {
         };
         // The step's model: renamed in the OpenAI-shaped body (passthrough kinds send it as
         // is), and given to translating kinds as `upstream_model`.
-        let body_model = view.model.as_ref().map(|m| m.value.clone()).unwrap_or_default();
+        let body_model = view
+            .model
+            .as_ref()
+            .map(|m| m.value.clone())
+            .unwrap_or_default();
         let upstream_model = if t.upstream_model.is_empty() {
             body_model.clone()
         } else {
@@ -213,7 +216,11 @@ impl Attempt {
         // set everything this backend needs (content-length always: an earlier attempt may
         // have changed it, while the body each attempt gets is the original).
         let table = &self.snap.routing;
-        for step in table.chain(&t.chain).map(|c| c.steps.as_slice()).unwrap_or_default() {
+        for step in table
+            .chain(&t.chain)
+            .map(|c| c.steps.as_slice())
+            .unwrap_or_default()
+        {
             if let Some(c) = &table.backends[step.backend].credential {
                 m.remove(&c.header);
             }
@@ -365,7 +372,10 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(backend_from_attributes(&attrs).as_deref(), Some("alpha"));
-        assert_eq!(endpoint_field(&attrs, "chain").as_deref(), Some("resilient"));
+        assert_eq!(
+            endpoint_field(&attrs, "chain").as_deref(),
+            Some("resilient")
+        );
         assert_eq!(text_format_field("filter_metadata { }", "backend"), None);
         assert_eq!(
             text_format_field(

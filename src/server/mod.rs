@@ -68,7 +68,10 @@ impl ExtProc {
                         Ok(Some(msg)) => {
                             let started = Instant::now();
                             let phase = msg.request.as_ref().map(reply::Kind::of);
-                            let reply = exchange.log_span().clone().in_scope(|| exchange.on_message(msg));
+                            let reply = exchange
+                                .log_span()
+                                .clone()
+                                .in_scope(|| exchange.on_message(msg));
                             if let Some(p) = phase {
                                 metrics.message_handled(p.label(), started.elapsed());
                             }

@@ -53,7 +53,10 @@ pub struct RequestCtx {
     pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
     /// For a fallback chain: each step's backend name and translator, built on the final
     /// body; the one of the backend that answered becomes `translator` at response headers.
-    pub chain_translators: Vec<(String, Option<Box<dyn crate::providers::ResponseTranslator>>)>,
+    pub chain_translators: Vec<(
+        String,
+        Option<Box<dyn crate::providers::ResponseTranslator>>,
+    )>,
 }
 
 /// The routing outcome in plain words, for metrics, logs and metadata.

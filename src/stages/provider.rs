@@ -51,7 +51,10 @@ pub fn request_body(
                 let out = Outbound {
                     endpoint,
                     body,
-                    upstream_model: step.upstream_model.as_deref().unwrap_or(&routed.upstream_model),
+                    upstream_model: step
+                        .upstream_model
+                        .as_deref()
+                        .unwrap_or(&routed.upstream_model),
                     stream: routed.stream,
                     query,
                     now,

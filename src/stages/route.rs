@@ -129,9 +129,16 @@ pub fn request_body(
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let decision = with_input(snap, cx, &view, body, cmd.as_ref(), cooldown, roll, |t, i| {
-        t.decide(i)
-    })?;
+    let decision = with_input(
+        snap,
+        cx,
+        &view,
+        body,
+        cmd.as_ref(),
+        cooldown,
+        roll,
+        |t, i| t.decide(i),
+    )?;
     let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
     // A chain's steps may rename it again per attempt.
@@ -219,10 +226,11 @@ pub fn with_input<R>(
 ) -> R {
     let table = &snap.routing;
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let feats = table
-        .needs_features
-        .then(|| features::extract(body))
-        .unwrap_or_default();
+    let feats = if table.needs_features {
+        features::extract(body)
+    } else {
+        features::Features::default()
+    };
     let pii_found = table
         .needs_features
         .then(|| detected_entities(table.pii.as_deref(), &feats.text));
@@ -281,9 +289,16 @@ pub fn explain(
     {
         cmd = Some(parsed.command);
     }
-    Ok(with_input(snap, cx, &view, body, cmd.as_ref(), cooldown, roll, |t, i| {
-        t.explain(i)
-    }))
+    Ok(with_input(
+        snap,
+        cx,
+        &view,
+        body,
+        cmd.as_ref(),
+        cooldown,
+        roll,
+        |t, i| t.explain(i),
+    ))
 }
 
 /// Response headers (router level): learn which backend answered a chained request, note
@@ -308,7 +323,9 @@ pub fn response_headers(
             && *b != routed.backend
         {
             routed.backend = b.to_owned();
-            cx.mutations.metadata.push(("backend", routed.backend.clone()));
+            cx.mutations
+                .metadata
+                .push(("backend", routed.backend.clone()));
             if let Some(step_model) = snap
                 .routing
                 .chain(routed.chain.as_deref().unwrap_or_default())

@@ -213,8 +213,15 @@ impl Cx {
     ) -> Target {
         let at = format!("routes[{i}]");
         if let Some(variants) = &r.split {
-            if r.model.is_some() || r.backend.is_some() || r.chain.is_some() || r.upstream_model.is_some() {
-                self.err(&at, "with `split`, name targets inside the variants, not on the route");
+            if r.model.is_some()
+                || r.backend.is_some()
+                || r.chain.is_some()
+                || r.upstream_model.is_some()
+            {
+                self.err(
+                    &at,
+                    "with `split`, name targets inside the variants, not on the route",
+                );
             }
             if variants.is_empty() {
                 self.err(format!("{at}.split"), "a split needs at least one variant");
@@ -225,7 +232,10 @@ impl Cx {
                 .map(|(j, v)| {
                     let vat = format!("{at}.split[{j}]");
                     if v.weight == 0 || v.weight > MAX_WEIGHT {
-                        self.err(format!("{vat}.weight"), format!("weight must be 1..={MAX_WEIGHT}"));
+                        self.err(
+                            format!("{vat}.weight"),
+                            format!("weight must be 1..={MAX_WEIGHT}"),
+                        );
                     }
                     let t = self.dest(&vat, &Dest::from_variant(v), backends, models, chains);
                     (v.weight, t)
