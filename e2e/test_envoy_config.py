@@ -89,7 +89,8 @@ def test_route_table_ends_in_a_json_503_catch_all() -> None:
     [vh] = _hcm(cfg)["route_config"]["virtual_hosts"]
     routes = vh["routes"]
     # The demo's claude and azure backends are replays served by the alpha upstream process.
-    shared = {"claude": "alpha", "azure": "alpha"}
+    # claude-fallback (the resilient chain's Anthropic step) is the beta process's replay.
+    shared = {"claude": "alpha", "azure": "alpha", "claude-fallback": "beta"}
     for r in routes[:-1]:
         [h] = r["match"]["headers"]
         assert h["name"] == "x-tollgate-backend"

@@ -39,6 +39,38 @@ pub enum Command {
         #[arg(long)]
         skip_secrets: bool,
     },
+    /// Explain where a request would be routed, without starting a server: the chosen
+    /// backend (or fallback chain) and model, the rule that matched and why, and why each
+    /// earlier rule did not match.
+    Route {
+        /// Config file (YAML). Secrets are not resolved.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Request body (JSON), e.g. a chat-completions request.
+        #[arg(short, long, value_name = "FILE")]
+        request: PathBuf,
+        /// Request header `name:value` (repeatable), e.g. `x-tollgate-profile:reasoning`.
+        #[arg(short = 'H', long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
+        /// Request path.
+        #[arg(long, default_value = "/v1/chat/completions")]
+        path: String,
+        /// Caller: a consumer name from the config.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Caller: a team name from the config.
+        #[arg(long)]
+        team: Option<String>,
+        /// Caller: a client API key (identified like the gateway does; never printed).
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// The random draw of non-sticky weighted splits (the gateway draws per request).
+        #[arg(long, default_value_t = 0)]
+        roll: u64,
+        /// Treat this backend as cooling down after failures (repeatable).
+        #[arg(long)]
+        cooling: Vec<String>,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
     /// Drain a sidecar Envoy before shutdown (Kubernetes preStop hook): ask its admin API for

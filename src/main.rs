@@ -10,6 +10,33 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file, skip_secrets } => validate(&file, skip_secrets),
         Command::PiiScan => pii_scan(),
+        Command::Route {
+            config,
+            request,
+            headers,
+            path,
+            consumer,
+            team,
+            api_key,
+            roll,
+            cooling,
+        } => route(
+            &config,
+            &request,
+            tollgate::explain::Ask {
+                path,
+                headers: headers
+                    .iter()
+                    .filter_map(|h| h.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect(),
+                consumer,
+                team,
+                api_key,
+                roll,
+                cooling,
+            },
+        ),
         Command::Schema => {
             let schema = schemars::schema_for!(config::raw::RawConfig);
             match serde_json::to_string_pretty(&schema) {
@@ -113,6 +140,42 @@ fn count_tokens(encoding: &str, chat: bool) -> ExitCode {
     };
     println!("{count}");
     ExitCode::SUCCESS
+}
+
+fn route(
+    config_path: &std::path::Path,
+    request: &std::path::Path,
+    ask: tollgate::explain::Ask,
+) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let opts = CompileOptions {
+        resolve_secrets: false,
+        env: &env,
+    };
+    let snap = match config::load(config_path, &opts) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let body = match std::fs::read(request) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("cannot read {}: {e}", request.display());
+            return ExitCode::from(1);
+        }
+    };
+    match tollgate::explain::report(&snap, &ask, &body) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {

@@ -1,7 +1,7 @@
 //! The only module that names envoy-types paths; everything else imports from here.
 
 pub use envoy_types::pb::envoy::config::core::v3::{
-    HeaderMap, HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+    HeaderMap, HeaderValue, HeaderValueOption, Metadata, header_value_option::HeaderAppendAction,
 };
 pub use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
     ProcessingMode, processing_mode::BodySendMode, processing_mode::HeaderSendMode,

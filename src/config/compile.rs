@@ -14,7 +14,7 @@ use super::{
 };
 use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
 use crate::providers::{self, ProviderConfig};
-use crate::routing::{Backend, BackendKind, Credential, Model, Route, Table, Target, glob::Glob};
+use crate::routing::{Backend, BackendKind, Credential, Model, Route, Table, glob::Glob};
 use crate::secret::Secret;
 use crate::suggest;
 use serde::de::DeserializeOwned;
@@ -22,6 +22,8 @@ use serde_yaml::Value;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
+
+mod routing;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,7 +279,10 @@ impl Cx {
             .map(|(i, b)| (b.name.as_str(), i))
             .collect();
         let models = self.models(&raw.models, &backend_index);
-        let routes = self.routes(&raw.routes, &backend_index, &raw.models);
+        let switches = self.routing_switches(&raw.routing);
+        let chains = self.chains(&raw.routing.chains, &backend_index, &backends);
+        let routes = self.routes(&raw.routes, &backend_index, &raw.models, &chains);
+        let needs_features = routes.iter().any(|r: &Route| r.when.needs_features());
         let guard = self.guard(&raw.guard, opts);
         let access = self.access(raw, &backend_index, opts);
         let pricing = self.pricing(&raw.pricing);
@@ -292,6 +297,11 @@ impl Cx {
                 models,
                 routes,
                 model_command: raw.routing.model_command.unwrap_or(true),
+                chains,
+                decision_header: switches.decision_header,
+                cooldown: switches.cooldown,
+                pii: switches.pii,
+                needs_features,
             },
             guard,
             hash: String::new(),
@@ -913,6 +923,7 @@ impl Cx {
         raw: &[RawRoute],
         backends: &HashMap<&str, usize>,
         models: &[RawModel],
+        chains: &[crate::routing::Chain],
     ) -> Vec<Route> {
         let mut names = HashSet::new();
         let mut catch_all: Option<usize> = None;
@@ -949,50 +960,14 @@ impl Cx {
                 }
                 headers.push((h.clone(), Glob::new(v)));
             }
-            let target = match (&r.model, &r.backend) {
-                (Some(m), None) => {
-                    if r.upstream_model.is_some() {
-                        self.err(at("upstream_model"), "use upstream_model with `backend`; a catalogue `model` already names its upstream model");
-                    }
-                    let idx = models
-                        .iter()
-                        .position(|x| &x.name == m || x.aliases.contains(m));
-                    if idx.is_none() {
-                        self.err(
-                            at("model"),
-                            format!(
-                                "unknown model {m:?}{}",
-                                suggest::hint(m, models.iter().map(|x| x.name.as_str()))
-                            ),
-                        );
-                    }
-                    Target::Model(idx.unwrap_or_default())
-                }
-                (None, Some(b)) => Target::Backend {
-                    backend: self
-                        .backend_ref(&at("backend"), b, backends)
-                        .unwrap_or_default(),
-                    upstream_model: r.upstream_model.clone(),
-                },
-                (Some(_), Some(_)) => {
-                    self.err(
-                        format!("routes[{i}]"),
-                        "set either `model` or `backend`, not both",
-                    );
-                    Target::Model(0)
-                }
-                (None, None) => {
-                    self.err(
-                        format!("routes[{i}]"),
-                        "missing target: set `model` (a catalogue entry) or `backend`",
-                    );
-                    Target::Model(0)
-                }
-            };
+            let target = self.target(i, r, backends, models, chains);
+            let when = self.conditions(&at("match"), &r.matches);
             let route = Route {
                 name,
                 models: r.matches.models.iter().map(|g| Glob::new(g)).collect(),
                 headers,
+                when,
+                force: r.force,
                 target,
             };
             if route.is_catch_all() && catch_all.is_none() {

@@ -330,6 +330,45 @@ pub struct RawRouting {
     /// Honour a first-line `/model backend,model` command in the last user message.
     /// Default `true`.
     pub model_command: Option<bool>,
+    /// Response header naming the routing decision (`<rule>; backend=<b>; model=<m>`),
+    /// e.g. `x-tollgate-route`. Default: none (the decision is always in dynamic metadata).
+    pub decision_header: Option<String>,
+    /// How long a backend that answered 5xx/429 is avoided where an alternative exists
+    /// (split variants, fallback-chain steps), e.g. `30s`. Default `30s`; `0s` disables.
+    pub cooldown: Option<String>,
+    /// PII entities that `match.pii` conditions look for (built-in detector names).
+    /// Default: every built-in detector.
+    pub pii_entities: Option<Vec<String>>,
+    /// Fallback chains: a request routed to a chain is retried by Envoy on the next step's
+    /// backend on connect failure, 5xx, 429 or timeout before the first response byte.
+    /// Each chain needs an Envoy route and cluster (see envoy/envoy.yaml, `chain-*`).
+    #[serde(default)]
+    pub chains: Vec<RawChain>,
+}
+
+/// A fallback chain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawChain {
+    /// Unique name, `[a-z0-9._-]`, used as a route target (`chain: <name>`).
+    pub name: String,
+    /// Value tollgate puts in `x-tollgate-backend`; Envoy's route for the chain matches it.
+    /// Default: `chain-<name>`.
+    pub envoy_route: Option<String>,
+    /// Backends in the order they are tried (at least two). The Envoy cluster of the chain
+    /// lists the same backends as priorities 0, 1, ..., each endpoint carrying
+    /// `filter_metadata: {io.tollgate: {backend: <name>}}`.
+    pub steps: Vec<RawStep>,
+}
+
+/// One step of a fallback chain.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Backend name.
+    pub backend: String,
+    /// Model name this backend receives. Default: the model the route chose.
+    pub upstream_model: Option<String>,
 }
 
 /// One upstream LLM service.
@@ -480,6 +519,66 @@ pub struct RawRoute {
     pub backend: Option<String>,
     /// With `backend`: model name to send upstream. Default: the requested name unchanged.
     pub upstream_model: Option<String>,
+    /// Send to this fallback chain (`routing.chains[].name`).
+    pub chain: Option<String>,
+    /// Split between targets by weight (canary, A/B). Each variant names one of `model`,
+    /// `backend` (+ `upstream_model`) or `chain`.
+    pub split: Option<Vec<RawVariant>>,
+    /// With `split`: `consumer` sends a consumer always to the same variant (stable hash of
+    /// the rule name and consumer); `none` draws per request. Default `none`.
+    pub sticky: Option<Stickiness>,
+    /// Evaluate this rule before `/model` commands and team pins, so nothing a client sends
+    /// overrides it (data locality, e.g. `match: {pii: true}` → a local backend).
+    /// Default `false`.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One weighted target of a split.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawVariant {
+    /// Relative weight, 1..=1000000.
+    pub weight: u32,
+    /// A catalogue model.
+    pub model: Option<String>,
+    /// A backend.
+    pub backend: Option<String>,
+    /// With `backend`: model name to send upstream.
+    pub upstream_model: Option<String>,
+    /// A fallback chain.
+    pub chain: Option<String>,
+}
+
+/// Split stickiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Stickiness {
+    /// A new draw per request.
+    None,
+    /// The same variant for the same consumer.
+    Consumer,
+}
+
+/// A prompt-size bound (estimated tokens: characters of message text / 4).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenBound {
+    /// Matches prompts with more estimated tokens than this.
+    pub above: Option<u64>,
+    /// Matches prompts with fewer estimated tokens than this.
+    pub below: Option<u64>,
+}
+
+/// Keywords or a regex on the last user message (either may match).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTextMatch {
+    /// Case-insensitive substrings, e.g. `["step by step", "prove"]`.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// A regular expression (Rust `regex` syntax; `(?i)` for case-insensitive).
+    pub regex: Option<String>,
 }
 
 /// Conditions of a route.
@@ -489,9 +588,36 @@ pub struct RawMatch {
     /// Requested model names; `*` and `?` globs. Any one may match.
     #[serde(default)]
     pub models: Vec<String>,
-    /// Request headers (lower-case names) whose values must match these globs.
+    /// Request headers (lower-case names) whose values must match these globs. Client
+    /// `x-tollgate-*` headers are read here before tollgate strips them.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The client's `x-tollgate-profile` hint: any of `general`, `reasoning`, `longform`,
+    /// `background`. A hint the client chooses: use it to pick models, never to grant access.
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    /// Request paths (globs, query excluded), e.g. `/v1/embeddings`.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Consumer names (globs).
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// Team names (globs).
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Estimated prompt size.
+    pub prompt_tokens: Option<RawTokenBound>,
+    /// Keywords or regex on the last user message.
+    pub last_user_message: Option<RawTextMatch>,
+    /// The request declares tools (`true`) or does not (`false`).
+    pub tools: Option<bool>,
+    /// Some message carries an image (`true`) or none does (`false`).
+    pub images: Option<bool>,
+    /// `stream: true` (`true`) or not (`false`).
+    pub stream: Option<bool>,
+    /// PII was detected in the request's message text (`true`) or not (`false`), by the
+    /// detectors in `routing.pii_entities`. Runs before the guard masks anything.
+    pub pii: Option<bool>,
 }
 
 /// Client authentication.

@@ -181,6 +181,8 @@ pub(crate) fn sample_record() -> RequestRecord {
             requested_model: "gpt-4o-mini".into(),
             rule: "catalogue".into(),
             stream: true,
+            reason: String::new(),
+            chain: None,
         }),
         response_model: None,
         status: Some(200),

@@ -2,21 +2,36 @@
 //!
 //! Pure decision code over plain types (no I/O, no gRPC). The order is fixed and
 //! documented in the README:
-//! 1. a `/model backend,model` command (when enabled) picks both explicitly;
-//! 2. `routes`, in order, first match wins;
-//! 3. the model catalogue (name or alias);
-//! 4. otherwise the model is unknown (404 upstream of here).
+//! 1. `routes` marked `force: true` (data locality: e.g. "PII → the in-house model"), in
+//!    order — nothing a client sends can override them;
+//! 2. a `/model backend,model` command (when enabled) picks both explicitly;
+//! 3. a team pin (`teams[].pin`);
+//! 4. the other `routes`, in order, first match wins;
+//! 5. the model catalogue (name or alias);
+//! 6. otherwise the model is unknown (404 upstream of here).
+//!
+//! A rule's target is a catalogue model, a backend, a fallback [`Chain`] or a weighted
+//! [`Target::Split`] of those. Every decision is explainable: [`Table::explain`] returns
+//! the decision with the reason it matched and, for each earlier rule, why it did not
+//! (`tollgate route` prints it); [`Decision::reason`] travels in metadata.
 //!
 //! The config compiler guarantees every index in a [`Table`] is valid, so lookups here
 //! cannot fail.
 
 pub mod command;
+pub mod conditions;
+pub mod features;
 pub mod glob;
+pub mod health;
+pub mod split;
 
 use crate::headers::Headers;
 use crate::secret::Secret;
 use command::ModelCommand;
+pub use conditions::{Conditions, Miss, Signals};
 use glob::Glob;
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 
 /// API dialect of a backend.
@@ -101,8 +116,42 @@ pub struct Route {
     pub models: Vec<Glob>,
     /// Header conditions (all must match).
     pub headers: Vec<(String, Glob)>,
+    /// The other conditions (path, caller, heuristics, locality).
+    pub when: Conditions,
+    /// Evaluated before `/model` commands and team pins (data locality).
+    pub force: bool,
     /// Where matching requests go.
     pub target: Target,
+}
+
+/// A fallback chain: Envoy tries the steps in order (one cluster, one priority per step),
+/// tollgate's upstream-level filter prepares each attempt for its backend.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// Unique name.
+    pub name: String,
+    /// Value of `x-tollgate-backend` that Envoy's route for the chain matches.
+    pub envoy_route: String,
+    /// Steps in order (at least two).
+    pub steps: Vec<Step>,
+}
+
+/// One step of a chain.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Index into [`Table::backends`].
+    pub backend: usize,
+    /// Model the backend receives; `None`: the model the decision chose.
+    pub upstream_model: Option<String>,
+}
+
+/// A weighted choice of targets.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// `(weight, target)`; targets are never splits themselves.
+    pub variants: Vec<(u32, Target)>,
+    /// The same consumer always gets the same variant (hash of rule name and consumer).
+    pub sticky: bool,
 }
 
 /// Destination of a rule.
@@ -117,6 +166,10 @@ pub enum Target {
         /// Model name to send upstream.
         upstream_model: Option<String>,
     },
+    /// A fallback chain (index into [`Table::chains`]).
+    Chain(usize),
+    /// A weighted split.
+    Split(Split),
 }
 
 /// Everything routing needs, compiled from the config.
@@ -130,10 +183,20 @@ pub struct Table {
     pub routes: Vec<Route>,
     /// Whether `/model` commands are honoured.
     pub model_command: bool,
+    /// Fallback chains.
+    pub chains: Vec<Chain>,
+    /// Response header naming the decision (e.g. `x-tollgate-route`); `None`: not sent.
+    pub decision_header: Option<String>,
+    /// How long a failed backend is avoided where an alternative exists (zero: never).
+    pub cooldown: Duration,
+    /// Detectors for `pii` conditions (built-in entities or the configured list).
+    pub pii: Option<Arc<crate::pii::Masker>>,
+    /// Some rule needs body features (size, tools, images, PII).
+    pub needs_features: bool,
 }
 
 /// What a request asks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RouteInput<'a> {
     /// `model` from the body.
     pub model: Option<&'a str>,
@@ -141,6 +204,33 @@ pub struct RouteInput<'a> {
     pub headers: &'a Headers,
     /// A `/model` command from the last user message.
     pub command: Option<&'a ModelCommand>,
+    /// Path, caller, heuristics and locality signals.
+    pub signals: Signals<'a>,
+    /// The caller's team pin: backend index and optional model.
+    pub pin: Option<(usize, Option<&'a str>)>,
+    /// Backends cooling down after failures (indices).
+    pub cooling: &'a [usize],
+    /// A random number for non-sticky splits.
+    pub roll: u64,
+}
+
+impl<'a> RouteInput<'a> {
+    /// An input with only model and headers (no caller, no heuristics, nothing cooling).
+    pub fn basic(
+        model: Option<&'a str>,
+        headers: &'a Headers,
+        command: Option<&'a ModelCommand>,
+    ) -> Self {
+        Self {
+            model,
+            headers,
+            command,
+            signals: Signals::default(),
+            pin: None,
+            cooling: &[],
+            roll: 0,
+        }
+    }
 }
 
 /// Which rule made the decision.
@@ -150,6 +240,8 @@ pub enum Rule {
     Command,
     /// A named route.
     Route(String),
+    /// The caller's team pin.
+    TeamPin,
     /// The catalogue.
     Catalogue,
 }
@@ -160,6 +252,7 @@ impl Rule {
         match self {
             Rule::Command => "model_command",
             Rule::Route(name) => name,
+            Rule::TeamPin => "team_pin",
             Rule::Catalogue => "catalogue",
         }
     }
@@ -176,6 +269,19 @@ pub struct Decision {
     pub upstream_model: Option<String>,
     /// The rule that decided.
     pub rule: Rule,
+    /// Fallback chain the request goes through (index into [`Table::chains`]).
+    pub chain: Option<usize>,
+    /// Why the rule matched, in plain words.
+    pub reason: String,
+}
+
+/// A decision with the reasons earlier rules did not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision (or why there is none).
+    pub result: Result<Decision, RouteError>,
+    /// `(rule, why it did not match)` for every rule evaluated before the deciding one.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Why a request cannot be routed.
@@ -236,28 +342,71 @@ impl Table {
             public_model: Some(m.name.clone()),
             upstream_model: Some(m.upstream_model.clone()),
             rule,
+            chain: None,
+            reason: String::new(),
         }
     }
 
     /// Decides where a request goes.
     pub fn decide(&self, input: &RouteInput<'_>) -> Result<Decision, RouteError> {
+        self.evaluate(input, None)
+    }
+
+    /// Decides and explains: the decision plus why each earlier rule did not match.
+    pub fn explain(&self, input: &RouteInput<'_>) -> Explanation {
+        let mut skipped = Vec::new();
+        let result = self.evaluate(input, Some(&mut skipped));
+        Explanation { result, skipped }
+    }
+
+    fn evaluate(
+        &self,
+        input: &RouteInput<'_>,
+        mut trace: Option<&mut Vec<(String, String)>>,
+    ) -> Result<Decision, RouteError> {
+        let forced = self.routes.iter().filter(|r| r.force);
+        if let Some(d) = self.first_route(forced, input, input.model, trace.as_deref_mut()) {
+            return Ok(d);
+        }
         if let Some(cmd) = input.command.filter(|_| self.model_command) {
             match cmd {
                 ModelCommand::BackendModel { backend, model } => {
                     return self.explicit(backend, model);
                 }
                 ModelCommand::Model(model) => {
-                    let mut d = self.by_model(Some(model), input.headers)?;
+                    let mut d = self.by_model(Some(model), input, trace)?;
                     // The body still names the original model: always rewrite.
                     if d.upstream_model.is_none() {
                         d.upstream_model = Some(model.clone());
                     }
                     d.rule = Rule::Command;
+                    d.reason = format!("/model {model} command, resolved as: {}", d.reason);
                     return Ok(d);
                 }
             }
+        } else if let Some(t) = trace.as_deref_mut()
+            && input.command.is_some()
+        {
+            t.push((
+                "model_command".into(),
+                "/model commands are disabled".into(),
+            ));
         }
-        self.by_model(input.model, input.headers)
+        if let Some((backend, model)) = input.pin {
+            return Ok(Decision {
+                backend,
+                public_model: None,
+                upstream_model: model.map(str::to_owned),
+                rule: Rule::TeamPin,
+                chain: None,
+                reason: format!(
+                    "team {} is pinned to backend {}",
+                    input.signals.team.unwrap_or_default(),
+                    self.backends[backend].name
+                ),
+            });
+        }
+        self.by_model(input.model, input, trace)
     }
 
     fn explicit(&self, backend: &str, model: &str) -> Result<Decision, RouteError> {
@@ -271,34 +420,187 @@ impl Table {
         let listed = self
             .find_model(model)
             .filter(|&i| self.models[i].backend == b);
-        Ok(match listed {
+        let mut d = match listed {
             Some(i) => self.catalogue_decision(i, Rule::Command),
             None => Decision {
                 backend: b,
                 public_model: None,
                 upstream_model: Some(model.to_owned()),
                 rule: Rule::Command,
+                chain: None,
+                reason: String::new(),
             },
-        })
+        };
+        d.reason = format!("/model {backend},{model} command");
+        Ok(d)
     }
 
-    fn by_model(&self, model: Option<&str>, headers: &Headers) -> Result<Decision, RouteError> {
-        if let Some(route) = self.routes.iter().find(|r| r.matches(model, headers)) {
-            let rule = Rule::Route(route.name.clone());
-            return Ok(match &route.target {
-                Target::Model(i) => self.catalogue_decision(*i, rule),
-                Target::Backend {
-                    backend,
-                    upstream_model,
-                } => Decision {
-                    backend: *backend,
+    /// The first matching route among `routes`, resolved.
+    fn first_route<'r>(
+        &self,
+        routes: impl Iterator<Item = &'r Route>,
+        input: &RouteInput<'_>,
+        model: Option<&str>,
+        mut trace: Option<&mut Vec<(String, String)>>,
+    ) -> Option<Decision> {
+        for route in routes {
+            match route.check(model, input.headers, &input.signals) {
+                Ok(why) => {
+                    let mut d = self.resolve(&route.target, route, model, input);
+                    let matched = if why.is_empty() {
+                        "matches every request".to_owned()
+                    } else {
+                        why.join(", ")
+                    };
+                    d.reason = if d.reason.is_empty() {
+                        matched
+                    } else {
+                        format!("{matched}; {}", d.reason)
+                    };
+                    return Some(d);
+                }
+                Err(miss) => {
+                    if let Some(t) = trace.as_deref_mut() {
+                        t.push((route.name.clone(), miss.to_string()));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The decision for a rule's target (a split picks one variant).
+    fn resolve(
+        &self,
+        target: &Target,
+        route: &Route,
+        model: Option<&str>,
+        input: &RouteInput<'_>,
+    ) -> Decision {
+        let rule = Rule::Route(route.name.clone());
+        match target {
+            Target::Model(i) => {
+                let mut d = self.catalogue_decision(*i, rule);
+                d.reason = format!("to model {}", self.models[*i].name);
+                d
+            }
+            Target::Backend {
+                backend,
+                upstream_model,
+            } => Decision {
+                backend: *backend,
+                public_model: model
+                    .and_then(|m| self.find_model(m))
+                    .map(|i| self.models[i].name.clone()),
+                upstream_model: upstream_model.clone(),
+                rule,
+                chain: None,
+                reason: format!("to backend {}", self.backends[*backend].name),
+            },
+            Target::Chain(c) => {
+                let chain = &self.chains[*c];
+                if input.cooling.contains(&chain.steps[0].backend)
+                    && let Some(step) = chain
+                        .steps
+                        .iter()
+                        .find(|s| !input.cooling.contains(&s.backend))
+                {
+                    let name = &self.backends[step.backend].name;
+                    return Decision {
+                        backend: step.backend,
+                        public_model: model
+                            .and_then(|m| self.find_model(m))
+                            .map(|i| self.models[i].name.clone()),
+                        upstream_model: step.upstream_model.clone(),
+                        rule,
+                        chain: None,
+                        reason: format!(
+                            "to fallback chain {}, whose first step {} is cooling down: straight to {name}",
+                            chain.name, self.backends[chain.steps[0].backend].name
+                        ),
+                    };
+                }
+                let steps: Vec<&str> = chain
+                    .steps
+                    .iter()
+                    .map(|s| self.backends[s.backend].name.as_str())
+                    .collect();
+                Decision {
+                    backend: chain.steps[0].backend,
                     public_model: model
                         .and_then(|m| self.find_model(m))
                         .map(|i| self.models[i].name.clone()),
-                    upstream_model: upstream_model.clone(),
+                    // The model the client asked for; steps may rename it (per attempt).
+                    upstream_model: None,
                     rule,
-                },
-            });
+                    chain: Some(*c),
+                    reason: format!("to fallback chain {} ({})", chain.name, steps.join(" → ")),
+                }
+            }
+            Target::Split(split) => {
+                let weighted: Vec<split::Weighted> = split
+                    .variants
+                    .iter()
+                    .map(|(weight, t)| split::Weighted {
+                        weight: *weight,
+                        excluded: self
+                            .target_backend(t)
+                            .is_some_and(|b| input.cooling.contains(&b)),
+                    })
+                    .collect();
+                let sticky = split
+                    .sticky
+                    .then_some(input.signals.consumer)
+                    .flatten()
+                    .map(|c| (route.name.as_str(), c));
+                // The compiler guarantees a positive total weight.
+                let pick = split::pick(&weighted, sticky, input.roll).unwrap_or(split::Pick {
+                    index: 0,
+                    bucket: 0,
+                    total: 0,
+                    by: "default",
+                });
+                let (weight, variant) = &split.variants[pick.index];
+                let mut d = self.resolve(variant, route, model, input);
+                let cooled = weighted.iter().filter(|w| w.excluded).count();
+                d.reason = format!(
+                    "split variant {} of {} (weight {weight} of {}, bucket {} by {}{}) {}",
+                    pick.index + 1,
+                    split.variants.len(),
+                    pick.total,
+                    pick.bucket,
+                    pick.by,
+                    if cooled > 0 {
+                        format!(", {cooled} variant(s) cooling down")
+                    } else {
+                        String::new()
+                    },
+                    d.reason
+                );
+                d
+            }
+        }
+    }
+
+    /// The backend a non-split target sends to first.
+    fn target_backend(&self, t: &Target) -> Option<usize> {
+        match t {
+            Target::Model(i) => Some(self.models[*i].backend),
+            Target::Backend { backend, .. } => Some(*backend),
+            Target::Chain(c) => Some(self.chains[*c].steps[0].backend),
+            Target::Split(_) => None,
+        }
+    }
+
+    fn by_model(
+        &self,
+        model: Option<&str>,
+        input: &RouteInput<'_>,
+        trace: Option<&mut Vec<(String, String)>>,
+    ) -> Result<Decision, RouteError> {
+        let normal = self.routes.iter().filter(|r| !r.force);
+        if let Some(d) = self.first_route(normal, input, model, trace) {
+            return Ok(d);
         }
         let Some(model) = model else {
             return Err(RouteError::MissingModel {
@@ -306,7 +608,11 @@ impl Table {
             });
         };
         match self.find_model(model) {
-            Some(i) => Ok(self.catalogue_decision(i, Rule::Catalogue)),
+            Some(i) => {
+                let mut d = self.catalogue_decision(i, Rule::Catalogue);
+                d.reason = format!("model {model:?} is in the catalogue");
+                Ok(d)
+            }
             None => Err(RouteError::UnknownModel {
                 requested: model.to_owned(),
                 hint: crate::suggest::hint(
@@ -320,23 +626,46 @@ impl Table {
             }),
         }
     }
+
+    /// The chain whose Envoy route value is `envoy_route`, or named `name`.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
 }
 
 impl Route {
+    /// Whether every condition holds; on success the facts that made it hold.
+    pub fn check(
+        &self,
+        model: Option<&str>,
+        headers: &Headers,
+        signals: &Signals<'_>,
+    ) -> Result<Vec<String>, Miss> {
+        let mut why = Vec::new();
+        if !self.models.is_empty() {
+            match model.and_then(|m| self.models.iter().find(|g| g.matches(m)).map(|g| (m, g))) {
+                Some((m, g)) => why.push(format!("model {m:?} matches {:?}", g.as_str())),
+                None => return Err(Miss::Model(model.map(str::to_owned))),
+            }
+        }
+        for (name, g) in &self.headers {
+            if !headers.get(name).is_some_and(|v| g.matches(v)) {
+                return Err(Miss::Header(name.clone()));
+            }
+            why.push(format!("header {name} matches {:?}", g.as_str()));
+        }
+        why.extend(self.when.check(signals)?);
+        Ok(why)
+    }
+
     /// Whether every condition holds.
     pub fn matches(&self, model: Option<&str>, headers: &Headers) -> bool {
-        let model_ok = self.models.is_empty()
-            || model.is_some_and(|m| self.models.iter().any(|g| g.matches(m)));
-        model_ok
-            && self
-                .headers
-                .iter()
-                .all(|(name, g)| headers.get(name).is_some_and(|v| g.matches(v)))
+        self.check(model, headers, &Signals::default()).is_ok()
     }
 
     /// Whether the rule matches every request (a default route).
     pub fn is_catch_all(&self) -> bool {
-        self.models.is_empty() && self.headers.is_empty()
+        self.models.is_empty() && self.headers.is_empty() && self.when.is_empty()
     }
 }
 

@@ -249,7 +249,8 @@ impl Exchange {
     }
 
     async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
-        match route::request_body(&self.snap, &mut self.cx, &b.body) {
+        let roll = uuid::Uuid::new_v4().as_u64_pair().0;
+        match route::request_body(&self.snap, &mut self.cx, &b.body, &self.svc.cooldown, roll) {
             Err(e) => return self.refuse(e),
             Ok(Flow::Respond { status, body }) => return self.respond(status, body),
             Ok(Flow::Next) => {}
@@ -326,6 +327,16 @@ impl Exchange {
     fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
         self.status = status_of(h).or(self.status);
         let forwarded = self.phase == Phase::Forwarded;
+        if forwarded {
+            // First: which backend answered (a chain), so the right translator runs.
+            route::response_headers(
+                &self.snap,
+                &mut self.cx,
+                self.status,
+                header_of(h, route::ANSWERED_BY_HEADER),
+                &self.svc.cooldown,
+            );
+        }
         let upstream_type = header_of(h, "content-type").unwrap_or_default();
         // A translated response: usage and the guard see the type the client will get.
         let (translated_type, translating) = if forwarded {

@@ -4,6 +4,7 @@
 //! so hyper's per-stream task drives it, and when Envoy cancels or resets the stream the
 //! exchange is dropped with it — nothing to leak, no extra task or channel per request.
 
+pub mod attempt;
 pub mod exchange;
 pub mod reply;
 
@@ -52,6 +53,38 @@ impl ExtProc {
 
 type ReplyStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>> + Send>>;
 
+impl ExtProc {
+    /// The stream of the upstream-level filter (one fallback-chain attempt).
+    fn attempt_stream(&self, inbound: Streaming<ProcessingRequest>) -> ReplyStream {
+        let exchange = attempt::Attempt::new(self.store.load_full(), self.svc.clone());
+        let metrics = self.metrics.clone();
+        Box::pin(futures::stream::unfold(
+            Some((inbound, exchange)),
+            move |state| {
+                let metrics = metrics.clone();
+                async move {
+                    let (mut inbound, mut exchange) = state?;
+                    match inbound.message().await {
+                        Ok(Some(msg)) => {
+                            let started = Instant::now();
+                            let phase = msg.request.as_ref().map(reply::Kind::of);
+                            let reply = exchange
+                                .log_span()
+                                .clone()
+                                .in_scope(|| exchange.on_message(msg));
+                            if let Some(p) = phase {
+                                metrics.message_handled(p.label(), started.elapsed());
+                            }
+                            Some((Ok(reply), Some((inbound, exchange))))
+                        }
+                        Ok(None) | Err(_) => None,
+                    }
+                }
+            },
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl ExternalProcessor for ExtProc {
     type ProcessStream = ReplyStream;
@@ -60,7 +93,14 @@ impl ExternalProcessor for ExtProc {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
+        let upstream_level = request
+            .metadata()
+            .get(attempt::FILTER_METADATA_KEY)
+            .is_some_and(|v| v.as_bytes() == attempt::FILTER_UPSTREAM.as_bytes());
         let inbound = request.into_inner();
+        if upstream_level {
+            return Ok(Response::new(self.attempt_stream(inbound)));
+        }
         let exchange = Exchange::new(
             self.store.load_full(),
             self.metrics.clone(),

@@ -31,6 +31,8 @@ pub struct Services {
     /// The counter store.
     pub limiter: Arc<dyn Limiter>,
     settle: mpsc::UnboundedSender<Settlement>,
+    /// Backends that just failed (routing avoids them where it can; kept across reloads).
+    pub cooldown: crate::routing::health::Cooldown,
 }
 
 impl std::fmt::Debug for Services {
@@ -45,7 +47,14 @@ impl Services {
     /// Services over `limiter`, and the receiving end of the settlement queue.
     pub fn new(limiter: Arc<dyn Limiter>) -> (Arc<Self>, mpsc::UnboundedReceiver<Settlement>) {
         let (settle, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { limiter, settle }), rx)
+        (
+            Arc::new(Self {
+                limiter,
+                settle,
+                cooldown: Default::default(),
+            }),
+            rx,
+        )
     }
 
     /// Queues a settlement (never blocks; dropped only if the worker is gone at shutdown).

@@ -51,6 +51,12 @@ pub struct RequestCtx {
     pub guard: Option<crate::guard::GuardCtx>,
     /// The backend's response translator (`None`: the response passes as the upstream sent it).
     pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
+    /// For a fallback chain: each step's backend name and translator, built on the final
+    /// body; the one of the backend that answered becomes `translator` at response headers.
+    pub chain_translators: Vec<(
+        String,
+        Option<Box<dyn crate::providers::ResponseTranslator>>,
+    )>,
 }
 
 /// The routing outcome in plain words, for metrics, logs and metadata.
@@ -68,6 +74,11 @@ pub struct Routed {
     pub rule: String,
     /// `stream: true`.
     pub stream: bool,
+    /// Why the rule matched (plain words, no request content beyond names and counts).
+    pub reason: String,
+    /// Fallback chain name, when the request goes through one (`backend` is then the
+    /// chain's first step until the response says which backend answered).
+    pub chain: Option<String>,
 }
 
 /// Header and body changes requested by stages.

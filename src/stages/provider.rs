@@ -7,6 +7,10 @@
 //! (for translated kinds) a new body with its `content-length`. Every kind goes through here,
 //! the OpenAI passthrough included, so the route stage only decides and cleans headers.
 //!
+//! Fallback chains: nothing is prepared here (the upstream-level filter prepares each
+//! attempt); every step's translator is built, and the one of the backend that answered
+//! (learnt by the route stage at response headers) translates the response.
+//!
 //! Response: at headers the translator learns status and content type; when it changes the
 //! body, `content-length` is dropped (Envoy re-frames), `content-type` is set to what the
 //! client receives, and the body is requested STREAMED. Each body chunk is translated first;
@@ -35,12 +39,38 @@ pub fn request_body(
         .find(|b| b.name == routed.backend)
         .ok_or_else(|| StageError::Internal("routed to a backend not in the snapshot".into()))?;
     let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
+    if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
+        // Prepared per attempt by the upstream-level filter (server::attempt); the response
+        // is translated for whichever step answered, so build each step's translator now.
+        let translators = chain
+            .steps
+            .iter()
+            .map(|step| {
+                let b = &snap.routing.backends[step.backend];
+                let out = Outbound {
+                    endpoint,
+                    body,
+                    upstream_model: step
+                        .upstream_model
+                        .as_deref()
+                        .unwrap_or(&routed.upstream_model),
+                    stream: routed.stream,
+                    query,
+                    now,
+                };
+                (b.name.clone(), providers::response_translator(b, &out))
+            })
+            .collect();
+        cx.chain_translators = translators;
+        return Ok(());
+    }
     let out = Outbound {
         endpoint,
         body,
         upstream_model: &routed.upstream_model,
         stream: routed.stream,
-        query: cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default(),
+        query,
         now,
     };
     let prepared = providers::prepare(backend, &out)?;
@@ -68,6 +98,15 @@ pub fn response_headers(
     status: Option<u16>,
     content_type: &str,
 ) -> (Option<String>, bool) {
+    if !cx.chain_translators.is_empty()
+        && let Some(answered) = cx.routed.as_ref().map(|r| r.backend.clone())
+    {
+        // The route stage has just learnt which backend answered.
+        cx.translator = std::mem::take(&mut cx.chain_translators)
+            .into_iter()
+            .find(|(name, _)| *name == answered)
+            .and_then(|(_, t)| t);
+    }
     let Some(t) = cx.translator.as_mut() else {
         return (None, false);
     };

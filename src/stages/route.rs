@@ -6,16 +6,33 @@
 //! client-sent `x-tollgate-*` header, so a client can neither leak its key upstream nor steer
 //! routing. `:path`, `:authority` and the backend's credential are the provider stage's
 //! (`stages::provider`), which runs last on the final body.
+//! Client `x-tollgate-*` headers (the `x-tollgate-profile` hint) are read for the decision
+//! from the headers as received, before they are removed. Session headers
+//! (`x-session-id`, `mcp-session-id`) are never touched: Envoy hashes on them.
+//!
+//! Decision inputs, in this order (one way): body parse → features (size, tools, images,
+//! message text) → PII detection on that text, only when a rule has a `pii` condition (the
+//! guard, which masks, runs after routing and is not consulted) → the routing table.
+//!
+//! Fallback chains: the request goes to the chain's Envoy route unprepared (client path,
+//! no credential; the body's model already the decision's); the upstream-level filter
+//! ([`crate::server::attempt`]) prepares every attempt for the backend Envoy picked and
+//! names it in `x-tollgate-answered-by` on the response, which [`response_headers`] reads
+//! and removes.
 
 use super::{Flow, RequestCtx, Routed};
 use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch, openai};
-use crate::routing::{Decision, RouteInput, Rule, command};
+use crate::routing::health::Cooldown;
+use crate::routing::{RouteInput, Signals, command, conditions, features};
+use std::time::Instant;
 
 /// Header Envoy's routes match.
 pub const BACKEND_HEADER: &str = "x-tollgate-backend";
+/// Backend that answered a chained request (upstream level → router level, response).
+pub const ANSWERED_BY_HEADER: &str = "x-tollgate-answered-by";
 /// Prefix of every gateway-owned header.
 pub const OWNED_PREFIX: &str = "x-tollgate-";
 /// Client credential headers that never go upstream.
@@ -81,8 +98,15 @@ pub fn request_headers(
     Ok(Flow::Next)
 }
 
-/// Request body phase (the whole body, buffered by Envoy).
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result<Flow, StageError> {
+/// Request body phase (the whole body, buffered by Envoy). `cooldown` says which backends
+/// just failed; `roll` is a random number for weighted splits.
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    body: &[u8],
+    cooldown: &Cooldown,
+    roll: u64,
+) -> Result<Flow, StageError> {
     if body.len() as u64 > snap.max_request_body {
         return Err(StageError::BodyTooLarge {
             limit: snap.max_request_body,
@@ -105,23 +129,19 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
-    let mut decision = table.decide(&RouteInput {
-        model: requested,
-        headers: &cx.headers,
-        command: cmd.as_ref(),
-    })?;
-    if let Some(pin) = cx.identity.as_ref().and_then(|w| snap.access.pin(w))
-        && let Some(b) = table.backends.iter().position(|b| b.name == pin.backend)
-    {
-        // The team is pinned: every request goes to its backend (and model), whatever it asked.
-        decision = Decision {
-            backend: b,
-            public_model: None,
-            upstream_model: pin.model.clone(),
-            rule: Rule::Route("team_pin".into()),
-        };
-    }
+    let decision = with_input(
+        snap,
+        cx,
+        &view,
+        body,
+        cmd.as_ref(),
+        cooldown,
+        roll,
+        |t, i| t.decide(i),
+    )?;
+    let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
+    // A chain's steps may rename it again per attempt.
     if let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
     {
@@ -136,7 +156,15 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
     {
         m.remove(name);
     }
-    m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
+    let chain_model = decision
+        .upstream_model
+        .as_deref()
+        .or(requested)
+        .unwrap_or_default()
+        .to_owned();
+    // A chain is prepared per attempt by the upstream-level filter, for the backend Envoy picks.
+    let envoy_route = chain.map_or(&backend.envoy_route, |c| &c.envoy_route);
+    m.set(BACKEND_HEADER, envoy_route.as_bytes());
     if !edits.is_empty() {
         let new_body = edits
             .apply(body)
@@ -152,25 +180,196 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
             .public_model
             .clone()
             .unwrap_or_else(|| "unlisted".into()),
-        upstream_model: decision
-            .upstream_model
-            .clone()
-            .or_else(|| requested.map(str::to_owned))
-            .unwrap_or_default(),
+        upstream_model: chain
+            .and_then(|c| c.steps[0].upstream_model.clone())
+            .unwrap_or(chain_model),
         requested_model: requested.unwrap_or_default().to_owned(),
         rule: decision.rule.label().to_owned(),
         stream: view.stream,
+        reason: decision.reason.clone(),
+        chain: chain.map(|c| c.name.clone()),
     };
     m.metadata.extend([
         ("backend", routed.backend.clone()),
         ("model", routed.model_label.clone()),
         ("upstream_model", routed.upstream_model.clone()),
         ("route", routed.rule.clone()),
+        ("route_reason", routed.reason.clone()),
         ("request_model", requested.unwrap_or_default().to_owned()),
     ]);
+    if let Some(c) = &routed.chain {
+        // For the upstream-level filter, which sees request headers earlier attempts changed.
+        let (p, q) = cx.path.split_at(cx.path.find('?').unwrap_or(cx.path.len()));
+        m.metadata.extend([
+            ("chain", c.clone()),
+            ("client_path", p.to_owned()),
+            ("client_query", q.to_owned()),
+        ]);
+    }
     cx.routed = Some(routed);
     cx.output_limit = view.output;
     Ok(Flow::Next)
+}
+
+/// Builds the routing input for a request — the one place the decision's inputs are read,
+/// shared by the stage and `tollgate route` — and runs `f` on it.
+#[expect(clippy::too_many_arguments, reason = "the decision's inputs, named")]
+pub fn with_input<R>(
+    snap: &Snapshot,
+    cx: &RequestCtx,
+    view: &openai::RequestView,
+    body: &[u8],
+    cmd: Option<&command::ModelCommand>,
+    cooldown: &Cooldown,
+    roll: u64,
+    f: impl FnOnce(&crate::routing::Table, &RouteInput<'_>) -> R,
+) -> R {
+    let table = &snap.routing;
+    let requested = view.model.as_ref().map(|m| m.value.as_str());
+    let feats = if table.needs_features {
+        features::extract(body)
+    } else {
+        features::Features::default()
+    };
+    let pii_found = table
+        .needs_features
+        .then(|| detected_entities(table.pii.as_deref(), &feats.text));
+    let now = Instant::now();
+    let cooling: Vec<usize> = (0..table.backends.len())
+        .filter(|&i| cooldown.cooling(&table.backends[i].name, now, table.cooldown))
+        .collect();
+    let pin = cx
+        .identity
+        .as_ref()
+        .and_then(|w| snap.access.pin(w))
+        .and_then(|pin| {
+            table
+                .backends
+                .iter()
+                .position(|b| b.name == pin.backend)
+                .map(|b| (b, pin.model.as_deref()))
+        });
+    let input = RouteInput {
+        model: requested,
+        headers: &cx.headers,
+        command: cmd,
+        signals: Signals {
+            path: path_only_full(&cx.path),
+            consumer: cx.identity.as_ref().map(|w| w.consumer.as_str()),
+            team: cx.identity.as_ref().and_then(|w| w.team.as_deref()),
+            prompt_tokens: conditions::estimate_tokens(feats.chars),
+            last_user_text: view.last_user_text.as_ref().map(|t| t.value.as_str()),
+            tools: feats.tools,
+            images: feats.images,
+            stream: view.stream,
+            pii: pii_found.as_deref(),
+            profile: cx.headers.get(conditions::PROFILE_HEADER),
+        },
+        pin,
+        cooling: &cooling,
+        roll,
+    };
+    f(table, &input)
+}
+
+/// Parses a body and explains its routing decision (`tollgate route`): the same inputs as
+/// the stage, with `cx` carrying path, headers and identity.
+pub fn explain(
+    snap: &Snapshot,
+    cx: &RequestCtx,
+    body: &[u8],
+    cooldown: &Cooldown,
+    roll: u64,
+) -> Result<crate::routing::Explanation, StageError> {
+    let view = openai::parse(body)?;
+    let mut cmd = None;
+    if snap.routing.model_command
+        && let Some(text) = &view.last_user_text
+        && let Some(parsed) = command::parse(&text.value)?
+    {
+        cmd = Some(parsed.command);
+    }
+    Ok(with_input(
+        snap,
+        cx,
+        &view,
+        body,
+        cmd.as_ref(),
+        cooldown,
+        roll,
+        |t, i| t.explain(i),
+    ))
+}
+
+/// Response headers (router level): learn which backend answered a chained request, note
+/// a failing backend for the cooldown, and name the decision in the configured header.
+pub fn response_headers(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    status: Option<u16>,
+    answered_by: Option<&str>,
+    cooldown: &Cooldown,
+) {
+    if answered_by.is_some() {
+        // Gateway-internal: never reaches the client.
+        cx.mutations.remove(ANSWERED_BY_HEADER);
+    }
+    let Some(routed) = cx.routed.as_mut() else {
+        return;
+    };
+    if routed.chain.is_some() {
+        // Attempts are judged (and cooled down) by the upstream-level filter.
+        if let Some(b) = answered_by.filter(|b| snap.routing.backends.iter().any(|x| x.name == *b))
+            && *b != routed.backend
+        {
+            routed.backend = b.to_owned();
+            cx.mutations
+                .metadata
+                .push(("backend", routed.backend.clone()));
+            if let Some(step_model) = snap
+                .routing
+                .chain(routed.chain.as_deref().unwrap_or_default())
+                .and_then(|c| {
+                    c.steps
+                        .iter()
+                        .find(|s| snap.routing.backends[s.backend].name == b)
+                })
+                .and_then(|s| s.upstream_model.clone())
+            {
+                routed.upstream_model = step_model;
+                cx.mutations
+                    .metadata
+                    .push(("upstream_model", routed.upstream_model.clone()));
+            }
+        }
+    } else if status.is_some_and(Cooldown::is_failure) {
+        cooldown.fail(&routed.backend, Instant::now());
+    }
+    if let Some(h) = &snap.routing.decision_header {
+        let value = format!(
+            "{}; backend={}; model={}",
+            routed.rule, routed.backend, routed.upstream_model
+        );
+        cx.mutations.set(h, value.into_bytes());
+    }
+}
+
+/// Distinct PII entity names found in `text` (names only, never values).
+fn detected_entities(masker: Option<&crate::pii::Masker>, text: &str) -> Vec<String> {
+    let Some(m) = masker else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for hit in crate::pii::masker::resolve(&m.set.find(text, 0)) {
+        let entity = m.set.detectors()[hit.detector].entity.to_string();
+        if !out.contains(&entity) {
+            out.push(entity);
+        }
+    }
+    out
+}
+
+/// The path without query or fragment.
+fn path_only_full(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
 }
 
 fn path_only(path: &str) -> String {

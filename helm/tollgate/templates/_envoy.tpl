@@ -77,6 +77,10 @@ static_resources:
                             auto_host_rewrite: true
                             timeout: 300s
                             idle_timeout: 120s
+                            # Session stickiness (RING_HASH clusters); tollgate keeps these headers.
+                            hash_policy:
+                              - header: { header_name: x-session-id }
+                              - header: { header_name: mcp-session-id }
 {{- end }}
                         - name: no-route
                           match: { prefix: / }
@@ -169,6 +173,17 @@ static_resources:
       type: LOGICAL_DNS
       dns_lookup_family: V4_PREFERRED
       connect_timeout: 5s
+      # Health: eject after consecutive 5xx / gateway failures (per Envoy, per host);
+      # tollgate's routing.cooldown avoids a failing backend where it has a choice.
+      outlier_detection:
+        consecutive_5xx: 5
+        consecutive_gateway_failure: 3
+        interval: 10s
+        base_ejection_time: 30s
+        max_ejection_percent: 100
+      circuit_breakers:
+        thresholds:
+          - { priority: DEFAULT, max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 8 }
       load_assignment:
         cluster_name: provider-{{ .name }}
         endpoints:

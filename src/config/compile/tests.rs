@@ -1,4 +1,5 @@
 use super::*;
+use crate::routing::Target;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -123,7 +124,7 @@ routes:
         errs,
         vec![
             r#"models[0].backend: unknown backend "gamma""#,
-            "routes[0]: missing target: set `model` (a catalogue entry) or `backend`",
+            "routes[0]: missing target: set `model` (a catalogue entry), `backend`, `chain` or `split`",
         ]
     );
 }
@@ -243,7 +244,7 @@ routes:
         r#"backends[2].envoy_route: "same" is already used by backends[1]"#,
         r#"models[1].aliases[0]: model name "m" is already used at models[0].name"#,
         "routes[1]: unreachable: routes[0] matches every request",
-        "routes[1]: set either `model` or `backend`, not both",
+        "routes[1]: set only one of `model`, `backend` or `chain`",
     ];
     for e in expected {
         assert!(

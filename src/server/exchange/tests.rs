@@ -302,6 +302,10 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
             ("model".into(), "gpt-4o-mini".into()),
             ("request_model".into(), "mini".into()),
             ("route".into(), "catalogue".into()),
+            (
+                "route_reason".into(),
+                "model \"mini\" is in the catalogue".into()
+            ),
             ("upstream_model".into(), "small-2025".into()),
         ]
     );

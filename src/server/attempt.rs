@@ -1,0 +1,425 @@
+//! The upstream-level ext_proc exchange: one per *attempt* of a fallback-chain request.
+//!
+//! Envoy runs this filter inside the chain's cluster (`HttpProtocolOptions.http_filters`,
+//! before `upstream_codec`), after its load balancer picked an endpoint, so every retry
+//! gets its own stream here. The gRPC stream is marked by the `x-tollgate-filter: upstream`
+//! initial metadata. Per attempt:
+//! - request headers: chain and backend come from the picked endpoint's metadata
+//!   (`request_attributes: [xds.upstream_host_metadata]`, `filter_metadata.io.tollgate.
+//!   {chain, backend}`), not from request headers: Envoy gives every attempt the *same*
+//!   request header map (measured: a header removed by attempt 1 is gone for attempt 2),
+//!   so nothing per-request may be consumed here. (An ImmediateResponse here is *not*
+//!   retried by Envoy — measured — so a cooling backend is skipped by the router-level
+//!   decision instead, see [`crate::routing::health`]);
+//! - request body (BUFFERED; each attempt gets the router-level body again):
+//!   [`crate::providers::prepare`] for that backend — path, credential, authority, model
+//!   rename, translated body; the other steps' credential headers are removed and
+//!   content-length is always set, since earlier attempts' header changes persist;
+//! - response headers: `x-tollgate-answered-by: <backend>` for the router-level exchange
+//!   (which removes it before the client), and a 5xx/429 puts the backend in cooldown.
+//!
+//! Nothing here counts usage or masks: the router-level exchange sees only the response
+//! Envoy finally forwards, so usage is counted once whatever the number of attempts.
+//! Invariant: one reply per message, of the matching kind; anything unexpected fails
+//! closed (a 500 the client sees), never an unprepared request to a provider.
+//! Known limit: the snapshot is pinned per attempt; a reload between the router-level
+//! decision and an attempt applies the new chain definition to that attempt.
+
+use super::reply::{self, Kind};
+use crate::config::Snapshot;
+use crate::error::{StageError, rescue};
+use crate::headers::Headers;
+use crate::llm::edit::BodyEdits;
+use crate::llm::{Endpoint, PathMatch};
+use crate::proto::*;
+use crate::providers::{self, Outbound};
+use crate::routing::health::Cooldown;
+use crate::stages::Mutations;
+use crate::stages::limits::Services;
+use crate::stages::route::ANSWERED_BY_HEADER;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// gRPC initial-metadata key marking the upstream-level filter's streams.
+pub const FILTER_METADATA_KEY: &str = "x-tollgate-filter";
+/// Its value.
+pub const FILTER_UPSTREAM: &str = "upstream";
+
+/// What request headers told us.
+#[derive(Debug)]
+struct Target {
+    chain: String,
+    backend: usize,
+    upstream_model: String,
+    endpoint: Endpoint,
+    query: String,
+}
+
+/// One attempt's ext_proc conversation.
+pub struct Attempt {
+    snap: Arc<Snapshot>,
+    svc: Arc<Services>,
+    request_id: String,
+    target: Option<Target>,
+    /// The client called the Anthropic-native door: refusals in its error shape.
+    anthropic_door: bool,
+    log_span: tracing::Span,
+}
+
+impl Attempt {
+    /// Starts an attempt exchange on a pinned snapshot.
+    pub fn new(snap: Arc<Snapshot>, svc: Arc<Services>) -> Self {
+        Self {
+            snap,
+            svc,
+            request_id: String::new(),
+            target: None,
+            anthropic_door: false,
+            log_span: tracing::info_span!("attempt", request_id = tracing::field::Empty),
+        }
+    }
+
+    /// The `tracing` span for this attempt's log lines.
+    pub fn log_span(&self) -> &tracing::Span {
+        &self.log_span
+    }
+
+    /// Answers one message.
+    pub fn on_message(&mut self, msg: ProcessingRequest) -> ProcessingResponse {
+        use processing_request::Request as R;
+        let Some(request) = msg.request else {
+            return self.fail(StageError::Internal("empty ext_proc message".into()));
+        };
+        let kind = Kind::of(&request);
+        match request {
+            R::RequestHeaders(h) if self.target.is_none() => {
+                let meta = request_metadata(msg.metadata_context.as_ref());
+                self.request_headers(&h, &msg.attributes, &meta)
+            }
+            R::RequestBody(b) => self.request_body(&b.body),
+            R::ResponseHeaders(h) => self.response_headers(&h),
+            _ => reply::proceed(kind, Mutations::default()),
+        }
+    }
+
+    fn fail(&self, e: StageError) -> ProcessingResponse {
+        tracing::warn!(request_id = %self.request_id, error = %e, "fallback attempt refused");
+        reply::refuse(&rescue(&e), &self.request_id, self.anthropic_door)
+    }
+
+    fn request_headers(
+        &mut self,
+        h: &HttpHeaders,
+        attributes: &std::collections::HashMap<String, Struct>,
+        meta: &RequestMeta,
+    ) -> ProcessingResponse {
+        let headers = headers_of(h);
+        self.request_id = headers.get("x-request-id").unwrap_or_default().to_owned();
+        self.log_span.record("request_id", self.request_id.as_str());
+        let table = &self.snap.routing;
+        let Some(chain) = endpoint_field(attributes, "chain").and_then(|c| table.chain(&c)) else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: the endpoint metadata names no known chain (set filter_metadata io.tollgate {chain, backend} on every chain endpoint)",
+            ));
+        };
+        let Some(name) = backend_from_attributes(attributes) else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: no io.tollgate backend in the endpoint metadata (set request_attributes: [xds.upstream_host_metadata] and filter_metadata on every chain endpoint)",
+            ));
+        };
+        let Some(pos) = chain
+            .steps
+            .iter()
+            .position(|s| table.backends[s.backend].name == name)
+        else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: the endpoint's backend is not a step of the request's chain",
+            ));
+        };
+        let step = &chain.steps[pos];
+        // The client's path from the router-level metadata: `:path` may already be an
+        // earlier attempt's rewrite.
+        let Some(client_path) = meta.client_path.as_deref() else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: no io.tollgate client_path metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
+            ));
+        };
+        let endpoint = match Endpoint::classify("POST", client_path) {
+            PathMatch::Endpoint(e) => e,
+            PathMatch::WrongMethod(_) | PathMatch::Unknown => {
+                return self.fail(StageError::Misconfigured(
+                    "upstream-level filter: the chained request's path is not an API endpoint",
+                ));
+            }
+        };
+        self.anthropic_door = endpoint == Endpoint::Messages;
+        self.target = Some(Target {
+            chain: chain.name.clone(),
+            backend: step.backend,
+            // Empty: the model the router-level decision left in the body.
+            upstream_model: step.upstream_model.clone().unwrap_or_default(),
+            endpoint,
+            query: meta.client_query.clone().unwrap_or_default(),
+        });
+        reply::proceed(Kind::RequestHeaders, Mutations::default())
+    }
+
+    fn request_body(&mut self, body: &[u8]) -> ProcessingResponse {
+        let Some(t) = &self.target else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: request body without routed headers",
+            ));
+        };
+        let backend = &self.snap.routing.backends[t.backend];
+        let view = match crate::llm::openai::parse(body) {
+            Ok(v) => v,
+            Err(e) => return self.fail(StageError::Internal(e.to_string())),
+        };
+        // The step's model: renamed in the OpenAI-shaped body (passthrough kinds send it as
+        // is), and given to translating kinds as `upstream_model`.
+        let body_model = view
+            .model
+            .as_ref()
+            .map(|m| m.value.clone())
+            .unwrap_or_default();
+        let upstream_model = if t.upstream_model.is_empty() {
+            body_model.clone()
+        } else {
+            t.upstream_model.clone()
+        };
+        let renamed = if upstream_model != body_model && !upstream_model.is_empty() {
+            let mut edits = BodyEdits::default();
+            view.set_model(&upstream_model, &mut edits);
+            match edits.apply(body) {
+                Ok(b) => Some(b),
+                Err(e) => return self.fail(StageError::Internal(e.to_string())),
+            }
+        } else {
+            None
+        };
+        let input = renamed.as_deref().unwrap_or(body);
+        let out = Outbound {
+            endpoint: t.endpoint,
+            body: input,
+            upstream_model: &upstream_model,
+            stream: view.stream,
+            query: &t.query,
+            now: SystemTime::now(),
+        };
+        let prepared = match providers::prepare(backend, &out) {
+            Ok(p) => p,
+            Err(e) => return self.fail(StageError::Provider(e)),
+        };
+        let mut m = Mutations::default();
+        // Envoy hands every attempt the same request header map: what an earlier attempt
+        // set for its backend is still there. Remove the other steps' credential headers and
+        // set everything this backend needs (content-length always: an earlier attempt may
+        // have changed it, while the body each attempt gets is the original).
+        let table = &self.snap.routing;
+        for step in table
+            .chain(&t.chain)
+            .map(|c| c.steps.as_slice())
+            .unwrap_or_default()
+        {
+            if let Some(c) = &table.backends[step.backend].credential {
+                m.remove(&c.header);
+            }
+        }
+        for name in prepared.remove {
+            m.remove(&name);
+        }
+        m.set(":path", prepared.path);
+        for (k, v) in prepared.set {
+            m.set(&k, v);
+        }
+        let final_body = prepared.body.or(renamed);
+        let len = final_body.as_ref().map_or(body.len(), Vec::len);
+        m.set("content-length", len.to_string());
+        m.body = final_body;
+        tracing::debug!(request_id = %self.request_id, backend = %backend.name, "fallback attempt prepared");
+        reply::proceed(Kind::RequestBody, m)
+    }
+
+    fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
+        let mut m = Mutations::default();
+        if let Some(t) = &self.target {
+            let name = &self.snap.routing.backends[t.backend].name;
+            let status = headers_of(h)
+                .get(":status")
+                .and_then(|s| s.parse::<u16>().ok());
+            if let Some(s) = status.filter(|s| Cooldown::is_failure(*s)) {
+                tracing::info!(request_id = %self.request_id, backend = %name, status = s, "fallback attempt failed; backend cooling down");
+                self.svc.cooldown.fail(name, Instant::now());
+            }
+            m.set(ANSWERED_BY_HEADER, name.as_bytes());
+        }
+        reply::proceed(Kind::ResponseHeaders, m)
+    }
+}
+
+/// What the router-level exchange left in dynamic metadata for the attempts.
+#[derive(Debug, Default)]
+struct RequestMeta {
+    client_path: Option<String>,
+    client_query: Option<String>,
+}
+
+fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
+    let ns = m.and_then(|m| m.filter_metadata.get(reply::METADATA_NAMESPACE));
+    let get = |k: &str| {
+        ns.and_then(|s| s.fields.get(k))
+            .and_then(|v| match &v.kind {
+                Some(ValueKind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    RequestMeta {
+        client_path: get("client_path"),
+        client_query: get("client_query"),
+    }
+}
+
+fn headers_of(h: &HttpHeaders) -> Headers {
+    Headers::from_pairs(
+        h.headers
+            .as_ref()
+            .map(|m| m.headers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|hv| {
+                let v = if hv.raw_value.is_empty() {
+                    hv.value.into_bytes()
+                } else {
+                    hv.raw_value
+                };
+                (hv.key, v)
+            }),
+    )
+}
+
+/// Finds `io.tollgate` → `backend` in the attributes. Envoy 1.40 (measured) sends
+/// `xds.upstream_host_metadata` as a string holding the `Metadata` proto in text format:
+/// `filter_metadata { key: "io.tollgate" value { fields { key: "backend" value {
+/// string_value: "alpha" } } } }`; a structured form (`{filter_metadata: {io.tollgate:
+/// {backend: ...}}}`) is accepted too.
+pub fn backend_from_attributes(
+    attributes: &std::collections::HashMap<String, Struct>,
+) -> Option<String> {
+    endpoint_field(attributes, "backend")
+}
+
+/// `io.tollgate` → `field` of the picked endpoint's metadata (text or structured form).
+pub fn endpoint_field(
+    attributes: &std::collections::HashMap<String, Struct>,
+    field: &str,
+) -> Option<String> {
+    fn in_struct(s: &Struct, under_ns: bool, field: &str) -> Option<String> {
+        for (k, v) in &s.fields {
+            if let Some(ValueKind::StringValue(text)) = &v.kind
+                && let Some(found) = text_format_field(text, field)
+            {
+                return Some(found);
+            }
+            if under_ns
+                && k == field
+                && let Some(ValueKind::StringValue(b)) = &v.kind
+            {
+                return Some(b.clone());
+            }
+            if let Some(ValueKind::StructValue(inner)) = &v.kind
+                && let Some(found) = in_struct(inner, k == reply::METADATA_NAMESPACE, field)
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+    attributes.values().find_map(|s| in_struct(s, false, field))
+}
+
+/// Reads `io.tollgate` → `field` (a string) from a text-format `Metadata`.
+fn text_format_field(text: &str, field: &str) -> Option<String> {
+    let ns = format!("key: \"{}\"", reply::METADATA_NAMESPACE);
+    let rest = &text[text.find(&ns)? + ns.len()..];
+    // Only inside this namespace's value: stop at the next namespace key.
+    let rest = &rest[..rest.find("filter_metadata").unwrap_or(rest.len())];
+    let key = format!("key: \"{field}\" value {{ string_value: \"");
+    let start = rest.find(&key)? + key.len();
+    let mut out = String::new();
+    let mut chars = rest[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_read_from_text_format_metadata_as_envoy_sends_it() {
+        let text = r#"filter_metadata { key: "envoy.lb" value { fields { key: "backend" value { string_value: "nope" } } } } filter_metadata { key: "io.tollgate" value { fields { key: "backend" value { string_value: "alpha" } } fields { key: "chain" value { string_value: "resilient" } } } } "#;
+        let attr = Struct {
+            fields: [("xds.upstream_host_metadata".to_owned(), sv(text))]
+                .into_iter()
+                .collect(),
+        };
+        let attrs = [("envoy.filters.http.ext_proc".to_owned(), attr)]
+            .into_iter()
+            .collect();
+        assert_eq!(backend_from_attributes(&attrs).as_deref(), Some("alpha"));
+        assert_eq!(
+            endpoint_field(&attrs, "chain").as_deref(),
+            Some("resilient")
+        );
+        assert_eq!(text_format_field("filter_metadata { }", "backend"), None);
+        assert_eq!(
+            text_format_field(
+                r#"key: "io.tollgate" value { fields { key: "backend" value { string_value: "a\"b"#,
+                "backend"
+            ),
+            None
+        );
+    }
+
+    fn sv(s: &str) -> Value {
+        Value {
+            kind: Some(ValueKind::StringValue(s.into())),
+        }
+    }
+
+    fn st(fields: Vec<(&str, Value)>) -> Value {
+        Value {
+            kind: Some(ValueKind::StructValue(Struct {
+                fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            })),
+        }
+    }
+
+    #[test]
+    fn backend_is_read_from_nested_endpoint_metadata() {
+        let Some(ValueKind::StructValue(attr)) = st(vec![(
+            "xds.upstream_host_metadata",
+            st(vec![(
+                "filter_metadata",
+                st(vec![
+                    ("other", st(vec![("backend", sv("nope"))])),
+                    ("io.tollgate", st(vec![("backend", sv("beta"))])),
+                ]),
+            )]),
+        )])
+        .kind
+        else {
+            unreachable!()
+        };
+        let attrs = [("envoy.filters.http.ext_proc".to_owned(), attr)]
+            .into_iter()
+            .collect();
+        assert_eq!(backend_from_attributes(&attrs).as_deref(), Some("beta"));
+        assert_eq!(backend_from_attributes(&Default::default()), None);
+    }
+}
