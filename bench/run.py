@@ -650,6 +650,17 @@ def main() -> int:
             print(f"starting {s} ...", flush=True)
             live[s] = System(s, work, target, ups)
             live[s].start()
+        # Held streams first, on fresh processes: later scenarios grow allocator pools that
+        # would hide the memory a stream costs.
+        if "hold" in scenarios:
+            for s, sysm in live.items():
+                if s == "litellm":
+                    continue
+                res = hold_streams(runner, sysm, args.streams, 500.0, bodies["hold"])
+                check_run(s, "hold", res)
+                raw[s]["hold"] = [res]
+                print(f"hold {s:<8} {res['ok']}/{args.streams} ok; RSS/stream "
+                      + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in res["rss_per_stream"].items()), flush=True)
         # warm-up: connections, allocator pools, LiteLLM's lazy imports
         for s, sysm in live.items():
             runner.load(sysm.url, sysm.headers(), bodies["sat"], 1.0, ["closed", "--connections", "32"])
@@ -680,15 +691,6 @@ def main() -> int:
                     extra = f", events {res['events']}" if scen == "stream" else ""
                     print(f"round {rnd + 1} {scen:<6} {s:<8} {res['rps']:>9.0f}/s  p50 {res['latency']['p50_us'] or 0:>7}µs "
                           f"p99 {res['latency']['p99_us'] or 0:>8}µs  core0 {res['core0_busy']:.2f}{extra}", flush=True)
-        if "hold" in scenarios:
-            for s, sysm in live.items():
-                if s == "litellm":
-                    continue
-                res = hold_streams(runner, sysm, args.streams, 500.0, bodies["hold"])
-                check_run(s, "hold", res)
-                raw[s]["hold"] = [res]
-                print(f"hold {s:<8} {res['ok']}/{args.streams} ok; RSS/stream "
-                      + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in res["rss_per_stream"].items()), flush=True)
     finally:
         for sysm in live.values():
             sysm.stop()

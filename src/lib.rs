@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod fastrand;
 pub mod fuzz;
 pub mod guard;
 pub mod headers;

@@ -148,10 +148,11 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, body: &[u8]) -> Result
     }
     m.set(BACKEND_HEADER, backend.envoy_route.as_bytes());
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-    m.set(
-        ":path",
-        format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix()),
-    );
+    let path = format!("{}{}{query}", backend.base_path, endpoint.upstream_suffix());
+    // Unchanged paths (the common `/v1` case) cost Envoy a header mutation for nothing.
+    if path != cx.path {
+        m.set(":path", path);
+    }
     if let Some(authority) = &backend.authority {
         m.set(":authority", authority.as_bytes());
     }
