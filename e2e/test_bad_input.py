@@ -75,10 +75,13 @@ def test_deep_nesting_is_refused(clean: Stack, where: str) -> None:
     deep = "[" * 100_000 + "]" * 100_000
     if where == "extra-field":
         raw = '{"model": "echo", "messages": [{"role": "user", "content": "hi"}], "x": %s}' % deep
+        err = assert_error(post_raw(clean, raw.encode()), 400, "invalid_json")
+        assert "recursion" in err["message"], err
     else:
+        # Inside `messages` the shape is checked first: a list of lists is not content parts.
         raw = '{"model": "echo", "messages": [{"role": "user", "content": %s}]}' % deep
-    err = assert_error(post_raw(clean, raw.encode()), 400, "invalid_json")
-    assert "recursion" in err["message"], err
+        err = assert_error(post_raw(clean, raw.encode()), 400, "invalid_value")
+        assert err["param"] == "messages", err
     assert_untouched(clean)
 
 
@@ -163,38 +166,61 @@ def test_huge_model_name_is_not_echoed_whole(clean: Stack) -> None:
 
 
 def _raw_http(stack: Stack, head: bytes, body: bytes = b"") -> bytes:
+    """Bytes Envoy answers to a hand-written request (empty if it just closes)."""
     with socket.create_connection(("127.0.0.1", stack.ports.envoy), timeout=10) as s:
         s.sendall(head + body)
-        s.shutdown(socket.SHUT_WR)
         out = b""
-        while chunk := s.recv(65536):
-            out += chunk
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except ConnectionResetError:
+            pass
     return out
 
 
+def _status(out: bytes) -> int | None:
+    return int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else None
+
+
 @pytest.mark.parametrize("value", [b"a\rb", b"a\nb", b"a\x00b"], ids=["CR", "LF", "NUL"])
-def test_header_values_with_control_bytes_never_reach_tollgate_or_upstream(clean: Stack, value: bytes) -> None:
-    body = json.dumps(chat()).encode()
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+def test_header_values_with_control_bytes(clean: Stack, value: bytes) -> None:
+    body = json.dumps(chat("ctl")).encode()
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nconnection: close\r\n"
+            b"content-type: application/json\r\n"
             b"authorization: Bearer " + DEMO_CLIENT_KEY.encode() + b"\r\nx-bad: " + value + b"\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")
     out = _raw_http(clean, head, body)
-    status = int(out.split(b" ", 2)[1])
-    # Envoy's HTTP/1 codec refuses them before any filter runs (a bare LF ends the header
-    # line, leaving "b" as a malformed header line).
-    assert status == 400, out[:300]
-    assert_untouched(clean)
+    status = _status(out)
+    # Envoy 1.40's HTTP/1 codec closes the connection on a bare LF inside a value or a NUL
+    # (no response at all) and tolerates a bare CR; no control byte ever reaches upstream.
+    assert status in (None, 200, 400), out[:300]
+    if status is None:
+        assert out == b"", out[:300]
+        assert_untouched(clean)
+    for rec in clean.upstream_requests("alpha"):
+        v = rec["headers"].get("x-bad", "")
+        assert not any(c in v for c in "\r\n\x00"), rec["headers"]
 
 
 def test_non_utf8_credential_is_a_401(clean: Stack) -> None:
     body = json.dumps(chat()).encode()
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer \xff\xfe\x80key\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n")
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nconnection: close\r\n"
+            b"content-type: application/json\r\nauthorization: Bearer \xff\xfe\x80key\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n")
     out = _raw_http(clean, head, body)
-    head_part, _, payload = out.partition(b"\r\n\r\n")
-    assert int(out.split(b" ", 2)[1]) == 401, out[:300]
-    assert json.loads(payload)["error"]["code"], payload
+    assert _status(out) == 401, out[:300]
+    payload = out.partition(b"\r\n\r\n")[2]
+    assert json.loads(payload)["error"]["code"] in ("missing_api_key", "invalid_api_key"), payload
+    assert b"\xff\xfe" not in payload
+    assert_untouched(clean)
+
+
+def test_unknown_method_token_gets_no_answer_from_envoy_and_never_reaches_tollgate(clean: Stack) -> None:
+    body = json.dumps(chat()).encode()
+    out = _raw_http(clean, b"BREW /v1/chat/completions HTTP/1.1\r\nHost: x\r\nconnection: close\r\n"
+                           b"content-length: " + str(len(body)).encode() + b"\r\n\r\n", body)
+    # Envoy's codec rejects methods outside its list by closing the connection.
+    assert _status(out) in (None, 400, 405), out[:300]
     assert_untouched(clean)
 
 
@@ -204,8 +230,7 @@ def test_non_utf8_credential_is_a_401(clean: Stack) -> None:
     ("POST", "/" + "a" * 8000, 404, "unsupported_path"),
     ("PATCH", "/v1/chat/completions", 405, "method_not_allowed"),
     ("OPTIONS", "/v1/chat/completions", 405, "method_not_allowed"),
-    ("BREW", "/v1/chat/completions", 405, "method_not_allowed"),
-], ids=["dot-dot", "encoded-nul", "long-path", "patch", "options", "unknown-method"])
+], ids=["dot-dot", "encoded-nul", "long-path", "patch", "options"])
 def test_unknown_paths_and_methods(clean: Stack, method: str, path: str, status: int, code: str) -> None:
     r = post_raw(clean, json.dumps(chat()).encode(), path=path, method=method)
     assert_error(r, status, code)

@@ -193,7 +193,7 @@ guard:
 pricing:
   models: [{ model: "*", input: 1.0, output: 2.0 }]
 limits:
-  rules: [{ name: r, per: [consumer], requests_per_minute: 1000000 }]
+  rules: [{ name: r, per: [model], requests_per_minute: 1000000, tokens_per_minute: 100000000 }]
 "#;
 
 fn snapshot() -> Arc<Snapshot> {

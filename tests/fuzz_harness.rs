@@ -5,6 +5,7 @@
 //! become cases in `regressions` below.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use tollgate::fuzz;
 use tollgate::proto::{
     HeaderMap, HeaderValue, HttpBody, HttpHeaders, HttpTrailers, ProcessingRequest,
@@ -84,20 +85,26 @@ fn hostile_header() -> impl Strategy<Value = HeaderValue> {
     })
 }
 
-fn message() -> impl Strategy<Value = ProcessingRequest> {
-    let headers = (prop::collection::vec(hostile_header(), 0..6), any::<bool>()).prop_map(|(h, eos)| HttpHeaders {
+fn http_headers() -> impl Strategy<Value = HttpHeaders> {
+    (prop::collection::vec(hostile_header(), 0..6), any::<bool>()).prop_map(|(h, eos)| HttpHeaders {
         headers: Some(HeaderMap { headers: h }),
         end_of_stream: eos,
         ..Default::default()
-    });
-    let body = (prop_oneof![chat_body(), sse_text(), prop::collection::vec(any::<u8>(), 0..64)], any::<bool>())
-        .prop_map(|(body, end_of_stream)| HttpBody { body, end_of_stream, ..Default::default() });
+    })
+}
+
+fn http_body() -> impl Strategy<Value = HttpBody> {
+    (prop_oneof![chat_body(), sse_text(), prop::collection::vec(any::<u8>(), 0..64)], any::<bool>())
+        .prop_map(|(body, end_of_stream)| HttpBody { body, end_of_stream, ..Default::default() })
+}
+
+fn message() -> impl Strategy<Value = ProcessingRequest> {
     let request = prop_oneof![
-        headers.clone().prop_map(In::RequestHeaders),
-        body.clone().prop_map(In::RequestBody),
+        http_headers().prop_map(In::RequestHeaders),
+        http_body().prop_map(In::RequestBody),
         Just(In::RequestTrailers(HttpTrailers::default())),
-        headers.prop_map(In::ResponseHeaders),
-        body.prop_map(In::ResponseBody),
+        http_headers().prop_map(In::ResponseHeaders),
+        http_body().prop_map(In::ResponseBody),
         Just(In::ResponseTrailers(HttpTrailers::default())),
     ];
     (prop::option::weighted(0.97, request), prop::option::of(0i32..4)).prop_map(|(request, mode)| ProcessingRequest {
@@ -108,7 +115,14 @@ fn message() -> impl Strategy<Value = ProcessingRequest> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    // Shrunk failures are kept in a committed file next to the other proptest regressions.
+    #![proptest_config(ProptestConfig {
+        cases: 400,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/fuzz_harness.txt"
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn sse_decoders_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..400)) {
