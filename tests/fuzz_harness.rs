@@ -44,20 +44,25 @@ fn chat_body() -> impl Strategy<Value = Vec<u8>> {
         "[a-z\\\\\"\u{e9}\u{1F600}-]{0,12}".prop_map(serde_json::Value::from),
     ];
     let content = "[a-z@. 0-9\u{e9}\"\\\\]{0,40}";
-    (model, content, any::<bool>(), any::<bool>(), 0u8..4).prop_map(|(m, c, with_model, stream, mangle)| {
-        let mut v = serde_json::json!({"messages": [{"role": "user", "content": c}], "stream": stream});
-        if with_model {
-            v["model"] = m;
-        }
-        let mut b = serde_json::to_vec(&v).unwrap_or_default();
-        match mangle {
-            1 => b.truncate(b.len() / 2),                    // truncated JSON
-            2 => b.splice(1..1, b"\"model\":\"dup\",".iter().copied()).for_each(drop), // duplicate key
-            3 => b.insert(0, b' '),
-            _ => {}
-        }
-        b
-    })
+    (model, content, any::<bool>(), any::<bool>(), 0u8..4).prop_map(
+        |(m, c, with_model, stream, mangle)| {
+            let mut v =
+                serde_json::json!({"messages": [{"role": "user", "content": c}], "stream": stream});
+            if with_model {
+                v["model"] = m;
+            }
+            let mut b = serde_json::to_vec(&v).unwrap_or_default();
+            match mangle {
+                1 => b.truncate(b.len() / 2), // truncated JSON
+                2 => b
+                    .splice(1..1, b"\"model\":\"dup\",".iter().copied())
+                    .for_each(drop), // duplicate key
+                3 => b.insert(0, b' '),
+                _ => {}
+            }
+            b
+        },
+    )
 }
 
 fn hostile_header() -> impl Strategy<Value = HeaderValue> {
@@ -79,23 +84,46 @@ fn hostile_header() -> impl Strategy<Value = HeaderValue> {
         Just(b"a\r\nb\0c".to_vec()),
         prop::collection::vec(any::<u8>(), 0..40),
     ];
-    (key, value, any::<bool>()).prop_map(|(key, v, raw)| match (raw, String::from_utf8(v.clone())) {
-        (false, Ok(s)) => HeaderValue { key, value: s, ..Default::default() },
-        _ => HeaderValue { key, raw_value: v, ..Default::default() },
+    (key, value, any::<bool>()).prop_map(|(key, v, raw)| {
+        match (raw, String::from_utf8(v.clone())) {
+            (false, Ok(s)) => HeaderValue {
+                key,
+                value: s,
+                ..Default::default()
+            },
+            _ => HeaderValue {
+                key,
+                raw_value: v,
+                ..Default::default()
+            },
+        }
     })
 }
 
 fn http_headers() -> impl Strategy<Value = HttpHeaders> {
-    (prop::collection::vec(hostile_header(), 0..6), any::<bool>()).prop_map(|(h, eos)| HttpHeaders {
-        headers: Some(HeaderMap { headers: h }),
-        end_of_stream: eos,
-        ..Default::default()
+    (prop::collection::vec(hostile_header(), 0..6), any::<bool>()).prop_map(|(h, eos)| {
+        HttpHeaders {
+            headers: Some(HeaderMap { headers: h }),
+            end_of_stream: eos,
+            ..Default::default()
+        }
     })
 }
 
 fn http_body() -> impl Strategy<Value = HttpBody> {
-    (prop_oneof![chat_body(), sse_text(), prop::collection::vec(any::<u8>(), 0..64)], any::<bool>())
-        .prop_map(|(body, end_of_stream)| HttpBody { body, end_of_stream, ..Default::default() })
+    (
+        prop_oneof![
+            chat_body(),
+            sse_text(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        ],
+        any::<bool>(),
+    )
+        .prop_map(|(body, end_of_stream)| HttpBody {
+            body,
+            end_of_stream,
+            ..Default::default()
+        })
 }
 
 fn message() -> impl Strategy<Value = ProcessingRequest> {
@@ -107,11 +135,18 @@ fn message() -> impl Strategy<Value = ProcessingRequest> {
         http_body().prop_map(In::ResponseBody),
         Just(In::ResponseTrailers(HttpTrailers::default())),
     ];
-    (prop::option::weighted(0.97, request), prop::option::of(0i32..4)).prop_map(|(request, mode)| ProcessingRequest {
-        request,
-        protocol_config: mode.map(|m| ProtocolConfiguration { request_body_mode: m, ..Default::default() }),
-        ..Default::default()
-    })
+    (
+        prop::option::weighted(0.97, request),
+        prop::option::of(0i32..4),
+    )
+        .prop_map(|(request, mode)| ProcessingRequest {
+            request,
+            protocol_config: mode.map(|m| ProtocolConfiguration {
+                request_body_mode: m,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
 }
 
 proptest! {

@@ -96,7 +96,9 @@ impl Target {
             let (k, v) = h.split_once(':').ok_or(format!("bad header {h:?}"))?;
             b = b.header(k.trim(), v.trim());
         }
-        let request = b.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+        let request = b
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
         Ok(Self { addr, request })
     }
 
@@ -205,12 +207,20 @@ async fn exchange(
     let mut events = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("body: {e}"))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if streaming {
             let now = Instant::now();
             match last {
-                None => tally.borrow_mut().ttft_us.push((now - started).as_micros() as u64),
-                Some(prev) => tally.borrow_mut().gap_us.push((now - prev).as_micros() as u64),
+                None => tally
+                    .borrow_mut()
+                    .ttft_us
+                    .push((now - started).as_micros() as u64),
+                Some(prev) => tally
+                    .borrow_mut()
+                    .gap_us
+                    .push((now - prev).as_micros() as u64),
             }
             last = Some(now);
             events += data.windows(5).filter(|w| w == b"data:").count() as u64;
@@ -256,9 +266,18 @@ async fn worker(
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let cancel_after = ((seed % 10_000) as f64 / 10_000.0 < cancel)
-            .then(|| 1 + (seed >> 16) as usize % 150);
-        match exchange(&target, &mut send, Instant::now(), &tally, streaming, cancel_after).await {
+        let cancel_after =
+            ((seed % 10_000) as f64 / 10_000.0 < cancel).then(|| 1 + (seed >> 16) as usize % 150);
+        match exchange(
+            &target,
+            &mut send,
+            Instant::now(),
+            &tally,
+            streaming,
+            cancel_after,
+        )
+        .await
+        {
             Ok(true) => conn = Some(send),
             Ok(false) => {}
             Err(e) => tally.borrow_mut().error(e),
@@ -276,7 +295,16 @@ async fn run(args: Args) -> Result<Value, String> {
     match args.mode {
         Mode::Closed { connections } => {
             let tasks: Vec<_> = (0..connections)
-                .map(|i| tokio::task::spawn_local(worker(target.clone(), tally.clone(), deadline, false, 0.0, 0x9e37 + i as u64)))
+                .map(|i| {
+                    tokio::task::spawn_local(worker(
+                        target.clone(),
+                        tally.clone(),
+                        deadline,
+                        false,
+                        0.0,
+                        0x9e37 + i as u64,
+                    ))
+                })
                 .collect();
             for t in tasks {
                 let _ = t.await;
@@ -284,21 +312,45 @@ async fn run(args: Args) -> Result<Value, String> {
         }
         Mode::Stream { concurrency } => {
             let tasks: Vec<_> = (0..concurrency)
-                .map(|i| tokio::task::spawn_local(worker(target.clone(), tally.clone(), deadline, true, 0.0, 0x9e37 + i as u64)))
+                .map(|i| {
+                    tokio::task::spawn_local(worker(
+                        target.clone(),
+                        tally.clone(),
+                        deadline,
+                        true,
+                        0.0,
+                        0x9e37 + i as u64,
+                    ))
+                })
                 .collect();
             for t in tasks {
                 let _ = t.await;
             }
         }
-        Mode::Soak { concurrency, cancel } => {
+        Mode::Soak {
+            concurrency,
+            cancel,
+        } => {
             let tasks: Vec<_> = (0..concurrency)
-                .map(|i| tokio::task::spawn_local(worker(target.clone(), tally.clone(), deadline, true, cancel, 0x2545_f491 + 7919 * i as u64)))
+                .map(|i| {
+                    tokio::task::spawn_local(worker(
+                        target.clone(),
+                        tally.clone(),
+                        deadline,
+                        true,
+                        cancel,
+                        0x2545_f491 + 7919 * i as u64,
+                    ))
+                })
                 .collect();
             for t in tasks {
                 let _ = t.await;
             }
         }
-        Mode::Open { rate, max_connections } => {
+        Mode::Open {
+            rate,
+            max_connections,
+        } => {
             let idle: Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>> = Rc::default();
             let open = Rc::new(RefCell::new(0usize));
             let mut sent = 0u64;
@@ -318,7 +370,8 @@ async fn run(args: Args) -> Result<Value, String> {
                         shed += 1;
                         continue;
                     }
-                    let (target, tally, idle, open) = (target.clone(), tally.clone(), idle.clone(), open.clone());
+                    let (target, tally, idle, open) =
+                        (target.clone(), tally.clone(), idle.clone(), open.clone());
                     tasks.push(tokio::task::spawn_local(async move {
                         let mut send = match pooled {
                             Some(s) => s,
@@ -361,7 +414,9 @@ async fn run(args: Args) -> Result<Value, String> {
                         Ok(s) => s,
                         Err(e) => return tally.borrow_mut().error(e),
                     };
-                    if let Err(e) = exchange(&target, &mut send, Instant::now(), &tally, true, None).await {
+                    if let Err(e) =
+                        exchange(&target, &mut send, Instant::now(), &tally, true, None).await
+                    {
                         tally.borrow_mut().error(e);
                     }
                 }));
@@ -381,7 +436,10 @@ async fn run(args: Args) -> Result<Value, String> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             println!("{}", json!({"fatal": e.to_string()}));

@@ -15,7 +15,8 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     BodyResponse, CommonResponse, HeadersResponse, ProcessingRequest, ProcessingResponse,
     TrailersResponse,
     external_processor_server::{ExternalProcessor, ExternalProcessorServer},
-    processing_request::Request as In, processing_response::Response as Out,
+    processing_request::Request as In,
+    processing_response::Response as Out,
 };
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -81,15 +82,16 @@ impl ExternalProcessor for Null {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let stream_sse = self.stream_sse;
-        let replies = futures::stream::unfold(request.into_inner(), move |mut inbound| async move {
-            match inbound.message().await {
-                Ok(Some(msg)) => match answer(msg, stream_sse) {
-                    Some(r) => Some((Ok(r), inbound)),
-                    None => Some((Err(Status::invalid_argument("empty message")), inbound)),
-                },
-                _ => None,
-            }
-        });
+        let replies =
+            futures::stream::unfold(request.into_inner(), move |mut inbound| async move {
+                match inbound.message().await {
+                    Ok(Some(msg)) => match answer(msg, stream_sse) {
+                        Some(r) => Some((Ok(r), inbound)),
+                        None => Some((Err(Status::invalid_argument("empty message")), inbound)),
+                    },
+                    _ => None,
+                }
+            });
         Ok(Response::new(Box::pin(replies)))
     }
 }
