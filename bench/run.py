@@ -546,6 +546,7 @@ def plot(out_dir: Path, summary: dict[str, Any], rat: dict[str, Any]) -> Path | 
         ax.bar(names, v, bottom=bottom, label=p)
         bottom = [a + b for a, b in zip(bottom, v)]
     ax.set_yscale("log")
+    ax.set_ylim(bottom=10)
     ax.set_title("CPU µs per 1 KiB request, by process (log)")
     ax.legend(fontsize=8)
     ax = axes[1][0]
@@ -555,7 +556,8 @@ def plot(out_dir: Path, summary: dict[str, Any], rat: dict[str, Any]) -> Path | 
     ax.bar([i + 0.2 for i in x], [summary[s]["rate"]["p99_ms"] for s in rn], 0.4, label="p99")
     ax.set_xticks(list(x), rn)
     ax.set_yscale("log")
-    ax.set_title("latency at fixed offered load (ms, log)")
+    ax.set_ylim(bottom=0.1)
+    ax.set_title("latency at fixed offered load (ms, log; LiteLLM at half its saturation)")
     ax.legend(fontsize=8)
     ax = axes[1][1]
     for s in summary:

@@ -5,6 +5,7 @@
 //! exchange is dropped with it — nothing to leak, no extra task or channel per request.
 
 pub mod exchange;
+pub mod grpc;
 pub mod reply;
 
 use crate::config::Snapshot;
