@@ -16,7 +16,8 @@ SECONDS = float(os.environ.get("TOLLGATE_SOAK_SECONDS", "30"))
 
 @pytest.fixture
 def paced(make_stack) -> Stack:
-    return make_stack(envoy_log_level="error", upstream_args=["--chunk-delay-ms", "5"])
+    return make_stack(envoy_log_level="error", tollgate_config=soak.soak_config(),
+                      upstream_args=["--chunk-delay-ms", "5"])
 
 
 def test_soak_leaves_no_streams_tasks_or_reservations_behind(paced: Stack) -> None:
@@ -24,6 +25,7 @@ def test_soak_leaves_no_streams_tasks_or_reservations_behind(paced: Stack) -> No
         pytest.fail("loadgen missing: cargo build --workspace builds bench/tools")
     r = soak.soak(paced, SECONDS, concurrency=16)
     assert r["streams"]["ok"] > 50, r["streams"]
+    assert soak.refused(r["streams"]) == 0 and soak.refused(r["plain"]) == 0, (r["streams"], r["plain"])
     assert r["streams"]["cancelled"] > 10, "the run must include client cancellations"
     assert r["after"]["streams_active"] == 0, r["after"]
     assert r["after"]["limits_outstanding"] == 0, r["after"]
