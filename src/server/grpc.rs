@@ -81,7 +81,10 @@ impl<T: ExternalProcessor> tonic::server::StreamingService<ProcessingRequest> fo
     type ResponseStream = T::ProcessStream;
     type Future = BoxFuture<tonic::Response<Self::ResponseStream>, tonic::Status>;
 
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<ProcessingRequest>>) -> Self::Future {
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<ProcessingRequest>>,
+    ) -> Self::Future {
         let inner = Arc::clone(&self.0);
         Box::pin(async move { inner.process(request).await })
     }
