@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ENVOY  := $(VENV)/bin/envoy
 
-.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro pii-report redis clean
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro soak fuzz pii-report redis clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,13 +53,23 @@ validate-deploy: build venv ## Offline: helm lint/render, Kubernetes schemas, en
 schema: build ## Regenerate docs/config.schema.json
 	./target/debug/tollgate schema > docs/config.schema.json
 
-bench: build-release venv ## Load benchmark: Envoy alone vs Envoy + tollgate (one run, same load)
-	$(PY) e2e/bench_overhead.py --target-dir target/release
+bench: build-release venv redis ## Load benchmark, six systems in one run (ARGS=--quick to smoke-test); results in bench/results/latest
+	python3 bench/install_litellm.py --venv .venv-bench
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
+	$(PY) bench/run.py --target-dir target/release $(ARGS)
 
-bench-micro: redis ## Criterion: masking MB/s, per-SSE-event cost, admission cost (memory, Redis), tokenizer throughput, cloud translators
+bench-micro: redis ## Criterion: parse+route, whole exchange, SSE decode, token estimate, masking, admission (memory, Redis), cloud translators
+	$(CARGO) bench --locked --bench hotpath
 	$(CARGO) bench --locked --bench guard
 	$(CARGO) bench --locked --bench limits
 	$(CARGO) bench --locked --bench providers
+
+soak: build-release venv ## 10-minute soak with client cancellations, then kill -9 under load (SOAK_SECONDS=600)
+	$(PY) e2e/soak.py --target-dir target/release --seconds $(or $(SOAK_SECONDS),600) --out bench/results/soak-latest.json
+
+fuzz: ## cargo-fuzz targets (needs nightly and `cargo install cargo-fuzz`); FUZZ_SECONDS per target
+	cd fuzz && for t in sse openai_request stream_masker exchange; do \
+	  cargo +nightly fuzz run $$t -- -max_total_time=$(or $(FUZZ_SECONDS),60) || exit 1; done
 
 pii-report: build venv ## Precision/recall of the PII and secret detectors on a generated, labelled corpus
 	$(PY) scripts/pii_report.py --tollgate target/debug/tollgate

@@ -501,6 +501,7 @@ class Stack:
         envoy_concurrency: int = 1,
         envoy_log_level: str = "warn",
         config_in_place: Path | None = None,
+        upstream_args: list[str] | None = None,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="tollgate-e2e-"))
@@ -521,6 +522,8 @@ class Stack:
             self._sockdir = None
             self.socket_path = ""
         self.envoy_transform = envoy_transform
+        # Extra tollgate-demo-upstream flags (e.g. --chunk-delay-ms for paced streams).
+        self.upstream_args = list(upstream_args or [])
         self.envoy_concurrency = envoy_concurrency
         self.envoy_log_level = envoy_log_level
         self.procs: dict[str, Proc] = {}
@@ -616,7 +619,7 @@ class Stack:
             self.procs[name] = Proc(
                 name,
                 [str(exe), "--listen", f"127.0.0.1:{port}", "--name", name,
-                 "--api-key", self.keys[name]],
+                 "--api-key", self.keys[name], *self.upstream_args],
                 self.workdir / f"{name}.log",
             ).start()
         for name in ("alpha", "beta"):

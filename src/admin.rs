@@ -1,6 +1,8 @@
 //! Admin HTTP: `/healthz` (process alive), `/ready` (config loaded, gRPC serving, not
 //! draining; the body also reports the limits store: `limits: memory|up|down`) and
-//! `/metrics` (Prometheus text).
+//! `/metrics` (Prometheus text) and `/debug/state` (JSON: open ext_proc streams, live
+//! runtime tasks, outstanding limit reservations — what `make soak` checks returns to its
+//! baseline after load; the reservation sum scans every key, so it is not a metric).
 //!
 //! A Redis outage does not make the replica unready: with fail-open it keeps serving (the
 //! body says `limits: down`), with fail-closed it answers 503 per request itself — taking
@@ -75,6 +77,7 @@ pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .route("/debug/state", get(debug_state))
         .with_state(AdminState { metrics, readiness })
 }
 
@@ -101,4 +104,23 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
+}
+
+async fn debug_state(State(s): State<AdminState>) -> impl IntoResponse {
+    let limiter = s.readiness.limiter.read().clone();
+    let outstanding = match limiter {
+        Some(l) => match l.outstanding("").await {
+            Ok(n) => serde_json::json!(n),
+            Err(e) => serde_json::json!(format!("unavailable: {e}")),
+        },
+        None => serde_json::Value::Null,
+    };
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    axum::Json(serde_json::json!({
+        "streams_active": s.metrics.streams_active(),
+        "runtime_alive_tasks": tasks,
+        "limits_outstanding": outstanding,
+    }))
 }

@@ -9,8 +9,8 @@ use crate::limits::memory::MemoryLimiter;
 use crate::limits::redis::RedisLimiter;
 use crate::metrics::Metrics;
 use crate::observe::{Observer, audit::AuditLog, spans};
-use crate::proto::ExternalProcessorServer;
 use crate::server::ExtProc;
+use crate::server::grpc::ExtProcServer;
 use crate::stages::limits::{Services, settle_worker};
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -84,10 +84,11 @@ pub async fn run(
         None => (None, None),
     };
     let observer = Arc::new(Observer::new(metrics.clone(), audit, span_queue));
-    let service =
-        ExternalProcessorServer::new(ExtProc::new(store, metrics.clone(), svc).with_sink(observer))
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+    let service = ExtProcServer::new(
+        ExtProc::new(store, metrics.clone(), svc).with_sink(observer),
+        64 << 20,
+        64 << 20,
+    );
     let grpc_stop = {
         let s = shutdown.clone();
         async move { s.cancelled().await }

@@ -56,6 +56,15 @@ pub enum StageError {
     /// A POST without a body.
     #[error("this endpoint needs a JSON request body")]
     MissingBody,
+    /// A compressed request body (`content-encoding` other than identity). tollgate never
+    /// inflates bodies: no decompression bombs, and the guard sees what goes upstream.
+    #[error(
+        "request bodies with content-encoding {encoding:?} are not supported; send the JSON uncompressed"
+    )]
+    UnsupportedEncoding {
+        /// The header's value (at most 40 characters of it).
+        encoding: String,
+    },
     /// Envoy is configured in a way that would bypass routing.
     #[error("gateway misconfigured: {0}")]
     Misconfigured(&'static str),
@@ -110,13 +119,29 @@ pub struct LocalReply {
 
 const INVALID: &str = "invalid_request_error";
 
+/// Longest error message sent: messages can quote client input (a model name, a path), and
+/// a 1 MiB model name must not come back as a 1 MiB error body.
+const MAX_MESSAGE: usize = 1024;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    message
+}
+
 /// Maps a refusal to its reply. Exhaustive on purpose: a new error must pick its status.
 pub fn rescue(err: &StageError) -> LocalReply {
     let reply = |status, kind, code, param| LocalReply {
         status,
         kind,
         code,
-        message: err.to_string(),
+        message: bounded(err.to_string()),
         param,
         headers: Vec::new(),
         fault: Fault::Downstream,
@@ -136,6 +161,9 @@ pub fn rescue(err: &StageError) -> LocalReply {
         }
         StageError::Command(_) => reply(400, INVALID, "invalid_model_command", Some("messages")),
         StageError::UnsupportedPath { .. } => reply(404, INVALID, "unsupported_path", None),
+        StageError::UnsupportedEncoding { .. } => {
+            reply(415, INVALID, "unsupported_content_encoding", None)
+        }
         StageError::MethodNotAllowed { allow, .. } => LocalReply {
             headers: vec![("allow", (*allow).to_owned())],
             ..reply(405, INVALID, "method_not_allowed", None)
@@ -251,6 +279,21 @@ impl LocalReply {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let err = StageError::UnsupportedPath {
+            method: "POST".into(),
+            path: format!("/{}", "é".repeat(5000)),
+        };
+        let r = super::rescue(&err);
+        assert!(
+            r.message.len() <= super::MAX_MESSAGE + "…".len(),
+            "{}",
+            r.message.len()
+        );
+        assert!(r.message.ends_with('…'));
+    }
+
     use super::*;
 
     fn envelope(err: StageError) -> (u16, serde_json::Value) {
@@ -324,6 +367,13 @@ mod tests {
                 "request_too_large",
             ),
             (StageError::MissingBody, 400, "missing_body"),
+            (
+                StageError::UnsupportedEncoding {
+                    encoding: "gzip".into(),
+                },
+                415,
+                "unsupported_content_encoding",
+            ),
             (
                 GuardError::ContentBlocked {
                     policy: "p".into(),

@@ -17,6 +17,8 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod explain;
+pub mod fastrand;
+pub mod fuzz;
 pub mod guard;
 pub mod headers;
 pub mod limits;

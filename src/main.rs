@@ -238,10 +238,7 @@ fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) 
     }
     tollgate::telemetry::init(&snap.settings.log_level, snap.settings.log_json);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %path.display(), "{}", snap.summary());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -254,6 +251,24 @@ fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) 
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One CPU available (pinned, or a container limit of one core): a current-thread runtime.
+/// On one core a multi-thread runtime only adds cross-thread wake-ups and atomics to every
+/// ext_proc message (measured: `make bench`). `TOLLGATE_RUNTIME=multi_thread|current_thread`
+/// overrides the choice; `TOKIO_WORKER_THREADS` sizes the multi-thread runtime.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let current = match std::env::var("TOLLGATE_RUNTIME").as_deref() {
+        Ok("current_thread") => true,
+        Ok("multi_thread") => false,
+        _ => one_cpu,
+    };
+    if current {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     }
 }
 

@@ -3,9 +3,13 @@
 /// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // A third of the word's length (at least 1, at most 3) catches typos but not unrelated names.
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let len = word.chars().count();
+    let limit = (len / 3).clamp(1, 3);
     candidates
         .into_iter()
+        // The distance is at least the length difference: skipping those keeps a hostile
+        // 1 MiB name from costing O(n·m) time and memory per candidate.
+        .filter(|c| len.abs_diff(c.chars().count()) <= limit)
         .map(|c| (distance(word, c), c))
         .filter(|&(d, _)| d <= limit)
         .min_by_key(|&(d, _)| d)
@@ -59,6 +63,12 @@ mod tests {
         assert_eq!(closest("zzzzzz", names), None);
         assert_eq!(hint("alpah", names), " (did you mean \"alpha\"?)");
         assert_eq!(hint("nothing-like-it", names), "");
+    }
+
+    #[test]
+    fn huge_words_are_skipped_cheaply() {
+        let huge = "m".repeat(1 << 20);
+        assert_eq!(closest(&huge, ["echo", "mmmm"]), None);
     }
 
     #[test]

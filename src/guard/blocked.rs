@@ -19,6 +19,9 @@ pub struct Blocked {
 
 /// Normalises text for matching.
 pub fn normalize(text: &str) -> String {
+    if text.is_ascii() {
+        return normalize_ascii(text);
+    }
     let mut out = String::with_capacity(text.len());
     let mut space = false;
     for c in text.nfkc() {
@@ -34,6 +37,26 @@ pub fn normalize(text: &str) -> String {
         }
         space = false;
         out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// [`normalize`] for ASCII text, byte by byte: NFKC leaves ASCII unchanged, no invisible
+/// character is ASCII, and Unicode whitespace within ASCII is exactly TAB..CR and space. The
+/// general path cost ~30% of tollgate's CPU on guarded requests (perf, `make bench`).
+fn normalize_ascii(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for &b in text.as_bytes() {
+        if matches!(b, b'\t'..=b'\r' | b' ') {
+            if !space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = true;
+            continue;
+        }
+        space = false;
+        out.push(char::from(b.to_ascii_lowercase()));
     }
     out
 }
@@ -105,6 +128,35 @@ impl Blocked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The general path, for comparison with the ASCII one.
+    fn normalize_general(text: &str) -> String {
+        let mut out = String::new();
+        let mut space = false;
+        for c in text.nfkc() {
+            if is_invisible(c) {
+                continue;
+            }
+            if c.is_whitespace() {
+                if !space && !out.is_empty() {
+                    out.push(' ');
+                }
+                space = true;
+                continue;
+            }
+            space = false;
+            out.extend(c.to_lowercase());
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn ascii_fast_path_equals_the_general_one(text in "[\\x00-\\x7f]{0,64}") {
+            prop_assert_eq!(normalize(&text), normalize_general(&text));
+        }
+    }
 
     fn rules() -> Blocked {
         Blocked::new(

@@ -649,21 +649,10 @@ impl Exchange {
     }
 }
 
-/// 24 random bytes for a trace id and a span id. A v4 UUID has fixed version and variant
-/// bits (bytes 6 and 8); only its fully random bytes are used, or ratio sampling, which reads
-/// the trace id's low bytes, would be skewed.
+/// 24 random bytes for a trace id and a span id (a per-thread generator: no system call).
 fn random_ids() -> [u8; 24] {
     let mut out = [0u8; 24];
-    let mut n = 0;
-    while n < out.len() {
-        let u = uuid::Uuid::new_v4();
-        for (i, b) in u.as_bytes().iter().enumerate() {
-            if i != 6 && i != 8 && n < out.len() {
-                out[n] = *b;
-                n += 1;
-            }
-        }
-    }
+    crate::fastrand::fill(&mut out);
     out
 }
 

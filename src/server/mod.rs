@@ -6,6 +6,7 @@
 
 pub mod attempt;
 pub mod exchange;
+pub mod grpc;
 pub mod reply;
 
 use crate::config::Snapshot;

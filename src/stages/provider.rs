@@ -76,7 +76,10 @@ pub fn request_body(
     let prepared = providers::prepare(backend, &out)?;
     let translator = providers::response_translator(backend, &out);
     let m = &mut cx.mutations;
-    m.set(":path", prepared.path);
+    // Unchanged paths (the common OpenAI `/v1` case) cost Envoy a header mutation for nothing.
+    if prepared.path != cx.path {
+        m.set(":path", prepared.path);
+    }
     for name in &prepared.remove {
         m.remove(name);
     }

@@ -67,6 +67,17 @@ pub fn request_headers(
             body: models_list(snap, cx.identity.as_ref()),
         });
     }
+    // A value that is not UTF-8 is no encoding tollgate could read either.
+    if let Some(encoding) = cx
+        .headers
+        .contains("content-encoding")
+        .then(|| cx.headers.get("content-encoding").map_or("?", str::trim))
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        return Err(StageError::UnsupportedEncoding {
+            encoding: encoding.chars().take(40).collect(),
+        });
+    }
     if let Some(size) = cx
         .headers
         .get("content-length")

@@ -278,9 +278,9 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
     assert_eq!(
         set_headers(c),
         vec![
+            // `:path` is already the upstream's (`/v1/...`): not set again.
             ("x-tollgate-backend".into(), "alpha".into()),
             ("content-length".into(), new_body.len().to_string()),
-            (":path".into(), "/v1/chat/completions".into()),
             ("authorization".into(), "Bearer sk-alpha".into()),
         ]
     );

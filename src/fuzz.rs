@@ -1,0 +1,265 @@
+//! Robustness harnesses over arbitrary bytes, shared by the cargo-fuzz targets (`fuzz/`,
+//! nightly) and the stable proptest tests (`tests/fuzz_harness.rs`, run by `make test`).
+//!
+//! Each function takes untrusted bytes, drives one parser or state machine with them and
+//! panics only when an invariant breaks — so a fuzzer's crash and a failing property test
+//! mean the same thing. Invariants checked:
+//! - SSE decoders ([`crate::llm::sse`], [`crate::llm::sse_raw`]): never panic; the events
+//!   are the same however the bytes are split into chunks; the raw decoder gives back
+//!   exactly the bytes pushed.
+//! - OpenAI request parsing: never panics; every span points inside the body, and the
+//!   model span holds a JSON string that decodes to the parsed model.
+//! - Streamed masker: masking text delivered in pieces equals masking it whole.
+//! - ext_proc message sequences through [`Exchange`]: any order, duplicates, garbage
+//!   headers and bodies — every non-empty message gets exactly one reply of its kind (or
+//!   an ImmediateResponse on the request side); an empty one is a protocol error.
+//!
+//! Known limit: Anthropic request parsing joins once that provider lands.
+
+// A harness reports a broken invariant by panicking: that is what a fuzzer detects.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use crate::config::{CompileOptions, Snapshot, compile};
+use crate::limits::memory::MemoryLimiter;
+use crate::metrics::Metrics;
+use crate::observe::Discard;
+use crate::pii::{Action, MaskState, Masker, builtin_masker, stream::StreamMasker};
+use crate::proto::{ProcessingRequest, processing_request, processing_response};
+use crate::server::exchange::{Exchange, ProtocolError};
+use crate::stages::limits::Services;
+use prost::Message;
+use std::sync::{Arc, OnceLock};
+
+/// Splits `data` into chunks at the cut points `cuts` (each taken modulo the length).
+pub fn split<'a>(data: &'a [u8], cuts: &[u8]) -> Vec<&'a [u8]> {
+    if data.is_empty() {
+        return vec![data];
+    }
+    let mut at: Vec<usize> = cuts
+        .iter()
+        .map(|c| usize::from(*c) * data.len() / 256)
+        .collect();
+    at.push(data.len());
+    at.sort_unstable();
+    let mut out = Vec::new();
+    let mut prev = 0;
+    for a in at {
+        if a > prev {
+            out.push(&data[prev..a]);
+            prev = a;
+        }
+    }
+    out
+}
+
+/// First byte: number of cut points; the next bytes: the cuts; the rest: the payload.
+fn cuts_and_payload(data: &[u8]) -> (&[u8], &[u8]) {
+    let n = usize::from(data.first().copied().unwrap_or(0) % 32);
+    let rest = data.get(1..).unwrap_or_default();
+    let n = n.min(rest.len());
+    rest.split_at(n)
+}
+
+/// Both SSE decoders: split invariance and, for the raw one, losslessness.
+pub fn sse_decoders(data: &[u8]) {
+    let (cuts, payload) = cuts_and_payload(data);
+    let chunks = split(payload, cuts);
+
+    let decode = |parts: &[&[u8]]| {
+        let mut d = crate::llm::sse::Decoder::new(256);
+        let mut events = Vec::new();
+        let mut error = false;
+        for p in parts {
+            match d.push(p) {
+                Ok(ev) => events.extend(ev),
+                Err(_) => {
+                    error = true;
+                    break;
+                }
+            }
+        }
+        if !error {
+            events.extend(d.finish());
+        }
+        (events, error)
+    };
+    let whole = decode(&[payload]);
+    let split_up = decode(&chunks);
+    // An oversized event is refused however it arrives; only compare complete decodes.
+    if !whole.1 && !split_up.1 {
+        assert_eq!(whole.0, split_up.0, "sse::Decoder depends on chunking");
+    }
+
+    let mut raw = crate::llm::sse_raw::SseDecoder::new(64);
+    let mut back = Vec::new();
+    let mut events = Vec::new();
+    for p in &chunks {
+        for e in raw.push(p) {
+            back.extend_from_slice(&e.raw);
+            events.push(e);
+        }
+    }
+    back.extend(raw.finish());
+    assert_eq!(back, payload, "sse_raw::SseDecoder lost or invented bytes");
+}
+
+/// OpenAI chat request parsing: spans inside the body, model span round-trips.
+pub fn openai_request(data: &[u8]) {
+    let Ok(view) = crate::llm::openai::parse(data) else {
+        return;
+    };
+    if let Some(model) = &view.model {
+        let span = model.span.clone();
+        let text = data.get(span).expect("model span inside the body");
+        let decoded: String = serde_json::from_slice(text).expect("model span is a JSON string");
+        assert_eq!(decoded, model.value);
+    }
+    if let Some(t) = &view.last_user_text {
+        assert!(
+            data.get(t.span.clone()).is_some(),
+            "text span inside the body"
+        );
+    }
+    let mut edits = crate::llm::edit::BodyEdits::default();
+    view.set_model("fuzz-model", &mut edits);
+    let out = edits.apply(data).expect("edits of a parsed body apply");
+    let again = crate::llm::openai::parse(&out).expect("a rewritten body parses again");
+    assert_eq!(
+        again.model.map(|m| m.value).as_deref(),
+        Some("fuzz-model"),
+        "rewritten model"
+    );
+}
+
+fn maskers() -> &'static [Masker] {
+    static M: OnceLock<Vec<Masker>> = OnceLock::new();
+    M.get_or_init(|| {
+        [Action::Mask, Action::Pseudonymize, Action::Partial]
+            .into_iter()
+            .map(builtin_masker)
+            .collect()
+    })
+}
+
+/// Streamed masking equals whole masking, for any split of the text.
+pub fn stream_masker(data: &[u8]) {
+    let (cuts, payload) = cuts_and_payload(data);
+    let text = String::from_utf8_lossy(payload);
+    // Cut on char boundaries only: the masker receives `&str` deltas.
+    let bounds: Vec<usize> = split(text.as_bytes(), cuts)
+        .iter()
+        .scan(0usize, |end, c| {
+            *end += c.len();
+            Some(*end)
+        })
+        .collect();
+    let mut pieces = Vec::new();
+    let mut prev = 0;
+    for b in bounds {
+        let mut b = b;
+        while !text.is_char_boundary(b) {
+            b += 1;
+        }
+        if b > prev {
+            pieces.push(&text[prev..b]);
+            prev = b;
+        }
+    }
+    for m in maskers() {
+        let mut whole_state = MaskState::default();
+        let whole = m.mask(&text, &mut whole_state);
+        let mut st = MaskState::default();
+        let mut sm = StreamMasker::default();
+        let mut streamed = String::new();
+        for p in &pieces {
+            streamed.push_str(&sm.push(m, &mut st, p));
+        }
+        streamed.push_str(&sm.finish(m, &mut st));
+        assert_eq!(streamed, whole, "streamed masking depends on the split");
+    }
+}
+
+const EXCHANGE_CONFIG: &str = r#"
+version: 1
+server: { max_request_body: 4KiB }
+backends:
+  - { name: alpha, kind: openai, auth: { bearer: { env: K } } }
+  - { name: beta, kind: openai, base_path: /x/v1, auth: { bearer: { env: K } } }
+models:
+  - { name: echo, backend: alpha }
+  - { name: mini, backend: alpha, upstream_model: small }
+routes:
+  - { name: any-beta, match: { models: ["beta-*"] }, backend: beta }
+guard:
+  policies:
+    - name: g
+      match: { models: [echo] }
+      pii: { entities: { phone: pseudonymize } }
+      blocked: { words: [forbidden] }
+pricing:
+  models: [{ model: "*", input: 1.0, output: 2.0 }]
+limits:
+  rules: [{ name: r, per: [model], requests_per_minute: 1000000, tokens_per_minute: 100000000 }]
+"#;
+
+fn snapshot() -> Arc<Snapshot> {
+    static S: OnceLock<Arc<Snapshot>> = OnceLock::new();
+    S.get_or_init(|| {
+        let env = |_: &str| Some("k".to_owned());
+        let opts = CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        };
+        Arc::new(compile(EXCHANGE_CONFIG, &opts).expect("the fuzz config compiles"))
+    })
+    .clone()
+}
+
+/// Decodes `data` as length-delimited `ProcessingRequest`s (stopping at the first that does
+/// not decode) and drives one exchange with them.
+pub fn exchange_bytes(data: &[u8]) {
+    let mut buf = data;
+    let mut msgs = Vec::new();
+    while !buf.is_empty() && msgs.len() < 64 {
+        match ProcessingRequest::decode_length_delimited(&mut buf) {
+            Ok(m) => msgs.push(m),
+            Err(_) => break,
+        }
+    }
+    exchange_messages(msgs);
+}
+
+/// Drives one exchange with `msgs` and checks the one-reply-of-the-right-kind invariant.
+pub fn exchange_messages(msgs: Vec<ProcessingRequest>) {
+    use processing_request::Request as In;
+    use processing_response::Response as Out;
+    let metrics = Arc::new(Metrics::new());
+    let (svc, _settlements) = Services::new(Arc::new(MemoryLimiter::new()));
+    let mut ex = Exchange::new(snapshot(), metrics.clone(), svc, Arc::new(Discard));
+    for m in msgs {
+        let kind = m.request.clone();
+        let reply = futures::executor::block_on(ex.on_message(m));
+        let Some(kind) = kind else {
+            assert_eq!(reply.err(), Some(ProtocolError::Empty));
+            continue;
+        };
+        let reply = reply.expect("a non-empty message gets a reply");
+        let out = reply.response.expect("a reply carries a response");
+        let ok = matches!(
+            (&kind, &out),
+            (In::RequestHeaders(_), Out::RequestHeaders(_))
+                | (In::RequestBody(_), Out::RequestBody(_))
+                | (In::RequestTrailers(_), Out::RequestTrailers(_))
+                | (In::ResponseHeaders(_), Out::ResponseHeaders(_))
+                | (In::ResponseBody(_), Out::ResponseBody(_))
+                | (In::ResponseTrailers(_), Out::ResponseTrailers(_))
+                | (
+                    In::RequestHeaders(_) | In::RequestBody(_),
+                    Out::ImmediateResponse(_)
+                )
+        );
+        assert!(ok, "{kind:?} answered by {out:?}");
+    }
+    drop(ex);
+    assert_eq!(metrics.streams_active(), 0, "stream gauge back to zero");
+}
