@@ -72,6 +72,7 @@ fn parse_and_route(c: &mut Criterion) {
     let mut g = c.benchmark_group("route");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("parse_and_route_1k", |b| {
+        let cooldown = tollgate::routing::health::Cooldown::default();
         b.iter(|| {
             let mut cx = RequestCtx {
                 method: "POST".into(),
@@ -84,7 +85,7 @@ fn parse_and_route(c: &mut Criterion) {
                 ..RequestCtx::default()
             };
             let _ = route::request_headers(&snap, &mut cx, false);
-            let _ = route::request_body(&snap, &mut cx, black_box(&body));
+            let _ = route::request_body(&snap, &mut cx, black_box(&body), &cooldown, 0);
             cx
         })
     });
