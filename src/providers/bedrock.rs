@@ -20,14 +20,13 @@ use super::openai_shape::{
     ToolChoice, Usage,
 };
 use super::sigv4::{self, Credentials};
-use super::{Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
+use super::{
+    CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
+};
 use crate::llm::Endpoint;
 use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-
-/// Largest buffered JSON response (non-streaming answers and error bodies).
-pub const MAX_JSON_RESPONSE: usize = 16 << 20;
 
 /// Where and how to reach one Bedrock runtime endpoint.
 #[derive(Debug, Clone)]
@@ -381,7 +380,7 @@ pub fn exception_type(name: &str) -> &'static str {
 #[derive(Debug)]
 enum Mode {
     /// Buffer a JSON body (answer or error) until the end.
-    Json { status: u16, buf: Vec<u8> },
+    Json { status: u16, body: CappedBody },
     /// Decode the event stream.
     Stream(Box<StreamState>),
 }
@@ -416,7 +415,7 @@ impl Translator {
             include_usage,
             mode: Mode::Json {
                 status: 200,
-                buf: Vec::new(),
+                body: CappedBody::default(),
             },
         }
     }
@@ -442,7 +441,7 @@ impl ResponseTranslator for Translator {
         } else {
             self.mode = Mode::Json {
                 status,
-                buf: Vec::new(),
+                body: CappedBody::default(),
             };
             Head {
                 content_type: Some("application/json".into()),
@@ -453,39 +452,34 @@ impl ResponseTranslator for Translator {
 
     fn body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         match &mut self.mode {
-            Mode::Json { status, buf } => {
-                if buf.len() + chunk.len() > MAX_JSON_RESPONSE {
-                    buf.clear();
-                    *status = 599;
-                } else if *status != 599 {
-                    buf.extend_from_slice(chunk);
-                }
+            Mode::Json { status, body } => {
+                body.push(chunk);
                 if !end_of_stream {
                     return Vec::new();
                 }
-                json_response(*status, buf, &self.who)
+                json_response(*status, body.take(), &self.who)
             }
             Mode::Stream(st) => st.push(chunk, end_of_stream),
         }
     }
 }
 
-fn json_response(status: u16, buf: &[u8], who: &Identity) -> Vec<u8> {
-    if status == 599 {
+fn json_response(status: u16, buf: Option<Vec<u8>>, who: &Identity) -> Vec<u8> {
+    let Some(buf) = buf else {
         return oai::error_body(
             "the Bedrock response exceeded the gateway's buffer limit",
             "api_error",
             Some("upstream_response_too_large"),
         );
-    }
+    };
     if status >= 300 {
         return oai::error_body(
-            &error_message(buf),
+            &error_message(&buf),
             oai::error_type_for_status(status),
             None,
         );
     }
-    match serde_json::from_slice::<Value>(buf) {
+    match serde_json::from_slice::<Value>(&buf) {
         Ok(v) => completion_of(&v, who),
         Err(_) => oai::error_body(
             "the Bedrock backend returned a body that is not JSON",

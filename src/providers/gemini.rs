@@ -24,16 +24,15 @@ use super::openai_shape::{
     self as oai, ChatRequest, ChunkWriter, Identity, Message, OutCall, Part, RequestError,
     ToolChoice, Usage,
 };
-use super::{Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
+use super::{
+    CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
+};
 use crate::llm::Endpoint;
 use crate::llm::sse::{self, Decoder};
 use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
-
-/// Largest buffered JSON response.
-pub const MAX_JSON_RESPONSE: usize = 16 << 20;
 
 /// Compiled settings of a `kind: vertex` backend.
 #[derive(Debug, Clone)]
@@ -476,7 +475,7 @@ pub fn error_of(status: u16, body: &[u8]) -> (String, &'static str, Option<Strin
 
 #[derive(Debug)]
 enum Mode {
-    Json { status: u16, buf: Vec<u8> },
+    Json { status: u16, body: CappedBody },
     Stream(Box<StreamState>),
 }
 
@@ -510,7 +509,7 @@ impl Translator {
             include_usage,
             mode: Mode::Json {
                 status: 200,
-                buf: Vec::new(),
+                body: CappedBody::default(),
             },
         }
     }
@@ -535,7 +534,7 @@ impl ResponseTranslator for Translator {
         } else {
             self.mode = Mode::Json {
                 status,
-                buf: Vec::new(),
+                body: CappedBody::default(),
             };
             Head {
                 content_type: Some("application/json".into()),
@@ -546,30 +545,25 @@ impl ResponseTranslator for Translator {
 
     fn body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         match &mut self.mode {
-            Mode::Json { status, buf } => {
-                if buf.len() + chunk.len() > MAX_JSON_RESPONSE {
-                    buf.clear();
-                    *status = 599;
-                } else if *status != 599 {
-                    buf.extend_from_slice(chunk);
-                }
+            Mode::Json { status, body } => {
+                body.push(chunk);
                 if !end_of_stream {
                     return Vec::new();
                 }
-                if *status == 599 {
+                let Some(buf) = body.take() else {
                     return oai::error_body(
                         "the Google response exceeded the gateway's buffer limit",
                         "api_error",
                         Some("upstream_response_too_large"),
                     );
-                }
+                };
                 if *status >= 300 {
-                    let (m, t, c) = error_of(*status, buf);
+                    let (m, t, c) = error_of(*status, &buf);
                     return oai::error_body(&m, t, c.as_deref());
                 }
-                match serde_json::from_slice::<Value>(buf) {
+                match serde_json::from_slice::<Value>(&buf) {
                     Ok(v) if error_object(&v).is_some() => {
-                        let (m, t, c) = error_of(*status, buf);
+                        let (m, t, c) = error_of(*status, &buf);
                         oai::error_body(&m, t, c.as_deref())
                     }
                     Ok(v) => completion_of(&v, &self.who),

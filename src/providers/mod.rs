@@ -244,3 +244,52 @@ pub(crate) mod testing {
         }
     }
 }
+
+/// Largest non-streamed upstream body a translator holds; a bigger one becomes one error.
+pub const MAX_JSON_RESPONSE: usize = 16 << 20;
+
+/// A non-streamed upstream body, held whole up to [`MAX_JSON_RESPONSE`] (translators need
+/// the whole document). Past the cap the bytes are dropped and only the overflow is kept.
+#[derive(Debug, Default)]
+pub struct CappedBody {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl CappedBody {
+    /// Appends a chunk (or records the overflow).
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.buf.len() + chunk.len() > MAX_JSON_RESPONSE {
+            self.overflow = true;
+            self.buf = Vec::new();
+        } else {
+            self.buf.extend_from_slice(chunk);
+        }
+    }
+
+    /// The whole body, or `None` when it exceeded the cap.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        (!self.overflow).then(|| std::mem::take(&mut self.buf))
+    }
+}
+
+#[cfg(test)]
+mod capped_tests {
+    use super::*;
+
+    #[test]
+    fn holds_up_to_the_cap_and_reports_overflow() {
+        let mut b = CappedBody::default();
+        b.push(b"ab");
+        b.push(b"c");
+        assert_eq!(b.take().as_deref(), Some(&b"abc"[..]));
+        let mut b = CappedBody::default();
+        b.push(&vec![0; MAX_JSON_RESPONSE]);
+        b.push(b"x");
+        b.push(b"y");
+        assert_eq!(b.take(), None);
+    }
+}

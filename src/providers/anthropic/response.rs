@@ -2,7 +2,7 @@
 //!
 //! [`Translator`] picks its mode at [`ResponseTranslator::head`]:
 //! - a 2xx `text/event-stream` body is translated event by event ([`super::stream`]);
-//! - a 2xx JSON body is held whole (up to [`MAX_BODY`]) and becomes one `chat.completion`;
+//! - a 2xx JSON body is held whole (up to [`MAX_JSON_RESPONSE`](crate::providers::MAX_JSON_RESPONSE)) and becomes one `chat.completion`;
 //! - any other status: the body (Anthropic's `{"type":"error","error":{type,message}}`, or
 //!   whatever a proxy in between said) becomes the OpenAI error envelope with the provider's
 //!   message; the status stays as the upstream sent it.
@@ -13,12 +13,11 @@
 
 use super::stream::StreamTranslator;
 use super::{Tokens, finish_reason, openai_error};
-use crate::providers::{Head, ResponseTranslator};
+use crate::providers::{CappedBody, Head, MAX_JSON_RESPONSE, ResponseTranslator};
 use serde_json::{Map, Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest non-streamed body held for translation.
-pub const MAX_BODY: usize = 16 << 20;
 
 #[derive(Debug)]
 enum Mode {
@@ -37,8 +36,7 @@ pub struct Translator {
     created: u64,
     include_usage: bool,
     mode: Mode,
-    buf: Vec<u8>,
-    overflow: bool,
+    body: CappedBody,
     done: bool,
 }
 
@@ -54,20 +52,19 @@ impl Translator {
                 .unwrap_or(0),
             include_usage,
             mode: Mode::Whole,
-            buf: Vec::new(),
-            overflow: false,
+            body: CappedBody::default(),
             done: false,
         }
     }
 
     fn finish_whole(&mut self) -> Vec<u8> {
-        let body = std::mem::take(&mut self.buf);
-        let v = match &self.mode {
-            Mode::Error { status } => error_body(*status, &body, self.overflow),
-            _ if self.overflow => json!({"error": {
-                "message": format!("the upstream response is larger than {MAX_BODY} bytes and cannot be translated"),
+        let body = self.body.take();
+        let v = match (&self.mode, body) {
+            (Mode::Error { status }, body) => error_body(*status, body.as_deref()),
+            (_, None) => json!({"error": {
+                "message": format!("the upstream response is larger than {MAX_JSON_RESPONSE} bytes and cannot be translated"),
                 "type": "server_error", "code": "upstream_response_too_large", "param": null}}),
-            _ => match serde_json::from_slice::<Value>(&body) {
+            (_, Some(body)) => match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Object(m)) if m.get("type").and_then(Value::as_str) == Some("error") => {
                     openai_error(m.get("error"), "the upstream reported an error")
                 }
@@ -119,14 +116,7 @@ impl ResponseTranslator for Translator {
         if let Mode::Stream(s) = &mut self.mode {
             return s.push(chunk, end_of_stream);
         }
-        if !self.overflow {
-            if self.buf.len() + chunk.len() > MAX_BODY {
-                self.overflow = true;
-                self.buf = Vec::new();
-            } else {
-                self.buf.extend_from_slice(chunk);
-            }
-        }
+        self.body.push(chunk);
         if end_of_stream {
             self.finish_whole()
         } else {
@@ -136,10 +126,9 @@ impl ResponseTranslator for Translator {
 }
 
 /// The OpenAI error envelope for an upstream error response.
-fn error_body(status: u16, body: &[u8], overflow: bool) -> Value {
-    let parsed = (!overflow)
-        .then(|| serde_json::from_slice::<Value>(body).ok())
-        .flatten();
+fn error_body(status: u16, body: Option<&[u8]>) -> Value {
+    let body = body.unwrap_or_default();
+    let parsed = serde_json::from_slice::<Value>(body).ok();
     if let Some(err) = parsed
         .as_ref()
         .and_then(|v| v.get("error"))
