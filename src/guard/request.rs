@@ -251,6 +251,22 @@ fn tool_name(t: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Calls `f` on a content value that is a string or an array of `{"text": ...}` blocks
+/// (Anthropic's `system` and `tool_result.content`).
+fn visit_text_blocks(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(blocks) => {
+            for b in blocks.iter_mut() {
+                if let Some(Value::String(s)) = b.get_mut("text") {
+                    f(s);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Calls `f` on every scanned string of the request.
 fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut(&mut String)) {
     if let Some(Value::Array(messages)) = obj.get_mut("messages") {
@@ -271,16 +287,8 @@ fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut
                         if let Some(input) = p.get_mut("input") {
                             visit_strings(input, f);
                         }
-                        match p.get_mut("content") {
-                            Some(Value::String(s)) => f(s),
-                            Some(Value::Array(inner)) => {
-                                for b in inner.iter_mut() {
-                                    if let Some(Value::String(s)) = b.get_mut("text") {
-                                        f(s);
-                                    }
-                                }
-                            }
-                            _ => {}
+                        if let Some(content) = p.get_mut("content") {
+                            visit_text_blocks(content, f);
                         }
                     }
                 }
@@ -301,18 +309,10 @@ fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut
         }
     }
     // Anthropic's top-level system prompt (absent from OpenAI bodies).
-    if roles.iter().any(|r| r == "system") {
-        match obj.get_mut("system") {
-            Some(Value::String(s)) => f(s),
-            Some(Value::Array(blocks)) => {
-                for b in blocks.iter_mut() {
-                    if let Some(Value::String(s)) = b.get_mut("text") {
-                        f(s);
-                    }
-                }
-            }
-            _ => {}
-        }
+    if roles.iter().any(|r| r == "system")
+        && let Some(system) = obj.get_mut("system")
+    {
+        visit_text_blocks(system, f);
     }
     match obj.get_mut("input") {
         Some(Value::String(s)) => f(s),
