@@ -53,6 +53,8 @@ struct Target {
     upstream_model: String,
     endpoint: Endpoint,
     query: String,
+    /// `(backend, model)` pairs the router-level access check approved for this request.
+    approved: Vec<(String, String)>,
 }
 
 /// One attempt's ext_proc conversation.
@@ -153,7 +155,18 @@ impl Attempt {
             }
         };
         self.anthropic_door = endpoint == Endpoint::Messages;
+        let Some(approved) = meta.chain_steps.as_deref() else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: no io.tollgate chain_steps metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
+            ));
+        };
+        let approved = approved
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(b, m)| (b.to_owned(), m.to_owned()))
+            .collect();
         self.target = Some(Target {
+            approved,
             chain: chain.name.clone(),
             backend: step.backend,
             // Empty: the model the router-level decision left in the body.
@@ -187,6 +200,18 @@ impl Attempt {
         } else {
             t.upstream_model.clone()
         };
+        // Defence in depth: only what the router-level access check approved is sent (a
+        // reload may have changed the chain since; the caller's allowlists were checked
+        // against the steps as they were then).
+        if !t
+            .approved
+            .iter()
+            .any(|(b, m)| *b == backend.name && *m == upstream_model)
+        {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: this attempt's backend and model were not approved for the request (the chain changed since it was routed)",
+            ));
+        }
         let renamed = if upstream_model != body_model && !upstream_model.is_empty() {
             let mut edits = BodyEdits::default();
             view.set_model(&upstream_model, &mut edits);
@@ -262,6 +287,7 @@ impl Attempt {
 struct RequestMeta {
     client_path: Option<String>,
     client_query: Option<String>,
+    chain_steps: Option<String>,
 }
 
 fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
@@ -276,6 +302,7 @@ fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
     RequestMeta {
         client_path: get("client_path"),
         client_query: get("client_query"),
+        chain_steps: get("chain_steps"),
     }
 }
 

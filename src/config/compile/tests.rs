@@ -111,7 +111,7 @@ routes:
         errs,
         vec![
             r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai, azure_openai, anthropic, bedrock, vertex, gemini"#,
-            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai, bedrock, vertex"#,
+            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai, bedrock, vertex, forward_headers"#,
         ],
         "structural errors are reported first, all of them"
     );
