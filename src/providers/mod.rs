@@ -335,3 +335,45 @@ mod capped_tests {
         assert_eq!(b.take(), None);
     }
 }
+
+#[cfg(test)]
+mod steering_tests {
+    use super::testing::backend;
+    use super::*;
+
+    const CLIENT: &[&str] = &[
+        "content-type",
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "openai-beta",
+        "anthropic-beta",
+        "x-goog-user-project",
+        "x-session-id",
+        "cookie",
+    ];
+
+    #[test]
+    fn steering_headers_are_removed_unless_the_backend_forwards_them() {
+        let openai = backend("a", ProviderConfig::Openai);
+        let claude = backend(
+            "c",
+            ProviderConfig::Anthropic(anthropic::Config::default()),
+        );
+        let removed = steering_removals(&[&openai], CLIENT.iter().copied());
+        assert_eq!(removed, STEERING_HEADERS, "each once, nothing else");
+        // Anthropic's shipped default keeps anthropic-beta (Claude Code), nothing more.
+        let removed = steering_removals(&[&claude], CLIENT.iter().copied());
+        assert!(!removed.contains(&"anthropic-beta".to_owned()));
+        assert_eq!(removed.len(), STEERING_HEADERS.len() - 1);
+        // A chain forwards only what every step allows.
+        let removed = steering_removals(&[&claude, &openai], CLIENT.iter().copied());
+        assert!(removed.contains(&"anthropic-beta".to_owned()));
+        // Configured by name: an OpenAI backend that takes the organisation header.
+        let mut org = backend("o", ProviderConfig::Openai);
+        org.forward_headers = vec!["openai-organization".into()];
+        let removed = steering_removals(&[&org], CLIENT.iter().copied());
+        assert!(!removed.contains(&"openai-organization".to_owned()));
+        assert!(removed.contains(&"openai-project".to_owned()));
+    }
+}

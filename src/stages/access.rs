@@ -63,3 +63,6 @@ pub fn after_route(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageErro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
