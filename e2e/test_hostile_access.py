@@ -192,8 +192,12 @@ HUGE = "m" * (100 * 1024)
 
 
 @DOORS
-@pytest.mark.parametrize("model", ["echo\r\nx-injected: 1", "echo\nx", "ec\u0000ho", HUGE],
-                         ids=["crlf", "lf", "nul", "100KiB"])
+@pytest.mark.parametrize(
+    "model",
+    # beta-* is passed through by a route: the name would reach the decision header.
+    ["echo\r\nx-injected: 1", "beta-x\r\nx-injected: 1", "echo\nx", "beta-\u0000x", HUGE,
+     "beta-" + HUGE],
+    ids=["crlf", "crlf-routed", "lf", "nul-routed", "100KiB", "100KiB-routed"])
 def test_hostile_model_names_are_a_short_400(clean: Stack, path: str, model: str) -> None:
     clean.clear_upstreams()
     r = _post(clean, path, DEMO_CLIENT_KEY, _body(path, model, "hi"))

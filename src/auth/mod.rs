@@ -315,7 +315,8 @@ impl Access {
 
     /// Whether the caller's consumer and team backend lists both allow `backend`.
     pub fn may_use_backend(&self, who: &Identity, backend: &str) -> bool {
-        let allows = |list: Option<&Vec<String>>| list.is_none_or(|l| l.iter().any(|b| b == backend));
+        let allows =
+            |list: Option<&Vec<String>>| list.is_none_or(|l| l.iter().any(|b| b == backend));
         allows(who.index.and_then(|i| self.consumers[i].backends.as_ref()))
             && allows(who.team_index.and_then(|i| self.teams[i].backends.as_ref()))
     }

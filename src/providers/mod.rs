@@ -159,7 +159,9 @@ pub fn steering_removals<'a>(
     let mut out: Vec<String> = Vec::new();
     for name in names {
         if STEERING_HEADERS.contains(&name)
-            && !backends.iter().all(|b| b.forward_headers.iter().any(|h| h == name))
+            && !backends
+                .iter()
+                .all(|b| b.forward_headers.iter().any(|h| h == name))
             && !out.iter().any(|o| o == name)
         {
             out.push(name.to_owned());
@@ -356,10 +358,7 @@ mod steering_tests {
     #[test]
     fn steering_headers_are_removed_unless_the_backend_forwards_them() {
         let openai = backend("a", ProviderConfig::Openai);
-        let claude = backend(
-            "c",
-            ProviderConfig::Anthropic(anthropic::Config::default()),
-        );
+        let claude = backend("c", ProviderConfig::Anthropic(anthropic::Config::default()));
         let removed = steering_removals(&[&openai], CLIENT.iter().copied());
         assert_eq!(removed, STEERING_HEADERS, "each once, nothing else");
         // Anthropic's shipped default keeps anthropic-beta (Claude Code), nothing more.

@@ -503,7 +503,9 @@ impl Table {
             d.public_model
                 .as_deref()
                 .and_then(|p| self.models.iter().position(|m| m.name == p))
-                .filter(|&i| self.models[i].backend == backend && self.models[i].upstream_model == model)
+                .filter(|&i| {
+                    self.models[i].backend == backend && self.models[i].upstream_model == model
+                })
                 .or_else(|| self.catalogue_entry(backend, model))
         };
         let one = |backend: usize, model: &str| Destination {
@@ -524,7 +526,11 @@ impl Table {
     /// The error for a model that is neither routed nor listed, naming what `visible`
     /// keeps (the caller's allowed models), so a restricted caller does not learn the
     /// whole catalogue from it.
-    pub fn unknown_model_for(&self, requested: &str, visible: &dyn Fn(usize) -> bool) -> RouteError {
+    pub fn unknown_model_for(
+        &self,
+        requested: &str,
+        visible: &dyn Fn(usize) -> bool,
+    ) -> RouteError {
         RouteError::UnknownModel {
             requested: requested.to_owned(),
             hint: crate::suggest::hint(

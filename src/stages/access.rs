@@ -6,8 +6,8 @@
 //! credential is removed before the request goes upstream by the route stage.
 
 use super::RequestCtx;
-use crate::config::Snapshot;
 use crate::auth::AuthError;
+use crate::config::Snapshot;
 use crate::error::StageError;
 
 /// Request headers: who is calling? Refuses missing or unknown credentials.

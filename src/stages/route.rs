@@ -367,11 +367,12 @@ pub fn response_headers(
                 .push(("backend", routed.backend.clone()));
             // The step that answered is what the request was sent to: its model (and its
             // catalogue name) from the destinations access control checked.
-            if let Some(dest) = routed
-                .destinations
-                .iter()
-                .find(|d| snap.routing.backends.get(d.backend).is_some_and(|x| x.name == b))
-            {
+            if let Some(dest) = routed.destinations.iter().find(|d| {
+                snap.routing
+                    .backends
+                    .get(d.backend)
+                    .is_some_and(|x| x.name == b)
+            }) {
                 routed.upstream_model = dest.model.clone();
                 routed.model_label = dest.entry.map_or_else(
                     || "unlisted".into(),

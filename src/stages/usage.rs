@@ -100,10 +100,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
             .unwrap_or(snap.limits.default_max_tokens)
             .saturating_mul(limits.n.unwrap_or(1).clamp(1, 128)),
     };
-    let price = snap
-        .pricing
-        .lookup(&names)
-        .copied();
+    let price = snap.pricing.lookup(&names).copied();
     let mut strip_usage = false;
     if routed.stream && cx.endpoint == Some(crate::llm::Endpoint::ChatCompletions) {
         match include_usage::ensure(body) {

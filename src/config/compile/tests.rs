@@ -763,5 +763,10 @@ models:
 "#,
     );
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs[0].starts_with("backends[0].forward_headers[0]: \"authorization\" is not a provider-steering header"), "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "backends[0].forward_headers[0]: \"authorization\" is not a provider-steering header"
+        ),
+        "{errs:?}"
+    );
 }

@@ -110,7 +110,10 @@ fn run(
     body: &[u8],
     roll: u64,
 ) -> Result<RequestCtx, StageError> {
-    let mut pairs = vec![("authorization".to_owned(), format!("Bearer {key}").into_bytes())];
+    let mut pairs = vec![(
+        "authorization".to_owned(),
+        format!("Bearer {key}").into_bytes(),
+    )];
     pairs.extend(
         extra
             .iter()
@@ -130,7 +133,7 @@ fn run(
 }
 
 fn code(r: Result<RequestCtx, StageError>) -> (u16, &'static str, String) {
-    let e = r.err().expect("refused");
+    let e = r.expect_err("refused");
     let reply = rescue(&e);
     (reply.status, reply.code, reply.message)
 }
@@ -152,7 +155,10 @@ fn model_command_is_judged_by_its_target_not_the_body_model() {
     let (status, c, msg) = code(run(&s, INTERN, &[], &b, 0));
     assert_eq!((status, c), (403, "model_not_allowed"));
     assert!(msg.contains("\"claude-demo\""), "{msg}");
-    assert!(msg.contains("models you may use: echo, gpt-4o-mini"), "{msg}");
+    assert!(
+        msg.contains("models you may use: echo, gpt-4o-mini"),
+        "{msg}"
+    );
     assert!(!msg.contains("secret"), "{msg}");
     // The same command is fine for a team allowed everything.
     let cx = run(&s, APP, &[], &b, 0).unwrap();
@@ -166,7 +172,13 @@ fn model_command_is_judged_by_its_target_not_the_body_model() {
 fn backend_model_command_outside_the_catalogue_is_refused_unless_a_route_passes_it() {
     let s = snap();
     for key in [APP, INTERN] {
-        let (status, c, msg) = code(run(&s, key, &[], &body("echo", "/model beta,anything\nhi"), 0));
+        let (status, c, msg) = code(run(
+            &s,
+            key,
+            &[],
+            &body("echo", "/model beta,anything\nhi"),
+            0,
+        ));
         assert_eq!((status, c), (404, "model_not_found"), "{msg}");
         // A catalogue name of another backend is not a catalogue target on this one.
         let (status, _, _) = code(run(&s, key, &[], &body("echo", "/model beta,echo\nhi"), 0));
@@ -175,7 +187,13 @@ fn backend_model_command_outside_the_catalogue_is_refused_unless_a_route_passes_
         let (status, _, _) = code(run(&s, key, &[], &body("echo", "/model alpha,Echo\nhi"), 0));
         assert_eq!(status, 404);
         // beta-* has a passthrough route to beta, but not to alpha.
-        let (status, _, _) = code(run(&s, key, &[], &body("echo", "/model alpha,beta-x\nhi"), 0));
+        let (status, _, _) = code(run(
+            &s,
+            key,
+            &[],
+            &body("echo", "/model alpha,beta-x\nhi"),
+            0,
+        ));
         assert_eq!(status, 404);
     }
     // Passthrough on: the beta-any route passes beta-* to beta as typed; allowlists still hold.
@@ -188,7 +206,11 @@ fn backend_model_command_outside_the_catalogue_is_refused_unless_a_route_passes_
     // A glob allowlist that covers it.
     assert!(run(&s, GLOBBER, &[], &b, 0).is_ok());
     // Catalogue targets by name, alias or upstream name on the right backend.
-    for cmd in ["/model alpha,gpt-4o-mini", "/model alpha,mini", "/model alpha,small-2025"] {
+    for cmd in [
+        "/model alpha,gpt-4o-mini",
+        "/model alpha,mini",
+        "/model alpha,small-2025",
+    ] {
         let cx = run(&s, INTERN, &[], &body("echo", &format!("{cmd}\nhi")), 0).unwrap();
         assert_eq!(cx.routed.unwrap().model_label, "gpt-4o-mini", "{cmd}");
     }
@@ -217,7 +239,10 @@ fn a_rule_that_lands_on_a_forbidden_model_is_refused() {
     let (status, _, msg) = code(run(&s, INTERN, &[("x-route", "claude")], &b, 0));
     assert_eq!(status, 403);
     // The message names what the client asked for, not where the rule sent it.
-    assert!(msg.contains("\"echo\"") && !msg.contains("claude-demo"), "{msg}");
+    assert!(
+        msg.contains("\"echo\"") && !msg.contains("claude-demo"),
+        "{msg}"
+    );
     assert!(run(&s, INTERN, &[], &b, 0).is_ok());
     assert!(run(&s, APP, &[("x-route", "claude")], &b, 0).is_ok());
 }
@@ -243,7 +268,10 @@ fn every_chain_step_is_checked_not_only_the_first() {
     let cx = run(&s, APP, &[], &body("resilient-x", "hi"), 0).unwrap();
     assert_eq!(
         sent_to(&cx),
-        vec![("0".into(), "echo".into()), ("2".into(), "claude-demo".into())]
+        vec![
+            ("0".into(), "echo".into()),
+            ("2".into(), "claude-demo".into())
+        ]
     );
     // The steps travel to the upstream-level filter, which sends nothing else.
     let steps = cx
@@ -274,7 +302,13 @@ fn a_team_pin_is_judged_by_where_it_sends() {
 fn backend_allowlists_hold_for_commands() {
     let mut s = snap();
     s.access.teams[1].backends = Some(vec!["alpha".into()]);
-    let (status, c, _) = code(run(&s, INTERN, &[], &body("echo", "/model beta,beta-echo\nhi"), 0));
+    let (status, c, _) = code(run(
+        &s,
+        INTERN,
+        &[],
+        &body("echo", "/model beta,beta-echo\nhi"),
+        0,
+    ));
     assert_eq!((status, c), (403, "backend_not_allowed"));
 }
 
@@ -284,7 +318,10 @@ fn not_found_lists_and_suggests_only_the_callers_models() {
     let (status, _, msg) = code(run(&s, INTERN, &[], &body("claude-dem", "hi"), 0));
     assert_eq!(status, 404);
     assert!(msg.contains("available models: echo, gpt-4o-mini"), "{msg}");
-    assert!(!msg.contains("claude-demo") && !msg.contains("secret"), "{msg}");
+    assert!(
+        !msg.contains("claude-demo") && !msg.contains("secret"),
+        "{msg}"
+    );
     let (_, _, msg) = code(run(&s, APP, &[], &body("claude-dem", "hi"), 0));
     assert!(msg.contains("did you mean \"claude-demo\""), "{msg}");
     assert!(msg.contains("secret"), "{msg}");
@@ -327,7 +364,10 @@ fn names_with_control_characters_or_huge_names_are_a_400_that_does_not_echo_them
     for model in ["echo\r\nx-evil: 1", "echo\0", "echo\n", &huge] {
         let (status, c, msg) = code(run(&s, APP, &[], &body(model, "hi"), 0));
         assert_eq!((status, c), (400, "invalid_model"), "{model:.20}");
-        assert!(msg.len() < 200 && !msg.contains("mmmm") && !msg.contains("evil"), "{msg}");
+        assert!(
+            msg.len() < 200 && !msg.contains("mmmm") && !msg.contains("evil"),
+            "{msg}"
+        );
     }
     // The same through a /model command (model or backend part).
     for text in [
