@@ -321,6 +321,20 @@ impl Access {
             && allows(who.team_index.and_then(|i| self.teams[i].backends.as_ref()))
     }
 
+    /// Whether the caller may use a catalogue entry (by its name or any alias, as the
+    /// access stage judges it) on `backend`: what `GET /v1/models` and error messages list.
+    pub fn lists_entry(
+        &self,
+        who: Option<&Identity>,
+        model: &crate::routing::Model,
+        backend: &str,
+    ) -> bool {
+        let names: Vec<&str> = std::iter::once(model.name.as_str())
+            .chain(model.aliases.iter().map(String::as_str))
+            .collect();
+        who.is_none_or(|w| self.authorize(w, &names, backend).is_ok())
+    }
+
     /// Whether a catalogue model should be listed to this caller in `GET /v1/models`.
     pub fn lists_model(&self, who: Option<&Identity>, name: &str, backend: &str) -> bool {
         who.is_none_or(|w| self.authorize(w, &[name], backend).is_ok())

@@ -49,7 +49,7 @@ pub fn after_route(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageErro
                 let allowed = table.visible_models(&|i| {
                     let m = &table.models[i];
                     snap.access
-                        .lists_model(Some(who), &m.name, &table.backends[m.backend].name)
+                        .lists_entry(Some(who), m, &table.backends[m.backend].name)
                 });
                 return Err(AuthError::ModelNotAllowed {
                     consumer,

@@ -443,7 +443,7 @@ fn restrict_error(
     let model_ok = |i: usize| {
         let m = &table.models[i];
         snap.access
-            .lists_model(Some(who), &m.name, &table.backends[m.backend].name)
+            .lists_entry(Some(who), m, &table.backends[m.backend].name)
     };
     let backend_ok = |i: usize| snap.access.may_use_backend(who, &table.backends[i].name);
     table.restrict_error(err, &model_ok, &backend_ok).into()
@@ -480,7 +480,7 @@ fn models_list(snap: &Snapshot, who: Option<&crate::auth::Identity>) -> Vec<u8> 
         .iter()
         .filter(|m| {
             snap.access
-                .lists_model(who, &m.name, &snap.routing.backends[m.backend].name)
+                .lists_entry(who, m, &snap.routing.backends[m.backend].name)
         })
         .map(|m| {
             serde_json::json!({
