@@ -390,3 +390,69 @@ fn names_with_control_characters_or_huge_names_are_a_400_that_does_not_echo_them
         assert!(v.len() <= 1100, "metadata of {} bytes", v.len());
     }
 }
+
+/// Everything the intern (team interns: echo, gpt-4o-mini, beta-echo) may reach in the test
+/// config, written out by hand as an oracle independent of the access code: (backend
+/// index, upstream model).
+const INTERN_REACH: &[(usize, &str)] = &[(0, "echo"), (0, "small-2025"), (1, "beta-echo")];
+
+/// Names a hostile client would try: catalogue names, aliases, upstream names, names the
+/// rules match, near misses in case, and backends.
+const WORDS: &[&str] = &[
+    "echo",
+    "ECHO",
+    "Echo",
+    "gpt-4o-mini",
+    "mini",
+    "small-2025",
+    "claude-demo",
+    "secret",
+    "s",
+    "secret-2025",
+    "beta-echo",
+    "beta-x",
+    "resilient-x",
+    "tame-x",
+    "split-a",
+    "",
+    "alpha",
+    "beta",
+    "claude",
+];
+
+/// Compiled once: the property runs hundreds of cases.
+static SNAP: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(snap);
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+    /// Whatever the body model, `/model` line, rule header and split roll, an admitted
+    /// intern request is sent only to places on the hand-written list.
+    #[test]
+    fn an_admitted_request_only_reaches_what_the_caller_may_use(
+        body_model in proptest::sample::select(WORDS),
+        cmd_kind in 0u8..3,
+        cmd_backend in proptest::sample::select(WORDS),
+        cmd_model in proptest::sample::select(WORDS),
+        to_claude in proptest::bool::ANY,
+        roll in 0u64..4,
+    ) {
+        let s = &*SNAP;
+        let text = match cmd_kind {
+            0 => "hi".to_owned(),
+            1 => format!("/model {cmd_model}\nhi"),
+            _ => format!("/model {cmd_backend},{cmd_model}\nhi"),
+        };
+        let headers: &[(&str, &str)] = if to_claude { &[("x-route", "claude")] } else { &[] };
+        if let Ok(cx) = run(s, INTERN, headers, &body(body_model, &text), roll) {
+            let routed = cx.routed.expect("routed");
+            proptest::prop_assert!(!routed.destinations.is_empty());
+            for d in &routed.destinations {
+                proptest::prop_assert!(
+                    INTERN_REACH.contains(&(d.backend, d.model.as_str())),
+                    "{text:?} with body model {body_model:?} reached {d:?}"
+                );
+            }
+        }
+    }
+}
