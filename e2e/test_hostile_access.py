@@ -219,6 +219,9 @@ def test_long_legal_names_are_carried_and_echoed_headers_stay_small(clean: Stack
     assert len(r.headers["x-tollgate-route"]) < 400, r.headers["x-tollgate-route"]
     entry = clean.wait_access_log(lambda e: e.get("tollgate_upstream_model") == name)
     assert all(len(str(v)) < 1200 for v in entry.values()), entry
+    # Non-ASCII (not control) names travel too, headers included.
+    r = _post(clean, CHAT, DEMO_CLIENT_KEY, _body(CHAT, "beta-modèle-\u2028-ü", "hi"))
+    assert r.status == 200, r
     # One byte over the bound is refused, not carried.
     _refused(clean, CHAT, DEMO_CLIENT_KEY, "beta-" + "x" * 252, "hi", 400)
 
