@@ -4,7 +4,8 @@
 //! documented in the README:
 //! 1. `routes` marked `force: true` (data locality: e.g. "PII → the in-house model"), in
 //!    order — nothing a client sends can override them;
-//! 2. a `/model backend,model` command (when enabled) picks both explicitly;
+//! 2. a `/model backend,model` command (when enabled) picks both explicitly, within the
+//!    catalogue or where a route passes the name unchanged to that backend;
 //! 3. a team pin (`teams[].pin`);
 //! 4. the other `routes`, in order, first match wins;
 //! 5. the model catalogue (name or alias);

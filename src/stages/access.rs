@@ -1,5 +1,6 @@
-//! Access stage: identify the caller at request headers, and check after routing that the
-//! chosen model and backend are allowed for it.
+//! Access stage: identify the caller at request headers, and check after routing that
+//! every model and backend the request may be sent to is allowed for it (see
+//! docs/security-access.md).
 //!
 //! Runs first at request headers (before routing answers anything, `GET /v1/models`
 //! included), so an unauthenticated caller learns nothing about the catalogue. The client's
