@@ -64,6 +64,8 @@ pricing:
 limits:
   rules:
     - {{ name: rpm, per: [consumer], requests_per_minute: 1000 }}
+    - {{ name: claude-cap, per: [consumer], match: {{ models: [claude-demo] }}, requests_per_minute: 1 }}
+    - {{ name: beta-cap, per: [consumer], match: {{ models: [beta-capped] }}, requests_per_minute: 1 }}
 teams:
   - {{ name: apps }}
   - {{ name: interns, models: [echo, gpt-4o-mini, beta-echo] }}
@@ -358,6 +360,35 @@ fn guard_and_pricing_follow_the_resolved_model() {
     let mut cx = run(&s, APP, &[("x-route", "claude")], &body("echo", "hi"), 0).unwrap();
     crate::stages::guard::request_body(&s, &mut cx, &b).unwrap();
     assert_eq!(cx.guard.as_ref().unwrap().policy.name, "claude-guard");
+}
+
+#[test]
+fn limits_follow_the_resolved_model() {
+    let s = snap();
+    let svc = crate::stages::limits::Services::new(std::sync::Arc::new(
+        crate::limits::memory::MemoryLimiter::new(),
+    ))
+    .0;
+    let metrics = crate::metrics::Metrics::new();
+    let admit = |b: &[u8]| {
+        let mut cx = run(&s, APP, &[], b, 0).unwrap();
+        crate::stages::usage::request_body(&s, &mut cx, b);
+        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, &svc, &metrics))
+            .map_err(|e| rescue(&e).status)
+    };
+    // Typing the capped model while a /model line sends elsewhere is never counted by it...
+    let typed = body("claude-demo", "/model echo\nhi");
+    for _ in 0..3 {
+        assert_eq!(admit(&typed), Ok(()));
+    }
+    // ...and typing an uncapped one does not escape the cap of where it is sent.
+    let sent = body("echo", "/model claude-demo\nhi");
+    assert_eq!(admit(&sent), Ok(()));
+    assert_eq!(admit(&sent), Err(429));
+    // An unlisted passthrough is limited by the name sent, not the body's.
+    let unlisted = body("echo", "/model beta,beta-capped\nhi");
+    assert_eq!(admit(&unlisted), Ok(()));
+    assert_eq!(admit(&unlisted), Err(429));
 }
 
 #[test]
