@@ -312,3 +312,10 @@ def test_forward_headers_allow_steering_headers_by_name(hostile: Stack) -> None:
     assert req["headers"].get("openai-organization") == "org-client"
     for name in set(STEERING) - {"openai-organization"}:
         assert name not in req["headers"], (name, req["headers"])
+
+
+def test_models_list_shows_a_restricted_caller_only_its_models(clean: Stack) -> None:
+    r = http_request("GET", f"{clean.base_url}/v1/models",
+                     headers={"authorization": f"Bearer {DEMO_INTERN_KEY}"})
+    assert r.status == 200, r
+    assert [m["id"] for m in r.json()["data"]] == INTERN_MODELS.split(", ")
