@@ -89,7 +89,7 @@ tollgate demo is up (Ctrl-C to stop).  Logs: {workdir}  (Envoy access log: envoy
     -d '{{"model":"echo","messages":[{{"role":"user","content":"hello tollgate"}}]}}'
 
   models: echo, gpt-4o-mini (alias mini), demo-large, beta-*;  curl -H 'authorization: Bearer tollgate-demo-key' http://127.0.0.1:{p.envoy}/v1/models
-  first-line command: start the last user message with "/model beta,some-model" + newline
+  first-line command: start the last user message with "/model beta,beta-some-model" + newline
 """, flush=True)
 
     try:

@@ -151,15 +151,19 @@ def test_model_command_line_overrides_routing_and_is_stripped(clean: Stack, clie
     assert recorded(clean, "beta") == []
 
 
-def test_model_command_can_pick_any_model_on_a_backend(clean: Stack, client: Any) -> None:
+def test_model_command_can_pick_a_passed_through_model_on_a_backend(
+    clean: Stack, client: Any
+) -> None:
+    # Unlisted names pass only where a route passes them (beta-passthrough: beta-* to beta);
+    # e2e/test_hostile_access.py proves the refusals.
     raw = client.chat.completions.with_raw_response.create(
         model="echo",
-        messages=[{"role": "user", "content": "/model beta,xyz\nsecond line\nthird"}],
+        messages=[{"role": "user", "content": "/model beta,beta-xyz\nsecond line\nthird"}],
     )
     assert raw.headers.get("x-demo-upstream") == "beta"
-    assert raw.parse().model == "xyz"
+    assert raw.parse().model == "beta-xyz"
     body = body_of(only_request(clean, "beta"))
-    assert body["model"] == "xyz"
+    assert body["model"] == "beta-xyz"
     text = last_user_text(body)
     assert "/model" not in text
     assert text.strip() == "second line\nthird"

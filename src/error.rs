@@ -65,6 +65,16 @@ pub enum StageError {
         /// The header's value (at most 40 characters of it).
         encoding: String,
     },
+    /// A model (or `/model` backend) name tollgate will not carry: control characters
+    /// (CR/LF would split headers and logs) or longer than any real model name. The name
+    /// itself is not echoed.
+    #[error("the {field} name {problem}")]
+    InvalidName {
+        /// `model` or `backend`.
+        field: &'static str,
+        /// What is wrong, in words.
+        problem: &'static str,
+    },
     /// Envoy is configured in a way that would bypass routing.
     #[error("gateway misconfigured: {0}")]
     Misconfigured(&'static str),
@@ -160,6 +170,7 @@ pub fn rescue(err: &StageError) -> LocalReply {
             reply(400, INVALID, "unknown_backend", Some("messages"))
         }
         StageError::Command(_) => reply(400, INVALID, "invalid_model_command", Some("messages")),
+        StageError::InvalidName { .. } => reply(400, INVALID, "invalid_model", Some("model")),
         StageError::UnsupportedPath { .. } => reply(404, INVALID, "unsupported_path", None),
         StageError::UnsupportedEncoding { .. } => {
             reply(415, INVALID, "unsupported_content_encoding", None)
@@ -444,6 +455,7 @@ mod tests {
                 AuthError::ModelNotAllowed {
                     consumer: "c".into(),
                     model: "m".into(),
+                    allowed: vec![],
                 }
                 .into(),
                 403,

@@ -122,12 +122,14 @@ pub enum AuthError {
     #[error("unknown team {0:?}")]
     UnknownTeam(String),
     /// The model is not allowed for this consumer or team.
-    #[error("consumer {consumer:?} is not allowed to use the model {model:?}")]
+    #[error("consumer {consumer:?} is not allowed to use the model {model:?}{}", allowed_suffix(.allowed))]
     ModelNotAllowed {
         /// Consumer name.
         consumer: String,
         /// Requested model.
         model: String,
+        /// Catalogue models this caller may use, for the message (never the others).
+        allowed: Vec<String>,
     },
     /// The backend is not allowed for this consumer or team.
     #[error("consumer {consumer:?} is not allowed to use the backend {backend:?}")]
@@ -137,6 +139,16 @@ pub enum AuthError {
         /// Backend name.
         backend: String,
     },
+}
+
+/// Names the caller's own models when the list is short enough to read in a message.
+fn allowed_suffix(allowed: &[String]) -> String {
+    const MAX_LISTED: usize = 20;
+    if allowed.is_empty() || allowed.len() > MAX_LISTED {
+        String::new()
+    } else {
+        format!("; models you may use: {}", allowed.join(", "))
+    }
 }
 
 /// `sha256:<hex>` of a key, as stored in the config (`tollgate hash-key`).
@@ -253,8 +265,10 @@ impl Access {
         who.team_index.and_then(|t| self.teams[t].pin.as_ref())
     }
 
-    /// Whether the caller may use `model` (matched against every name it is known by:
-    /// the requested name, the catalogue name) on `backend`.
+    /// Whether the caller may use `model` on `backend`. `model_names` are every name the
+    /// model actually sent is known by (its catalogue name and aliases, or the upstream
+    /// name of an unlisted model), never merely what the client typed: the stage resolves
+    /// them from the routing decision (see [`crate::routing::Table::destinations`]).
     pub fn authorize(
         &self,
         who: &Identity,
@@ -282,6 +296,7 @@ impl Access {
             return Err(AuthError::ModelNotAllowed {
                 consumer: who.consumer.clone(),
                 model: shown_model(),
+                allowed: Vec::new(),
             });
         }
         let backend_ok = |allowed: Option<&Vec<String>>| {
@@ -296,6 +311,28 @@ impl Access {
             });
         }
         Ok(())
+    }
+
+    /// Whether the caller's consumer and team backend lists both allow `backend`.
+    pub fn may_use_backend(&self, who: &Identity, backend: &str) -> bool {
+        let allows =
+            |list: Option<&Vec<String>>| list.is_none_or(|l| l.iter().any(|b| b == backend));
+        allows(who.index.and_then(|i| self.consumers[i].backends.as_ref()))
+            && allows(who.team_index.and_then(|i| self.teams[i].backends.as_ref()))
+    }
+
+    /// Whether the caller may use a catalogue entry (by its name or any alias, as the
+    /// access stage judges it) on `backend`: what `GET /v1/models` and error messages list.
+    pub fn lists_entry(
+        &self,
+        who: Option<&Identity>,
+        model: &crate::routing::Model,
+        backend: &str,
+    ) -> bool {
+        let names: Vec<&str> = std::iter::once(model.name.as_str())
+            .chain(model.aliases.iter().map(String::as_str))
+            .collect();
+        who.is_none_or(|w| self.authorize(w, &names, backend).is_ok())
     }
 
     /// Whether a catalogue model should be listed to this caller in `GET /v1/models`.

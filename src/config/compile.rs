@@ -516,7 +516,27 @@ impl Cx {
                     }
                 let credential = b.auth.as_ref().and_then(|auth| self.credential(&at("auth"), auth, b.kind, opts));
                 let provider = self.provider(i, b, opts);
+                let forward_headers = match &b.forward_headers {
+                    None => providers::default_forward_headers(b.kind),
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(j, h)| {
+                            if !providers::STEERING_HEADERS.contains(&h.as_str()) {
+                                self.err(
+                                    at(&format!("forward_headers[{j}]")),
+                                    format!(
+                                        "{h:?} is not a provider-steering header (lower-case): only {} are removed, so only they can be allowed",
+                                        providers::STEERING_HEADERS.join(", ")
+                                    ),
+                                );
+                            }
+                            h.clone()
+                        })
+                        .collect(),
+                };
                 Backend {
+                    forward_headers,
                     name: b.name.clone(),
                     kind: b.kind,
                     base_path,

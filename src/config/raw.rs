@@ -400,6 +400,14 @@ pub struct RawBackend {
     pub bedrock: Option<RawBedrock>,
     /// Settings for `kind: vertex` (required for that kind).
     pub vertex: Option<RawVertex>,
+    /// Client headers that steer a provider account or feature set which this backend may
+    /// receive, by name. Every other one of `cookie`, `openai-organization`,
+    /// `openai-project`, `openai-beta`, `anthropic-beta` and `x-goog-user-project` is
+    /// removed before the request leaves. Default: `[anthropic-beta]` for `kind:
+    /// anthropic` (Claude Code needs it), none otherwise; setting the list replaces the
+    /// default (`[]` forwards none). A fallback chain forwards a header only when every
+    /// step allows it.
+    pub forward_headers: Option<Vec<String>>,
 }
 
 /// AWS Bedrock settings. Requests are SigV4-signed (service `bedrock`) for the backend's

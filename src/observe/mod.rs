@@ -183,6 +183,8 @@ pub(crate) fn sample_record() -> RequestRecord {
             stream: true,
             reason: String::new(),
             chain: None,
+            destinations: Vec::new(),
+            asked_model: "gpt-4o-mini".into(),
         }),
         response_model: None,
         status: Some(200),

@@ -127,6 +127,49 @@ pub fn prepare(backend: &Backend, out: &Outbound<'_>) -> Result<Prepared, Provid
     Ok(p)
 }
 
+/// Client headers that choose a provider account, project or feature set (or carry a
+/// browser session): a client must not pick the organisation billed or turn on beta
+/// behaviour behind the operator's back. Removed before every provider unless the
+/// backend's `forward_headers` names them.
+pub const STEERING_HEADERS: &[&str] = &[
+    "cookie",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "anthropic-beta",
+    "x-goog-user-project",
+];
+
+/// The shipped `forward_headers` of a kind: Anthropic backends take `anthropic-beta`
+/// (Claude Code sends the betas it relies on there).
+pub fn default_forward_headers(kind: BackendKind) -> Vec<String> {
+    match kind {
+        BackendKind::Anthropic => vec!["anthropic-beta".to_owned()],
+        _ => Vec::new(),
+    }
+}
+
+/// The steering headers among the client's `names` that must not reach a request sent to
+/// any of `backends` (for a fallback chain: every step, since attempts share one header
+/// map, a header goes only if every step allows it). The one place this is decided.
+pub fn steering_removals<'a>(
+    backends: &[&Backend],
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        if STEERING_HEADERS.contains(&name)
+            && !backends
+                .iter()
+                .all(|b| b.forward_headers.iter().any(|h| h == name))
+            && !out.iter().any(|o| o == name)
+        {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
 /// The translator for this request's response; `None` passes the upstream's bytes through.
 pub fn response_translator(
     backend: &Backend,
@@ -228,6 +271,7 @@ pub(crate) mod testing {
             envoy_route: name.into(),
             authority: None,
             credential: None,
+            forward_headers: default_forward_headers(provider.kind()),
             provider,
         }
     }
@@ -291,5 +335,44 @@ mod capped_tests {
         b.push(b"x");
         b.push(b"y");
         assert_eq!(b.take(), None);
+    }
+}
+
+#[cfg(test)]
+mod steering_tests {
+    use super::testing::backend;
+    use super::*;
+
+    const CLIENT: &[&str] = &[
+        "content-type",
+        "cookie",
+        "openai-organization",
+        "openai-project",
+        "openai-beta",
+        "anthropic-beta",
+        "x-goog-user-project",
+        "x-session-id",
+        "cookie",
+    ];
+
+    #[test]
+    fn steering_headers_are_removed_unless_the_backend_forwards_them() {
+        let openai = backend("a", ProviderConfig::Openai);
+        let claude = backend("c", ProviderConfig::Anthropic(anthropic::Config::default()));
+        let removed = steering_removals(&[&openai], CLIENT.iter().copied());
+        assert_eq!(removed, STEERING_HEADERS, "each once, nothing else");
+        // Anthropic's shipped default keeps anthropic-beta (Claude Code), nothing more.
+        let removed = steering_removals(&[&claude], CLIENT.iter().copied());
+        assert!(!removed.contains(&"anthropic-beta".to_owned()));
+        assert_eq!(removed.len(), STEERING_HEADERS.len() - 1);
+        // A chain forwards only what every step allows.
+        let removed = steering_removals(&[&claude, &openai], CLIENT.iter().copied());
+        assert!(removed.contains(&"anthropic-beta".to_owned()));
+        // Configured by name: an OpenAI backend that takes the organisation header.
+        let mut org = backend("o", ProviderConfig::Openai);
+        org.forward_headers = vec!["openai-organization".into()];
+        let removed = steering_removals(&[&org], CLIENT.iter().copied());
+        assert!(!removed.contains(&"openai-organization".to_owned()));
+        assert!(removed.contains(&"openai-project".to_owned()));
     }
 }

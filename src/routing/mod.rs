@@ -4,7 +4,8 @@
 //! documented in the README:
 //! 1. `routes` marked `force: true` (data locality: e.g. "PII → the in-house model"), in
 //!    order — nothing a client sends can override them;
-//! 2. a `/model backend,model` command (when enabled) picks both explicitly;
+//! 2. a `/model backend,model` command (when enabled) picks both explicitly, within the
+//!    catalogue or where a route passes the name unchanged to that backend;
 //! 3. a team pin (`teams[].pin`);
 //! 4. the other `routes`, in order, first match wins;
 //! 5. the model catalogue (name or alias);
@@ -83,6 +84,10 @@ pub struct Backend {
     pub credential: Option<Credential>,
     /// Per-kind settings (the variant matches `kind`).
     pub provider: crate::providers::ProviderConfig,
+    /// Client headers that steer a provider account (see
+    /// [`crate::providers::STEERING_HEADERS`]) this backend may receive; every other one is
+    /// removed before the request leaves.
+    pub forward_headers: Vec<String>,
 }
 
 /// A header carrying a backend credential.
@@ -275,6 +280,17 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// One place a request may be sent to (see [`Table::destinations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Index into [`Table::backends`].
+    pub backend: usize,
+    /// Model name that backend receives.
+    pub model: String,
+    /// The catalogue entry that is (backend, model), if any; `None`: unlisted.
+    pub entry: Option<usize>,
+}
+
 /// A decision with the reasons earlier rules did not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
@@ -371,7 +387,7 @@ impl Table {
         if let Some(cmd) = input.command.filter(|_| self.model_command) {
             match cmd {
                 ModelCommand::BackendModel { backend, model } => {
-                    return self.explicit(backend, model);
+                    return self.explicit(backend, model, input);
                 }
                 ModelCommand::Model(model) => {
                     let mut d = self.by_model(Some(model), input, trace)?;
@@ -409,30 +425,169 @@ impl Table {
         self.by_model(input.model, input, trace)
     }
 
-    fn explicit(&self, backend: &str, model: &str) -> Result<Decision, RouteError> {
+    /// `/model backend,model`: a catalogue entry on that backend (by public name, alias or
+    /// upstream name), or a name a route would pass unchanged to that same backend for
+    /// this request. Anything else is refused: a command must not reach models the
+    /// operator never listed (`/model beta,anything`).
+    fn explicit(
+        &self,
+        backend: &str,
+        model: &str,
+        input: &RouteInput<'_>,
+    ) -> Result<Decision, RouteError> {
         let Some(b) = self.backends.iter().position(|b| b.name == backend) else {
             return Err(RouteError::UnknownBackend {
                 requested: backend.to_owned(),
                 hint: crate::suggest::hint(backend, self.backends.iter().map(|b| b.name.as_str())),
             });
         };
-        // A catalogue name on that same backend is translated; anything else goes as typed.
         let listed = self
-            .find_model(model)
-            .filter(|&i| self.models[i].backend == b);
+            .models
+            .iter()
+            .position(|m| {
+                m.backend == b && (m.name == model || m.aliases.iter().any(|a| a == model))
+            })
+            .or_else(|| self.catalogue_entry(b, model));
         let mut d = match listed {
             Some(i) => self.catalogue_decision(i, Rule::Command),
-            None => Decision {
-                backend: b,
-                public_model: None,
-                upstream_model: Some(model.to_owned()),
-                rule: Rule::Command,
-                chain: None,
-                reason: String::new(),
+            None => match self.passthrough_route(b, model, input) {
+                Some(route) => Decision {
+                    backend: b,
+                    public_model: None,
+                    upstream_model: Some(model.to_owned()),
+                    rule: Rule::Command,
+                    chain: None,
+                    reason: format!("passed as typed: route {} passes it to {backend}", route),
+                },
+                None => return Err(self.unknown_model(model)),
             },
         };
-        d.reason = format!("/model {backend},{model} command");
+        let how = std::mem::take(&mut d.reason);
+        d.reason = if how.is_empty() {
+            format!("/model {backend},{model} command")
+        } else {
+            format!("/model {backend},{model} command, {how}")
+        };
         Ok(d)
+    }
+
+    /// A route that would send `model`, unchanged, to backend `b` for this request: the
+    /// operator's explicit permission to pass unlisted names there.
+    fn passthrough_route(&self, b: usize, model: &str, input: &RouteInput<'_>) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|r| {
+                matches!(r.target, Target::Backend { backend, upstream_model: None } if backend == b)
+                    && r.check(Some(model), input.headers, &input.signals).is_ok()
+            })
+            .map(|r| r.name.as_str())
+    }
+
+    /// The catalogue entry served by backend `b` under the upstream name `upstream`.
+    pub fn catalogue_entry(&self, b: usize, upstream: &str) -> Option<usize> {
+        self.models
+            .iter()
+            .position(|m| m.backend == b && m.upstream_model == upstream)
+    }
+
+    /// Every backend and model a decision may send the request to: one destination, or
+    /// each step of its fallback chain. `body_model` is the model the client's body named;
+    /// a decision that keeps it sends it as is. This, not what the client typed, is what
+    /// access control, guard, pricing and limits judge.
+    pub fn destinations(&self, d: &Decision, body_model: Option<&str>) -> Vec<Destination> {
+        let sent = d
+            .upstream_model
+            .as_deref()
+            .or(body_model)
+            .unwrap_or_default();
+        let entry_of = |backend: usize, model: &str| {
+            d.public_model
+                .as_deref()
+                .and_then(|p| self.models.iter().position(|m| m.name == p))
+                .filter(|&i| {
+                    self.models[i].backend == backend && self.models[i].upstream_model == model
+                })
+                .or_else(|| self.catalogue_entry(backend, model))
+        };
+        let one = |backend: usize, model: &str| Destination {
+            backend,
+            model: model.to_owned(),
+            entry: entry_of(backend, model),
+        };
+        match d.chain {
+            Some(c) => self.chains[c]
+                .steps
+                .iter()
+                .map(|s| one(s.backend, s.upstream_model.as_deref().unwrap_or(sent)))
+                .collect(),
+            None => vec![one(d.backend, sent)],
+        }
+    }
+
+    /// The error for a model that is neither routed nor listed, naming what `visible`
+    /// keeps (the caller's allowed models), so a restricted caller does not learn the
+    /// whole catalogue from it.
+    pub fn unknown_model_for(
+        &self,
+        requested: &str,
+        visible: &dyn Fn(usize) -> bool,
+    ) -> RouteError {
+        RouteError::UnknownModel {
+            requested: requested.to_owned(),
+            hint: crate::suggest::hint(
+                requested,
+                self.models
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| visible(*i))
+                    .flat_map(|(_, m)| std::iter::once(&m.name).chain(&m.aliases))
+                    .map(String::as_str),
+            ),
+            available: self.visible_models(visible),
+        }
+    }
+
+    fn unknown_model(&self, requested: &str) -> RouteError {
+        self.unknown_model_for(requested, &|_| true)
+    }
+
+    /// Public names of the models `visible` keeps, in config order.
+    pub fn visible_models(&self, visible: &dyn Fn(usize) -> bool) -> Vec<String> {
+        self.models
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| visible(*i))
+            .map(|(_, m)| m.name.clone())
+            .collect()
+    }
+
+    /// The same routing error with its model and backend lists cut to what the caller may
+    /// use (`visible_model` by catalogue index, `visible_backend` by backend index).
+    pub fn restrict_error(
+        &self,
+        err: RouteError,
+        visible_model: &dyn Fn(usize) -> bool,
+        visible_backend: &dyn Fn(usize) -> bool,
+    ) -> RouteError {
+        match err {
+            RouteError::MissingModel { .. } => RouteError::MissingModel {
+                available: self.visible_models(visible_model),
+            },
+            RouteError::UnknownModel { requested, .. } => {
+                self.unknown_model_for(&requested, visible_model)
+            }
+            RouteError::UnknownBackend { requested, .. } => RouteError::UnknownBackend {
+                hint: crate::suggest::hint(
+                    &requested,
+                    self.backends
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| visible_backend(*i))
+                        .map(|(_, b)| b.name.as_str()),
+                ),
+                requested,
+            },
+        }
     }
 
     /// The first matching route among `routes`, resolved.
@@ -613,17 +768,7 @@ impl Table {
                 d.reason = format!("model {model:?} is in the catalogue");
                 Ok(d)
             }
-            None => Err(RouteError::UnknownModel {
-                requested: model.to_owned(),
-                hint: crate::suggest::hint(
-                    model,
-                    self.models
-                        .iter()
-                        .flat_map(|m| std::iter::once(&m.name).chain(&m.aliases))
-                        .map(String::as_str),
-                ),
-                available: self.public_models(),
-            }),
+            None => Err(self.unknown_model(model)),
         }
     }
 

@@ -9,6 +9,7 @@ fn backend(name: &str) -> Backend {
         authority: None,
         credential: None,
         provider: crate::providers::ProviderConfig::Openai,
+        forward_headers: Vec::new(),
     }
 }
 
@@ -156,14 +157,16 @@ fn missing_model_is_an_error_unless_a_default_route_exists() {
 fn command_with_backend_and_model() {
     let t = table();
     let h = Headers::default();
+    // An unlisted name passes only where a route passes it to that backend unchanged.
     let cmd = ModelCommand::BackendModel {
         backend: "beta".into(),
-        model: "custom-x".into(),
+        model: "beta-custom-x".into(),
     };
     let d = decide(&t, Some("gpt-4o-mini"), &h, Some(&cmd)).unwrap();
     assert_eq!(d.backend, 1);
-    assert_eq!(d.upstream_model.as_deref(), Some("custom-x"));
+    assert_eq!(d.upstream_model.as_deref(), Some("beta-custom-x"));
     assert_eq!(d.rule, Rule::Command);
+    assert!(d.reason.contains("route beta-passthrough"), "{}", d.reason);
     // A catalogue name on that backend is translated.
     let cmd = ModelCommand::BackendModel {
         backend: "beta".into(),
@@ -267,7 +270,7 @@ fn forced_locality_rule_beats_command_and_team_pin() {
     let h = Headers::default();
     let cmd = ModelCommand::BackendModel {
         backend: "beta".into(),
-        model: "x".into(),
+        model: "large".into(),
     };
     let found = vec!["email".to_owned()];
     let mut input = RouteInput::basic(Some("mini"), &h, Some(&cmd));

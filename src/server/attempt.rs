@@ -53,6 +53,8 @@ struct Target {
     upstream_model: String,
     endpoint: Endpoint,
     query: String,
+    /// `(backend, model)` pairs the router-level access check approved for this request.
+    approved: Vec<(String, String)>,
 }
 
 /// One attempt's ext_proc conversation.
@@ -153,7 +155,18 @@ impl Attempt {
             }
         };
         self.anthropic_door = endpoint == Endpoint::Messages;
+        let Some(approved) = meta.chain_steps.as_deref() else {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: no io.tollgate chain_steps metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
+            ));
+        };
+        let approved = approved
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(b, m)| (b.to_owned(), m.to_owned()))
+            .collect();
         self.target = Some(Target {
+            approved,
             chain: chain.name.clone(),
             backend: step.backend,
             // Empty: the model the router-level decision left in the body.
@@ -187,6 +200,18 @@ impl Attempt {
         } else {
             t.upstream_model.clone()
         };
+        // Defence in depth: only what the router-level access check approved is sent (a
+        // reload may have changed the chain since; the caller's allowlists were checked
+        // against the steps as they were then).
+        if !t
+            .approved
+            .iter()
+            .any(|(b, m)| *b == backend.name && *m == upstream_model)
+        {
+            return self.fail(StageError::Misconfigured(
+                "upstream-level filter: this attempt's backend and model were not approved for the request (the chain changed since it was routed)",
+            ));
+        }
         let renamed = if upstream_model != body_model && !upstream_model.is_empty() {
             let mut edits = BodyEdits::default();
             view.set_model(&upstream_model, &mut edits);
@@ -262,6 +287,7 @@ impl Attempt {
 struct RequestMeta {
     client_path: Option<String>,
     client_query: Option<String>,
+    chain_steps: Option<String>,
 }
 
 fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
@@ -276,6 +302,7 @@ fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
     RequestMeta {
         client_path: get("client_path"),
         client_query: get("client_query"),
+        chain_steps: get("chain_steps"),
     }
 }
 
@@ -398,6 +425,100 @@ mod tests {
                 fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
             })),
         }
+    }
+
+    /// An attempt sends only what the router-level access check approved
+    /// (`chain_steps`): a step missing from it (the chain changed by a reload, or metadata
+    /// an earlier filter forged) fails closed instead of reaching the provider.
+    #[test]
+    fn an_attempt_outside_the_approved_steps_fails_closed() {
+        use crate::config::{CompileOptions, compile};
+        let yaml = r#"
+version: 1
+backends:
+  - { name: alpha, kind: openai }
+  - { name: claude, kind: anthropic }
+models:
+  - { name: echo, backend: alpha }
+routing:
+  chains:
+    - name: resilient
+      steps:
+        - { backend: alpha, upstream_model: echo }
+        - { backend: claude, upstream_model: claude-demo }
+routes:
+  - { name: r, match: { models: ["resilient-*"] }, chain: resilient }
+"#;
+        let env = |_: &str| None;
+        let snap = Arc::new(
+            compile(
+                yaml,
+                &CompileOptions {
+                    resolve_secrets: false,
+                    env: &env,
+                },
+            )
+            .expect("valid"),
+        );
+        let svc = Services::new(Arc::new(crate::limits::memory::MemoryLimiter::new())).0;
+        let run = |backend: &str, steps: Option<&str>| {
+            let text = format!(
+                r#"filter_metadata {{ key: "io.tollgate" value {{ fields {{ key: "backend" value {{ string_value: "{backend}" }} }} fields {{ key: "chain" value {{ string_value: "resilient" }} }} }} }}"#
+            );
+            let attr = Struct {
+                fields: [("xds.upstream_host_metadata".to_owned(), sv(&text))]
+                    .into_iter()
+                    .collect(),
+            };
+            let mut ns = vec![("client_path", sv("/v1/chat/completions"))];
+            if let Some(s) = steps {
+                ns.push(("chain_steps", sv(s)));
+            }
+            let Some(ValueKind::StructValue(ns)) = st(ns).kind else {
+                unreachable!()
+            };
+            let mut a = Attempt::new(snap.clone(), svc.clone());
+            let headers = a.on_message(ProcessingRequest {
+                request: Some(processing_request::Request::RequestHeaders(
+                    HttpHeaders::default(),
+                )),
+                attributes: [("envoy.filters.http.ext_proc".to_owned(), attr)]
+                    .into_iter()
+                    .collect(),
+                metadata_context: Some(Metadata {
+                    filter_metadata: [(reply::METADATA_NAMESPACE.to_owned(), ns)]
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let body = a.on_message(ProcessingRequest {
+                request: Some(processing_request::Request::RequestBody(HttpBody {
+                    body: br#"{"model":"resilient-x","messages":[{"role":"user","content":"hi"}]}"#
+                        .to_vec(),
+                    end_of_stream: true,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            });
+            let refused = |r: &ProcessingResponse| {
+                matches!(
+                    r.response,
+                    Some(processing_response::Response::ImmediateResponse(_))
+                )
+            };
+            (refused(&headers), refused(&body))
+        };
+        let approved = "alpha\techo\nclaude\tclaude-demo";
+        assert_eq!(run("alpha", Some(approved)), (false, false));
+        assert_eq!(run("claude", Some(approved)), (false, false));
+        // Only step 1 approved: step 2 is refused at its body, before any provider.
+        assert_eq!(run("claude", Some("alpha\techo")), (false, true));
+        // Same backend, another model than approved.
+        assert_eq!(run("alpha", Some("alpha\tgpt-4o")), (false, true));
+        // No approval at all: refused at headers.
+        assert!(run("alpha", None).0);
     }
 
     #[test]

@@ -148,8 +148,9 @@ pub async fn admit(
     let (Some(charge), Some(routed)) = (cx.charge.as_deref_mut(), &cx.routed) else {
         return Ok(());
     };
+    // Resolved, not typed: the model the request is sent to.
     let model = if routed.model_label == "unlisted" {
-        routed.requested_model.as_str()
+        routed.upstream_model.as_str()
     } else {
         routed.model_label.as_str()
     };

@@ -64,7 +64,8 @@ pub struct RequestCtx {
 pub struct Routed {
     /// Backend name.
     pub backend: String,
-    /// Catalogue model name, or `unlisted`.
+    /// Catalogue name of the model the request is sent to (the first destination), or
+    /// `unlisted`: resolved from backend and upstream model, never what the client typed.
     pub model_label: String,
     /// Model the upstream receives.
     pub upstream_model: String,
@@ -79,6 +80,12 @@ pub struct Routed {
     /// Fallback chain name, when the request goes through one (`backend` is then the
     /// chain's first step until the response says which backend answered).
     pub chain: Option<String>,
+    /// Every backend and model the request may be sent to (each chain step), as access
+    /// control checks them.
+    pub destinations: Vec<crate::routing::Destination>,
+    /// The model the client asked for: the `/model` command's, else the body's (for
+    /// messages; bounded and free of control characters).
+    pub asked_model: String,
 }
 
 /// Header and body changes requested by stages.

@@ -41,6 +41,12 @@ pub fn request_body(
     let body = cx.mutations.body.as_deref().unwrap_or(original);
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
     if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
+        let steps: Vec<&crate::routing::Backend> = chain
+            .steps
+            .iter()
+            .map(|s| &snap.routing.backends[s.backend])
+            .collect();
+        let strip = providers::steering_removals(&steps, cx.headers.names());
         // Prepared per attempt by the upstream-level filter (server::attempt); the response
         // is translated for whichever step answered, so build each step's translator now.
         let translators = chain
@@ -62,6 +68,9 @@ pub fn request_body(
                 (b.name.clone(), providers::response_translator(b, &out))
             })
             .collect();
+        for name in strip {
+            cx.mutations.remove(&name);
+        }
         cx.chain_translators = translators;
         return Ok(());
     }
@@ -76,6 +85,9 @@ pub fn request_body(
     let prepared = providers::prepare(backend, &out)?;
     let translator = providers::response_translator(backend, &out);
     let m = &mut cx.mutations;
+    for name in providers::steering_removals(&[backend], cx.headers.names()) {
+        m.remove(&name);
+    }
     // Unchanged paths (the common OpenAI `/v1` case) cost Envoy a header mutation for nothing.
     if prepared.path != cx.path {
         m.set(":path", prepared.path);

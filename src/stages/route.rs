@@ -140,6 +140,23 @@ pub fn request_body(
         cmd = Some(parsed.command);
     }
     let requested = view.model.as_ref().map(|m| m.value.as_str());
+    // Every name below may be echoed (metadata, spans, audit, the decision header, error
+    // messages): refuse the ones that cannot travel safely before anything reads them.
+    if let Some(m) = requested {
+        check_name("model", m)?;
+    }
+    let asked = match &cmd {
+        Some(command::ModelCommand::BackendModel { backend, model }) => {
+            check_name("backend", backend)?;
+            check_name("model", model)?;
+            model.as_str()
+        }
+        Some(command::ModelCommand::Model(model)) => {
+            check_name("model", model)?;
+            model.as_str()
+        }
+        None => requested.unwrap_or_default(),
+    };
     let decision = with_input(
         snap,
         cx,
@@ -149,9 +166,11 @@ pub fn request_body(
         cooldown,
         roll,
         |t, i| t.decide(i),
-    )?;
+    )
+    .map_err(|e| restrict_error(snap, cx.identity.as_ref(), e))?;
     let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
+    let destinations = table.destinations(&decision, requested);
     // A chain's steps may rename it again per attempt.
     if let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
@@ -185,20 +204,20 @@ pub fn request_body(
     }
     m.clear_route_cache = true;
 
+    let first = destinations.first();
     let routed = Routed {
         backend: backend.name.clone(),
-        model_label: decision
-            .public_model
-            .clone()
-            .unwrap_or_else(|| "unlisted".into()),
-        upstream_model: chain
-            .and_then(|c| c.steps[0].upstream_model.clone())
-            .unwrap_or(chain_model),
+        model_label: first
+            .and_then(|d| d.entry)
+            .map_or_else(|| "unlisted".into(), |i| table.models[i].name.clone()),
+        upstream_model: first.map_or(chain_model, |d| d.model.clone()),
         requested_model: requested.unwrap_or_default().to_owned(),
         rule: decision.rule.label().to_owned(),
         stream: view.stream,
-        reason: decision.reason.clone(),
+        reason: bounded(&decision.reason, MAX_REASON),
         chain: chain.map(|c| c.name.clone()),
+        destinations,
+        asked_model: asked.to_owned(),
     };
     m.metadata.extend([
         ("backend", routed.backend.clone()),
@@ -211,7 +230,16 @@ pub fn request_body(
     if let Some(c) = &routed.chain {
         // For the upstream-level filter, which sees request headers earlier attempts changed.
         let (p, q) = cx.path.split_at(cx.path.find('?').unwrap_or(cx.path.len()));
+        // The steps access control approved (backend TAB model, one a line: names hold no
+        // control characters): an attempt for anything else fails closed, even if a reload
+        // changed the chain between this decision and the attempt.
+        let steps: Vec<String> = routed
+            .destinations
+            .iter()
+            .map(|d| format!("{}\t{}", table.backends[d.backend].name, d.model))
+            .collect();
         m.metadata.extend([
+            ("chain_steps", steps.join("\n")),
             ("chain", c.clone()),
             ("client_path", p.to_owned()),
             ("client_query", q.to_owned()),
@@ -337,20 +365,25 @@ pub fn response_headers(
             cx.mutations
                 .metadata
                 .push(("backend", routed.backend.clone()));
-            if let Some(step_model) = snap
-                .routing
-                .chain(routed.chain.as_deref().unwrap_or_default())
-                .and_then(|c| {
-                    c.steps
-                        .iter()
-                        .find(|s| snap.routing.backends[s.backend].name == b)
-                })
-                .and_then(|s| s.upstream_model.clone())
-            {
-                routed.upstream_model = step_model;
+            // The step that answered is what the request was sent to: its model (and its
+            // catalogue name) from the destinations access control checked.
+            if let Some(dest) = routed.destinations.iter().find(|d| {
+                snap.routing
+                    .backends
+                    .get(d.backend)
+                    .is_some_and(|x| x.name == b)
+            }) {
+                routed.upstream_model = dest.model.clone();
+                routed.model_label = dest.entry.map_or_else(
+                    || "unlisted".into(),
+                    |i| snap.routing.models[i].name.clone(),
+                );
                 cx.mutations
                     .metadata
                     .push(("upstream_model", routed.upstream_model.clone()));
+                cx.mutations
+                    .metadata
+                    .push(("model", routed.model_label.clone()));
             }
         }
     } else if status.is_some_and(Cooldown::is_failure) {
@@ -363,6 +396,57 @@ pub fn response_headers(
         );
         cx.mutations.set(h, value.into_bytes());
     }
+}
+
+/// Longest model or backend name tollgate carries. Real names (Bedrock ARNs, Vertex
+/// resource paths) stay well under it; anything longer would only inflate every header,
+/// metadata entry and log line that names the model.
+pub const MAX_NAME: usize = 256;
+
+/// Longest routing reason kept (it quotes names and travels in metadata and spans).
+const MAX_REASON: usize = 1024;
+
+/// A model or backend name is carried only if it is short and free of control characters
+/// (CR/LF would split the decision header and log lines; NUL truncates C consumers).
+fn check_name(field: &'static str, name: &str) -> Result<(), StageError> {
+    let problem = if name.len() > MAX_NAME {
+        "is longer than 256 bytes"
+    } else if name.chars().any(char::is_control) {
+        "contains control characters (such as CR, LF or NUL)"
+    } else {
+        return Ok(());
+    };
+    Err(StageError::InvalidName { field, problem })
+}
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
+
+/// A routing error with its model and backend lists cut to what the caller may use: a
+/// restricted caller learns only its own models from a 404.
+fn restrict_error(
+    snap: &Snapshot,
+    who: Option<&crate::auth::Identity>,
+    err: crate::routing::RouteError,
+) -> StageError {
+    let Some(who) = who else { return err.into() };
+    let table = &snap.routing;
+    let model_ok = |i: usize| {
+        let m = &table.models[i];
+        snap.access
+            .lists_entry(Some(who), m, &table.backends[m.backend].name)
+    };
+    let backend_ok = |i: usize| snap.access.may_use_backend(who, &table.backends[i].name);
+    table.restrict_error(err, &model_ok, &backend_ok).into()
 }
 
 /// Distinct PII entity names found in `text` (names only, never values).
@@ -396,7 +480,7 @@ fn models_list(snap: &Snapshot, who: Option<&crate::auth::Identity>) -> Vec<u8> 
         .iter()
         .filter(|m| {
             snap.access
-                .lists_model(who, &m.name, &snap.routing.backends[m.backend].name)
+                .lists_entry(who, m, &snap.routing.backends[m.backend].name)
         })
         .map(|m| {
             serde_json::json!({

@@ -83,12 +83,10 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
     let Some(routed) = &cx.routed else { return };
     let body = cx.mutations.body.as_deref().unwrap_or(original);
     let encoding = Encoding::for_model(&routed.upstream_model);
-    let names = [
-        routed.model_label.as_str(),
-        routed.requested_model.as_str(),
-        routed.upstream_model.as_str(),
-    ];
-    let exact = snap.usage.exact_for(&routed.rule, &names[1..]);
+    // The model the request is sent to (catalogue name, then upstream name), never the
+    // name the client typed: a `/model` line or a rule may have sent it elsewhere.
+    let names = [routed.model_label.as_str(), routed.upstream_model.as_str()];
+    let exact = snap.usage.exact_for(&routed.rule, &names);
     let prompt_exact = exact
         .then(|| tokens::count_prompt(encoding, body))
         .flatten();
@@ -102,10 +100,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
             .unwrap_or(snap.limits.default_max_tokens)
             .saturating_mul(limits.n.unwrap_or(1).clamp(1, 128)),
     };
-    let price = snap
-        .pricing
-        .lookup(&[names[0], names[2], names[1]])
-        .copied();
+    let price = snap.pricing.lookup(&names).copied();
     let mut strip_usage = false;
     if routed.stream && cx.endpoint == Some(crate::llm::Endpoint::ChatCompletions) {
         match include_usage::ensure(body) {

@@ -111,7 +111,7 @@ routes:
         errs,
         vec![
             r#"backends[0].kind: unknown value "opnai" (did you mean "openai"?); expected one of: openai, azure_openai, anthropic, bedrock, vertex, gemini"#,
-            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai, bedrock, vertex"#,
+            r#"backends[1].bas_path: unknown field "bas_path" (did you mean "base_path"?); expected one of: name, kind, base_path, envoy_route, authority, auth, anthropic, azure_openai, bedrock, vertex, forward_headers"#,
         ],
         "structural errors are reported first, all of them"
     );
@@ -723,4 +723,50 @@ backends:
     for backend in b {
         assert_eq!(backend.provider.kind(), backend.kind);
     }
+}
+
+#[test]
+fn forward_headers_default_per_kind_and_only_name_steering_headers() {
+    let yaml = r#"
+version: 1
+backends:
+  - { name: a, kind: openai }
+  - { name: c, kind: anthropic }
+  - { name: c2, kind: anthropic, forward_headers: [] }
+  - { name: o, kind: openai, forward_headers: [openai-organization, cookie] }
+models:
+  - { name: m, backend: a }
+"#;
+    let snap = compile(yaml, &opts()).expect("valid");
+    let fwd: Vec<Vec<String>> = snap
+        .routing
+        .backends
+        .iter()
+        .map(|b| b.forward_headers.clone())
+        .collect();
+    assert_eq!(
+        fwd,
+        vec![
+            vec![],
+            vec!["anthropic-beta".to_owned()],
+            vec![],
+            vec!["openai-organization".to_owned(), "cookie".to_owned()],
+        ]
+    );
+    let errs = errors(
+        r#"
+version: 1
+backends:
+  - { name: a, kind: openai, forward_headers: [authorization, Cookie] }
+models:
+  - { name: m, backend: a }
+"#,
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "backends[0].forward_headers[0]: \"authorization\" is not a provider-steering header"
+        ),
+        "{errs:?}"
+    );
 }

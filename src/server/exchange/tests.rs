@@ -387,7 +387,7 @@ fn model_command_routes_and_is_stripped() {
     let (mut ex, _) = exchange();
     ex.on_message_now(chat_headers(&[])).unwrap();
     let r = ex
-        .on_message_now(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,custom-7b\nWhat is up?"}]}"#))
+        .on_message_now(body(r#"{"model":"echo","messages":[{"role":"user","content":"/model beta,beta-custom-7b\nWhat is up?"}]}"#))
         .unwrap();
     let c = common(&r);
     assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "beta".into())));
@@ -397,7 +397,7 @@ fn model_command_routes_and_is_stripped() {
         panic!("body")
     };
     let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-    assert_eq!(v["model"], "custom-7b");
+    assert_eq!(v["model"], "beta-custom-7b");
     assert_eq!(v["messages"][0]["content"], "What is up?");
     assert!(metadata(&r).contains(&("route".into(), "model_command".into())));
 }
