@@ -46,7 +46,23 @@ pub fn normalize(text: &str) -> String {
 }
 
 fn is_dash(c: char) -> bool {
-    matches!(c, '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{2043}' | '\u{2E3A}' | '\u{2E3B}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' | '\u{058A}' | '\u{05BE}' | '\u{1806}' | '\u{301C}' | '\u{30A0}')
+    matches!(
+        c,
+        '\u{2010}'
+            ..='\u{2015}'
+                | '\u{2212}'
+                | '\u{2043}'
+                | '\u{2E3A}'
+                | '\u{2E3B}'
+                | '\u{FE58}'
+                | '\u{FE63}'
+                | '\u{FF0D}'
+                | '\u{058A}'
+                | '\u{05BE}'
+                | '\u{1806}'
+                | '\u{301C}'
+                | '\u{30A0}'
+    )
 }
 
 /// The skeleton of each ASCII character, lower-cased (the ASCII fast path's table).
@@ -146,7 +162,9 @@ fn alternation(words: &[String], skel: Skel) -> Result<Option<Regex>, String> {
     if parts.is_empty() {
         return Ok(None);
     }
-    Regex::new(&parts.join("|")).map(Some).map_err(|e| e.to_string())
+    Regex::new(&parts.join("|"))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 impl Blocked {
@@ -185,8 +203,7 @@ impl Blocked {
                 re.captures(t)
                     .map(|c| (1..c.len()).find(|&g| c.get(g).is_some()).unwrap_or(1))
             };
-            let hit = group(letters, &norm)
-                .or_else(|| group(alike, &view(text, Skel::LooksAlike)));
+            let hit = group(letters, &norm).or_else(|| group(alike, &view(text, Skel::LooksAlike)));
             if let Some(group) = hit {
                 let i = self.word_index.get(group - 1).copied().unwrap_or(0);
                 return Some(format!("words[{i}]"));
@@ -308,9 +325,15 @@ mod tests {
     #[test]
     fn split_across_parts_and_word_ending_a_part() {
         let b = rules();
-        assert_eq!(b.check_all(&["it is forb", "idden"]), Some("words[0]".into()));
+        assert_eq!(
+            b.check_all(&["it is forb", "idden"]),
+            Some("words[0]".into())
+        );
         assert_eq!(b.check_all(&["forbidden", "ness"]), Some("words[0]".into()));
-        assert_eq!(b.check_all(&["project", "nightingale"]), Some("words[1]".into()));
+        assert_eq!(
+            b.check_all(&["project", "nightingale"]),
+            Some("words[1]".into())
+        );
         assert_eq!(b.check_all(&["harmless", "text"]), None);
     }
 

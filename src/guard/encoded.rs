@@ -89,7 +89,11 @@ fn unit(s: &[u8], i: usize) -> Option<(char, usize)> {
             let (a, b) = (hex(*s.get(i + 1)?)?, hex(*s.get(i + 2)?)?);
             let v = a * 16 + b;
             // Non-ASCII bytes would need a UTF-8 sequence: left as written.
-            if v < 0x80 { Some((char::from_u32(v)?, 3)) } else { None }
+            if v < 0x80 {
+                Some((char::from_u32(v)?, 3))
+            } else {
+                None
+            }
         }
         b'&' => {
             if s.get(i + 1) == Some(&b'#') {

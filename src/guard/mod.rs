@@ -174,7 +174,14 @@ impl Guard {
 
 /// Message roles a policy's `roles` list can leave out; a message with any other role (a
 /// misspelling, a future role) is scanned, so an unknown role cannot smuggle text past.
-pub const KNOWN_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+pub const KNOWN_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 impl Policy {
     /// Whether messages with `role` are scanned.

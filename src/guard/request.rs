@@ -289,7 +289,10 @@ impl Visit for MaskVisit<'_> {
         self.policy.scans_role(role)
     }
     fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
-        let text = block.get("thinking").and_then(Value::as_str).unwrap_or_default();
+        let text = block
+            .get("thinking")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let verdict = thinking_verdict(self.policy, self.masker, text, &mut self.state);
         self.changed |= verdict == Signed::Drop;
         verdict

@@ -193,7 +193,9 @@ mod tests {
         }));
         assert_eq!(
             got,
-            ["u1", "m1", "m2", "p", "d", "iu", "r", "fa", "a", "it", "ii", "unsigned", "doc"]
+            [
+                "u1", "m1", "m2", "p", "d", "iu", "r", "fa", "a", "it", "ii", "unsigned", "doc"
+            ]
         );
     }
 
@@ -218,6 +220,9 @@ mod tests {
         let mut v = V(Vec::new());
         walk(&mut doc, &mut v);
         assert_eq!(v.0, ["t"]);
-        assert_eq!(doc["messages"][1]["content"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            doc["messages"][1]["content"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 }
