@@ -217,7 +217,10 @@ pub fn anthropic_response(data: &[u8]) {
         for (i, p) in parts.iter().enumerate() {
             out.extend(t.body(p, i + 1 == n));
         }
-        assert!(t.body(b"again", true).is_empty(), "nothing after end of stream");
+        assert!(
+            t.body(b"again", true).is_empty(),
+            "nothing after end of stream"
+        );
         (head.content_type, out)
     };
     let whole = run(&[payload]);
@@ -262,10 +265,19 @@ fn same_shape(a: &serde_json::Value, b: &serde_json::Value) -> bool {
                 .collect();
             y.len() <= x.len()
                 && y.len() >= kept.len()
-                && kept.iter().zip(y.iter().filter(|v| !crate::guard::walk::is_signed_thinking(v))).all(|(p, q)| same_shape(p, q))
+                && kept
+                    .iter()
+                    .zip(
+                        y.iter()
+                            .filter(|v| !crate::guard::walk::is_signed_thinking(v)),
+                    )
+                    .all(|(p, q)| same_shape(p, q))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|((k, p), (l, q))| k == l && same_shape(p, q))
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k, p), (l, q))| k == l && same_shape(p, q))
         }
         _ => a == b,
     }
@@ -300,9 +312,18 @@ pub fn guard_response(data: &[u8]) {
     use crate::guard::{Shape, response::ResponseGuard};
     let (mode, rest) = data.split_first().unwrap_or((&0, &[]));
     let (cuts, payload) = cuts_and_payload(rest);
-    let shape = if mode & 1 == 0 { Shape::Anthropic } else { Shape::OpenAi };
-    let ct = if mode & 2 == 0 { "text/event-stream" } else { "application/json" };
-    let mut g = ResponseGuard::new(guard_policy(), &MaskState::default(), ct, None).with_shape(shape);
+    let shape = if mode & 1 == 0 {
+        Shape::Anthropic
+    } else {
+        Shape::OpenAi
+    };
+    let ct = if mode & 2 == 0 {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut g =
+        ResponseGuard::new(guard_policy(), &MaskState::default(), ct, None).with_shape(shape);
     let parts = split(payload, cuts);
     let n = parts.len();
     let mut out = Vec::new();
@@ -310,14 +331,20 @@ pub fn guard_response(data: &[u8]) {
         out.extend(g.on_body(p, i + 1 == n));
     }
     assert!(g.finished(), "end of stream seen");
-    assert!(g.on_body(b"more", true).is_empty(), "nothing after end of stream");
+    assert!(
+        g.on_body(b"more", true).is_empty(),
+        "nothing after end of stream"
+    );
     if ct == "application/json"
         && g.violation().is_none()
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload)
         && v.is_object()
     {
         let masked: serde_json::Value = serde_json::from_slice(&out).expect("masked body is JSON");
-        assert!(same_shape(&v, &masked) || masked.get("choices").is_some(), "structure kept");
+        assert!(
+            same_shape(&v, &masked) || masked.get("choices").is_some(),
+            "structure kept"
+        );
     }
 }
 

@@ -173,10 +173,18 @@ fn guarded_doc() -> impl Strategy<Value = serde_json::Value> {
         Just(Value::Null),
     ];
     let key = prop_oneof![
-        Just("content".to_owned()), Just("text".to_owned()), Just("role".to_owned()),
-        Just("type".to_owned()), Just("name".to_owned()), Just("input".to_owned()),
-        Just("thinking".to_owned()), Just("signature".to_owned()), Just("messages".to_owned()),
-        Just("tools".to_owned()), Just("metadata".to_owned()), "[a-z_]{1,8}",
+        Just("content".to_owned()),
+        Just("text".to_owned()),
+        Just("role".to_owned()),
+        Just("type".to_owned()),
+        Just("name".to_owned()),
+        Just("input".to_owned()),
+        Just("thinking".to_owned()),
+        Just("signature".to_owned()),
+        Just("messages".to_owned()),
+        Just("tools".to_owned()),
+        Just("metadata".to_owned()),
+        "[a-z_]{1,8}",
     ];
     let tree = leaf.prop_recursive(4, 48, 5, move |inner| {
         prop_oneof![
@@ -211,7 +219,13 @@ fn anthropic_sse() -> impl Strategy<Value = Vec<u8>> {
     ];
     prop::collection::vec(event, 0..14).prop_map(|evs| {
         evs.into_iter()
-            .flat_map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap_or("x")).into_bytes())
+            .flat_map(|e| {
+                format!(
+                    "event: {}\ndata: {e}\n\n",
+                    e["type"].as_str().unwrap_or("x")
+                )
+                .into_bytes()
+            })
             .collect()
     })
 }
