@@ -290,7 +290,7 @@ pub fn masked_payload(policy: &Policy, body: &[u8]) -> Option<serde_json::Value>
         .iter()
         .filter_map(|m| {
             let role = m.get("role")?.as_str()?;
-            if !policy.roles.iter().any(|r| r == role) {
+            if !policy.scans_role(role) {
                 return None;
             }
             let content = match m.get("content")? {

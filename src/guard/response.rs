@@ -7,14 +7,18 @@
 //! end of stream; chunks after the end (Envoy can repeat the last one) get an empty body.
 //!
 //! - **SSE** (`text/event-stream`): events are decoded incrementally ([`crate::llm::sse`]);
-//!   each choice's `delta.content`, and each tool call's `function.arguments`, is one text
-//!   channel with its own [`StreamMasker`], so a value split over many events is masked
-//!   exactly as in the whole text. Held-back text is emitted with the choice's
+//!   every string of a choice's `delta` (content, refusal, reasoning, tool-call and legacy
+//!   function-call arguments, audio transcript, fields nobody listed; not ids, enums or tool
+//!   names) is one text channel keyed by its path, with its own [`StreamMasker`], so a value
+//!   split over many events is masked exactly as in the whole text. Every other string of a
+//!   chunk is masked on its own, and `logprobs` are set to null while masking (their tokens
+//!   spell the text one token at a time). Held-back text is emitted with the choice's
 //!   `finish_reason` event, or before `[DONE]`, or in a synthetic chunk at end of stream.
 //!   A violation (blocked content, `block` entity, denied tool call) ends the stream with an
 //!   OpenAI-style error event (`data: {"error": {...}}`), never a silent truncation.
 //! - **JSON and other bodies** are held whole (up to [`MAX_WHOLE_BODY`]) and masked at
-//!   the end; Envoy's own BUFFERED mode is avoided because it stalled on large responses.
+//!   the end: every string value ([`super::walk`], `choices` or not), encoded spellings
+//!   included ([`super::encoded`]), blocked content checked on all texts together; Envoy's own BUFFERED mode is avoided because it stalled on large responses.
 //!   A violation replaces the body with the error envelope (the status is already sent).
 //! - **Compressed** bodies (`content-encoding` other than identity) are not decoded: they
 //!   are replaced by an error (the request side asks upstreams for `identity`).
@@ -23,13 +27,16 @@
 //! - **Anthropic Messages** ([`Shape::Anthropic`], the `/v1/messages` front door): each
 //!   content block (`text_delta` text, `input_json_delta` partial JSON) is its own channel,
 //!   flushed as one extra `content_block_delta` just before its `content_block_stop`; a
-//!   `tool_use` block naming a denied tool ends the stream; whole messages mask `text`
-//!   blocks and every string of `tool_use.input`. Violations use Anthropic's error shape
-//!   (`event: error`). See [`anthropic`].
+//!   `tool_use` block naming a denied tool ends the stream; a `thinking` block is held
+//!   until its stop and then released unchanged, dropped (later indices shift down) or
+//!   refused, by the policy's [`super::Thinking`] choice; whole messages mask every
+//!   string. Violations use Anthropic's error shape (`event: error`). See [`anthropic`].
 //!
-//! Known limits: a value split between content and tool-call arguments, or between two
-//! choices, is not joined; blocked phrases are checked on released text with a 256-byte
-//! tail, so a phrase longer than that spread across releases is missed.
+//! Known limits: a value split between two channels (content and tool-call arguments, two
+//! choices) is not joined; in streams, encoded spellings (`%40`, `&#64;`) are not decoded
+//! (the stream masker sees plain text; JSON escapes are decoded by the event parser);
+//! blocked phrases are checked per channel on released text with a 256-byte tail, so a
+//! phrase longer than that spread across releases is missed.
 
 mod anthropic;
 
@@ -326,7 +333,7 @@ impl ResponseGuard {
         };
         let mut deltas = Vec::new();
         for choice in choices.iter_mut() {
-            let delta = choice.get_mut("delta").map(|d| std::mem::take(d));
+            let delta = choice.get_mut("delta").map(std::mem::take);
             deltas.push(delta);
         }
         self.mask_rest(obj);
@@ -672,10 +679,8 @@ fn delta_strings(
         path.push(Seg::Key(k.clone()));
         let tool = tool || k == "tool_calls" || k == "function_call" || k == "function";
         match v {
-            Value::String(_) => {
-                if !(walk::NO_TEXT.contains(&k.as_str()) || (tool && k == "name")) {
-                    out.push((at.clone(), path.clone()));
-                }
+            Value::String(_) if !(walk::NO_TEXT.contains(&k.as_str()) || (tool && k == "name")) => {
+                out.push((at.clone(), path.clone()));
             }
             Value::Object(inner) => delta_strings(inner, at, path, tool, out),
             Value::Array(items) => {
