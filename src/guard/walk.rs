@@ -9,6 +9,8 @@
 //! arguments) and `metadata` every string is scanned whatever its key, because those keys
 //! are chosen by the client. Keys themselves are never rewritten.
 //!
+//! `redacted_thinking` blocks (encrypted, opaque) are not scanned either.
+//!
 //! Two decisions come from the caller ([`Visit`]): which message roles are scanned (by
 //! `role`, compared case-insensitively), and what to do with a signed Anthropic `thinking`
 //! block, whose text cannot be changed without breaking its `signature`.
@@ -135,6 +137,10 @@ fn walk_in(v: &mut Value, key: Option<&str>, scope: Scope, vis: &mut dyn Visit) 
             });
         }
         Value::Object(m) => {
+            // Encrypted thinking: opaque bytes the provider must get back unchanged.
+            if !scope.free && m.get("type").and_then(Value::as_str) == Some("redacted_thinking") {
+                return;
+            }
             let tool_block = m
                 .get("type")
                 .and_then(Value::as_str)
@@ -188,6 +194,7 @@ mod tests {
                     {"type": "tool_use", "id": "t1", "name": "f", "input": {"type": "it", "id": "ii"}},
                     {"type": "thinking", "thinking": "secret", "signature": "sig"},
                     {"type": "thinking", "thinking": "unsigned"},
+                    {"type": "redacted_thinking", "data": "opaque"},
                     {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}}]}
             ]
         }));
