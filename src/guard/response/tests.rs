@@ -433,6 +433,30 @@ mod thinking {
         assert_eq!(state.summary(), "email.allow=1");
     }
 
+    /// A held thinking block is counted in `held()` (memory accounting) byte for byte and
+    /// released at its stop: holding is linear in the block and ends with it.
+    #[test]
+    fn held_thinking_is_accounted_and_released() {
+        let pieces: Vec<String> = (0..50).map(|i| format!("step {i} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let wire = stream(&refs);
+        let stop = wire.find("event: content_block_stop").expect("stop");
+        let p = policy(MASK_ONLY);
+        let mut g = ResponseGuard::new(p, &MaskState::default(), "text/event-stream", None)
+            .with_shape(Shape::Anthropic);
+        let before = g.on_body(&wire.as_bytes()[..stop], false);
+        assert!(
+            !String::from_utf8_lossy(&before).contains("step 0"),
+            "held, not sent"
+        );
+        let text: usize = pieces.iter().map(String::len).sum();
+        assert!(g.held() >= text, "held {} < text {text}", g.held());
+        assert!(g.held() < 2 * stop, "held {} vs wire {stop}", g.held());
+        let after = g.on_body(&wire.as_bytes()[stop..], true);
+        assert!(String::from_utf8_lossy(&after).contains("step 49"));
+        assert_eq!(g.held(), 0);
+    }
+
     #[test]
     fn whole_messages_follow_the_same_choice() {
         let body = json!({"type": "message", "content": [
