@@ -14,7 +14,14 @@
 //!   headers and bodies — every non-empty message gets exactly one reply of its kind (or
 //!   an ImmediateResponse on the request side); an empty one is a protocol error.
 //!
-//! Known limit: Anthropic request parsing joins once that provider lands.
+//! - Anthropic provider ([`crate::providers::anthropic`]): request translation never
+//!   panics and, when it succeeds, yields a JSON object naming the routed model; response
+//!   translation (stream and whole) never panics, gives the same client bytes however the
+//!   upstream body is chunked, and its SSE output decodes to JSON events.
+//! - Guard request walker ([`crate::guard::walk`], [`crate::guard::request`]) and the
+//!   guard's Anthropic response reader: never panic; a rewritten body is valid JSON of the
+//!   same structure (only strings change, thinking blocks may be dropped), and masking it
+//!   again finds nothing (no detected value survives the first pass).
 
 // A harness reports a broken invariant by panicking: that is what a fuzzer detects.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -176,6 +183,168 @@ pub fn stream_masker(data: &[u8]) {
         }
         streamed.push_str(&sm.finish(m, &mut st));
         assert_eq!(streamed, whole, "streamed masking depends on the split");
+    }
+}
+
+/// Anthropic Messages request translation (the OpenAI door to an Anthropic backend).
+pub fn anthropic_request(data: &[u8]) {
+    use crate::providers::anthropic::{Config, request};
+    let Ok(out) = request::translate(data, &Config::default(), "fuzz-model") else {
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("translated body is JSON");
+    assert_eq!(v["model"], "fuzz-model", "translated body names the model");
+    assert!(v["max_tokens"].is_u64(), "translated body has max_tokens");
+}
+
+/// Anthropic response translation: first byte picks status/content type; the rest is the
+/// body, split by the cut points.
+pub fn anthropic_response(data: &[u8]) {
+    use crate::providers::ResponseTranslator;
+    use crate::providers::anthropic::response::Translator;
+    let (mode, rest) = data.split_first().unwrap_or((&0, &[]));
+    let (cuts, payload) = cuts_and_payload(rest);
+    let (status, ct) = match mode % 3 {
+        0 => (200, "text/event-stream"),
+        1 => (200, "application/json"),
+        _ => (529, "application/json"),
+    };
+    let run = |parts: &[&[u8]]| {
+        let mut t = Translator::new("m", std::time::UNIX_EPOCH, mode & 4 != 0);
+        let head = t.head(status, ct);
+        let mut out = Vec::new();
+        let n = parts.len();
+        for (i, p) in parts.iter().enumerate() {
+            out.extend(t.body(p, i + 1 == n));
+        }
+        assert!(
+            t.body(b"again", true).is_empty(),
+            "nothing after end of stream"
+        );
+        (head.content_type, out)
+    };
+    let whole = run(&[payload]);
+    let split_up = run(&split(payload, cuts));
+    assert_eq!(whole, split_up, "anthropic translation depends on chunking");
+    if whole.0.as_deref() == Some("text/event-stream") {
+        let mut d = crate::llm::sse::Decoder::default();
+        for ev in d.push(&whole.1).expect("translated SSE decodes") {
+            if let Some(data) = ev.data.filter(|d| d != "[DONE]") {
+                serde_json::from_str::<serde_json::Value>(&data).expect("event data is JSON");
+            }
+        }
+    } else {
+        serde_json::from_slice::<serde_json::Value>(&whole.1).expect("translated body is JSON");
+    }
+}
+
+fn guard_policy() -> Arc<crate::guard::Policy> {
+    static P: OnceLock<Arc<crate::guard::Policy>> = OnceLock::new();
+    P.get_or_init(|| {
+        let text = "version: 1\nbackends: [{name: a, kind: openai}]\nmodels: [{name: m, backend: a}]\nguard:\n  policies:\n    - name: g\n      pii: {entities: {card: partial}}\n      tools: {deny: [\"shell_*\"]}\n";
+        let env = |_: &str| Some("k".to_owned());
+        let opts = CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        };
+        compile(text, &opts).expect("the fuzz guard compiles").guard.policies[0].clone()
+    })
+    .clone()
+}
+
+/// Same JSON structure: every non-string leaf and every key equal (arrays may lose dropped
+/// thinking blocks, so only objects and scalars are compared strictly).
+fn same_shape(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::String(_), Value::String(_)) => true,
+        (Value::Array(x), Value::Array(y)) => {
+            let kept: Vec<&Value> = x
+                .iter()
+                .filter(|v| !crate::guard::walk::is_signed_thinking(v))
+                .collect();
+            y.len() <= x.len()
+                && y.len() >= kept.len()
+                && kept
+                    .iter()
+                    .zip(
+                        y.iter()
+                            .filter(|v| !crate::guard::walk::is_signed_thinking(v)),
+                    )
+                    .all(|(p, q)| same_shape(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((k, p), (l, q))| k == l && same_shape(p, q))
+        }
+        _ => a == b,
+    }
+}
+
+/// The guard's request walker over any JSON body, both door shapes.
+pub fn request_walker(data: &[u8]) {
+    use crate::guard::{Shape, request};
+    let Ok(input) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let policy = guard_policy();
+    for shape in [Shape::OpenAi, Shape::Anthropic] {
+        let Ok(out) = request::apply_shaped(&policy, data, shape) else {
+            continue;
+        };
+        let Some(body) = out.body else { continue };
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("rewritten body is JSON");
+        // Tool removal and system prompts change structure; this policy only masks and
+        // removes denied tools, so compare when no tool was removed.
+        if out.tools_removed == 0 {
+            assert!(same_shape(&input, &v), "masking changed the JSON structure");
+        }
+        let again = request::apply_shaped(&policy, &body, shape).expect("masked body passes");
+        assert!(again.body.is_none(), "a detected value survived masking");
+    }
+}
+
+/// The guard's response reader over any body, Anthropic and OpenAI shapes, streamed
+/// (split by the cut points) and whole: never panics, ends exactly once.
+pub fn guard_response(data: &[u8]) {
+    use crate::guard::{Shape, response::ResponseGuard};
+    let (mode, rest) = data.split_first().unwrap_or((&0, &[]));
+    let (cuts, payload) = cuts_and_payload(rest);
+    let shape = if mode & 1 == 0 {
+        Shape::Anthropic
+    } else {
+        Shape::OpenAi
+    };
+    let ct = if mode & 2 == 0 {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let mut g =
+        ResponseGuard::new(guard_policy(), &MaskState::default(), ct, None).with_shape(shape);
+    let parts = split(payload, cuts);
+    let n = parts.len();
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        out.extend(g.on_body(p, i + 1 == n));
+    }
+    assert!(g.finished(), "end of stream seen");
+    assert!(
+        g.on_body(b"more", true).is_empty(),
+        "nothing after end of stream"
+    );
+    if ct == "application/json"
+        && g.violation().is_none()
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload)
+        && v.is_object()
+    {
+        let masked: serde_json::Value = serde_json::from_slice(&out).expect("masked body is JSON");
+        assert!(
+            same_shape(&v, &masked) || masked.get("choices").is_some(),
+            "structure kept"
+        );
     }
 }
 

@@ -149,6 +149,87 @@ fn message() -> impl Strategy<Value = ProcessingRequest> {
         })
 }
 
+/// Strings a value can hide in: PII in plain and encoded spellings, escapes, junk.
+fn hostile_string() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just("kim.minsu@example.com".to_owned()),
+        Just("kim.minsu%40example.com".to_owned()),
+        Just("kim&#64;example.com and &commat;".to_owned()),
+        Just("kim\\u0040example.com".to_owned()),
+        Just("010-1234-5678".to_owned()),
+        Just("4111 1111 1111 1111".to_owned()),
+        Just("%%&#;&#x;\\u12".to_owned()),
+        "[a-z0-9@.%&#;\\ -]{0,16}",
+    ]
+    .prop_map(serde_json::Value::from)
+}
+
+/// JSON documents shaped like chat and Messages bodies, with hostile strings anywhere.
+fn guarded_doc() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{Value, json};
+    let leaf = prop_oneof![
+        hostile_string(),
+        any::<i64>().prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    let key = prop_oneof![
+        Just("content".to_owned()),
+        Just("text".to_owned()),
+        Just("role".to_owned()),
+        Just("type".to_owned()),
+        Just("name".to_owned()),
+        Just("input".to_owned()),
+        Just("thinking".to_owned()),
+        Just("signature".to_owned()),
+        Just("messages".to_owned()),
+        Just("tools".to_owned()),
+        Just("metadata".to_owned()),
+        "[a-z_]{1,8}",
+    ];
+    let tree = leaf.prop_recursive(4, 48, 5, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((key.clone(), inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    });
+    (tree, hostile_string(), any::<bool>()).prop_map(|(t, s, thinking)| {
+        let block = if thinking {
+            json!({"type": "thinking", "thinking": s, "signature": "c2ln"})
+        } else {
+            json!({"type": "text", "text": s})
+        };
+        json!({"model": "m", "messages": [{"role": "assistant", "content": [block, t.clone()]}], "extra": t})
+    })
+}
+
+fn anthropic_sse() -> impl Strategy<Value = Vec<u8>> {
+    use serde_json::json;
+    let event = prop_oneof![
+        Just(json!({"type": "message_start", "message": {"id": "m", "content": [], "usage": {"input_tokens": 3}}})),
+        (0u64..3, prop_oneof![Just("text"), Just("thinking"), Just("tool_use")]).prop_map(|(i, t)| json!({"type": "content_block_start", "index": i, "content_block": {"type": t, "text": "", "thinking": "", "name": "f", "id": "t", "input": {}}})),
+        (0u64..3, hostile_string()).prop_map(|(i, s)| json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": s}})),
+        (0u64..3, hostile_string()).prop_map(|(i, s)| json!({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": s}})),
+        (0u64..3, hostile_string()).prop_map(|(i, s)| json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": s}})),
+        (0u64..3).prop_map(|i| json!({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": "c2ln"}})),
+        (0u64..3).prop_map(|i| json!({"type": "content_block_stop", "index": i})),
+        Just(json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}})),
+        Just(json!({"type": "message_stop"})),
+        Just(json!({"type": "ping"})),
+    ];
+    prop::collection::vec(event, 0..14).prop_map(|evs| {
+        evs.into_iter()
+            .flat_map(|e| {
+                format!(
+                    "event: {}\ndata: {e}\n\n",
+                    e["type"].as_str().unwrap_or("x")
+                )
+                .into_bytes()
+            })
+            .collect()
+    })
+}
+
 proptest! {
     // Shrunk failures are kept in a committed file next to the other proptest regressions.
     #![proptest_config(ProptestConfig {
@@ -196,6 +277,53 @@ proptest! {
     }
 
     #[test]
+    fn anthropic_request_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::anthropic_request(&data);
+    }
+
+    #[test]
+    fn anthropic_request_on_chat_bodies(body in chat_body(), doc in guarded_doc()) {
+        fuzz::anthropic_request(&body);
+        fuzz::anthropic_request(&serde_json::to_vec(&doc).unwrap_or_default());
+    }
+
+    #[test]
+    fn anthropic_response_on_streams(wire in anthropic_sse(), mode in any::<u8>(), cuts in prop::collection::vec(any::<u8>(), 0..31)) {
+        let mut data = vec![mode];
+        data.extend(with_cuts(wire, cuts));
+        fuzz::anthropic_response(&data);
+    }
+
+    #[test]
+    fn anthropic_response_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::anthropic_response(&data);
+    }
+
+    #[test]
+    fn request_walker_on_guarded_docs(doc in guarded_doc()) {
+        fuzz::request_walker(&serde_json::to_vec(&doc).unwrap_or_default());
+    }
+
+    #[test]
+    fn request_walker_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::request_walker(&data);
+    }
+
+    #[test]
+    fn guard_response_on_anthropic_streams(wire in anthropic_sse(), mode in any::<u8>(), cuts in prop::collection::vec(any::<u8>(), 0..31)) {
+        let mut data = vec![mode & !2];
+        data.extend(with_cuts(wire, cuts));
+        fuzz::guard_response(&data);
+    }
+
+    #[test]
+    fn guard_response_on_whole_bodies(doc in guarded_doc(), mode in any::<u8>()) {
+        let mut data = vec![mode | 2, 0];
+        data.extend(serde_json::to_vec(&doc).unwrap_or_default());
+        fuzz::guard_response(&data);
+    }
+
+    #[test]
     fn exchange_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
         fuzz::exchange_bytes(&data);
     }
@@ -211,5 +339,9 @@ mod regressions {
         fuzz::openai_request(&[]);
         fuzz::stream_masker(&[]);
         fuzz::exchange_bytes(&[]);
+        fuzz::anthropic_request(&[]);
+        fuzz::anthropic_response(&[]);
+        fuzz::request_walker(&[]);
+        fuzz::guard_response(&[]);
     }
 }

@@ -235,7 +235,7 @@ fn validate_accepts_the_demo_config() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("ok: 5 backends, 8 models (1 aliases), 4 routes, 6 guard policies"),
+        text.contains("ok: 5 backends, 8 models (1 aliases), 5 routes, 7 guard policies"),
         "{text}"
     );
     // Without --skip-secrets the missing environment variables are reported.

@@ -1118,7 +1118,21 @@ impl Cx {
             let mut response = None;
             let mut restore_dets = Vec::new();
             let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| (*r).to_owned()).collect();
+            let mut thinking = crate::guard::Thinking::default();
             if let Some(pii_cfg) = &p.pii {
+                if let Some(t) = pii_cfg.thinking.as_deref() {
+                    match crate::guard::Thinking::by_label(t) {
+                        Some(x) => thinking = x,
+                        None => self.err(
+                            at("pii.thinking"),
+                            format!(
+                                "{t:?} must be one of {}{}",
+                                crate::guard::Thinking::LABELS.join(", "),
+                                suggest::hint(t, crate::guard::Thinking::LABELS.iter().copied())
+                            ),
+                        ),
+                    }
+                }
                 let default = action(
                     self,
                     at("pii.default_action"),
@@ -1214,6 +1228,7 @@ impl Cx {
                 response,
                 response_restore,
                 roles,
+                thinking,
                 blocked,
                 blocked_in_responses: p.blocked.as_ref().and_then(|b| b.responses).unwrap_or(true),
                 tools,

@@ -224,6 +224,10 @@ pub struct RawPii {
     /// Per entity (built-in or custom detector name): an action as in `default_action`.
     #[serde(default)]
     pub entities: BTreeMap<String, String>,
+    /// A signed Anthropic thinking block (request or response) whose text holds a detected
+    /// value cannot be masked without breaking its signature: `drop` it (default), `block`
+    /// the request/response, or `pass` it unchanged with the detections counted as `allow`.
+    pub thinking: Option<String>,
 }
 
 /// Blocked content.

@@ -14,10 +14,12 @@
 //! Invariant: no raw detected value is ever logged, counted in a label or put in an error.
 
 pub mod blocked;
+pub mod encoded;
 pub mod request;
 pub mod response;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod walk;
 
 use crate::pii::{Action, MaskState, Masker};
 
@@ -89,6 +91,37 @@ impl ToolPolicy {
     }
 }
 
+/// What a masking policy does with a signed Anthropic `thinking` block whose text holds a
+/// detected value. Masking is not an option: the provider verifies the `signature` over
+/// the exact text and refuses a changed block. Blocks without detections pass unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Thinking {
+    /// Remove the block (request: from the assistant turn; response: from the answer,
+    /// later blocks renumbered). Counted as `redact`. The default: nothing raw passes.
+    #[default]
+    Drop,
+    /// Refuse the request / end the response (`pii_blocked`).
+    Block,
+    /// Forward it unchanged; each detection is counted as `allow` (metrics, `pii_*`
+    /// metadata, audit log counts): an audit record, not protection.
+    Pass,
+}
+
+impl Thinking {
+    /// Config labels.
+    pub const LABELS: &'static [&'static str] = &["drop", "block", "pass"];
+
+    /// Parses a config label.
+    pub fn by_label(s: &str) -> Option<Thinking> {
+        Some(match s {
+            "drop" => Thinking::Drop,
+            "block" => Thinking::Block,
+            "pass" => Thinking::Pass,
+            _ => return None,
+        })
+    }
+}
+
 /// One compiled policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -104,8 +137,11 @@ pub struct Policy {
     pub response: Option<Arc<Masker>>,
     /// Response masker with placeholder restore, used when the request issued pseudonyms.
     pub response_restore: Arc<Masker>,
-    /// Message roles whose text is scanned.
+    /// Message roles whose text is scanned (case-insensitive; roles outside
+    /// [`KNOWN_ROLES`] are always scanned).
     pub roles: Vec<String>,
+    /// Signed thinking blocks with detections.
+    pub thinking: Thinking,
     /// Blocked words/phrases/regexes.
     pub blocked: Option<blocked::Blocked>,
     /// Also end response streams that contain blocked content.
@@ -136,7 +172,24 @@ impl Guard {
     }
 }
 
+/// Message roles a policy's `roles` list can leave out; a message with any other role (a
+/// misspelling, a future role) is scanned, so an unknown role cannot smuggle text past.
+pub const KNOWN_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
 impl Policy {
+    /// Whether messages with `role` are scanned.
+    pub fn scans_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+            || !KNOWN_ROLES.iter().any(|r| r.eq_ignore_ascii_case(role))
+    }
+
     /// Whether this policy needs to see the response body.
     pub fn needs_response(&self, state: &MaskState) -> bool {
         self.response.is_some()
@@ -237,7 +290,7 @@ pub fn masked_payload(policy: &Policy, body: &[u8]) -> Option<serde_json::Value>
         .iter()
         .filter_map(|m| {
             let role = m.get("role")?.as_str()?;
-            if !policy.roles.iter().any(|r| r == role) {
+            if !policy.scans_role(role) {
                 return None;
             }
             let content = match m.get("content")? {

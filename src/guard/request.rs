@@ -7,16 +7,19 @@
 //! **only when something changed**; untouched requests keep routing's exact bytes. The
 //! caller sets `content-length` for a replaced body (Envoy answers 500 otherwise).
 //!
-//! Scanned: `messages[]` of the configured roles — string `content`, `text` parts of
-//! multi-part `content`, `name`, `tool_calls[].function.arguments` — and embeddings
-//! `input` (string or list of strings). Anthropic Messages bodies ([`Shape::Anthropic`])
-//! add the top-level `system` (role `system`), `tool_result` contents and every string in
-//! `tool_use.input`; their system prompts go into `system`, never as a `system` message
-//! (Anthropic refuses those). Order: blocked content, tools, masking (a `block` action
+//! Scanned: every string value of the body ([`super::walk`]) except ids, enums and tool
+//! names; messages are skipped only when their role (case-insensitive) is a known role the
+//! policy leaves out. Encoded spellings of values are detected ([`super::encoded`]).
+//! Anthropic Messages bodies ([`Shape::Anthropic`]): the top-level `system` counts as role
+//! `system`; signed `thinking` blocks follow the policy's [`Thinking`] choice; system
+//! prompts go into `system`, never as a `system` message (Anthropic refuses those).
+//! Blocked content is checked on all scanned texts at once, so a word split across parts
+//! or messages is caught. Order: blocked content, tools, masking (a `block` action
 //! refuses), system prompts (added after masking: operator text is not scanned).
 
-use super::{GuardError, OnDenied, Policy, Shape};
-use crate::pii::{MaskState, Masker};
+use super::walk::{self, Signed, Visit};
+use super::{GuardError, OnDenied, Policy, Shape, Thinking, encoded};
+use crate::pii::{Action, MaskState, Masker};
 use serde_json::{Map, Value};
 
 /// What the guard decided for a request body.
@@ -62,10 +65,8 @@ pub fn apply_shaped(
 
     if let Some(blocked) = &policy.blocked {
         let mut texts = Vec::new();
-        visit_texts(obj, &policy.roles, &mut |s: &mut String| {
-            texts.push(s.clone())
-        });
-        if let Some(rule) = texts.iter().find_map(|t| blocked.check(t)) {
+        walk_request(obj, policy, shape, &mut Collect(policy, &mut texts));
+        if let Some(rule) = blocked.check_all(&texts) {
             verdict(
                 &mut out,
                 GuardError::ContentBlocked {
@@ -141,15 +142,18 @@ pub fn apply_shaped(
     }
 
     if let Some(masker) = &policy.request {
-        let mut state = MaskState::default();
-        let mut masked_any = false;
-        visit_texts(obj, &policy.roles, &mut |s: &mut String| {
-            let m = mask_str(masker, s, &mut state);
-            if let Some(m) = m {
-                *s = m;
-                masked_any = true;
-            }
-        });
+        let mut v = MaskVisit {
+            policy,
+            masker,
+            state: MaskState::default(),
+            changed: false,
+        };
+        walk_request(obj, policy, shape, &mut v);
+        let MaskVisit {
+            state,
+            changed: masked_any,
+            ..
+        } = v;
         if let Some(entity) = state.blocked.clone() {
             verdict(
                 &mut out,
@@ -195,11 +199,6 @@ pub fn apply_shaped(
     Ok(out)
 }
 
-fn mask_str(masker: &Masker, s: &str, state: &mut MaskState) -> Option<String> {
-    let masked = masker.mask(s, state);
-    (masked != s).then_some(masked)
-}
-
 fn system(text: &str) -> Value {
     let mut m = Map::new();
     m.insert("role".into(), Value::String("system".into()));
@@ -234,16 +233,6 @@ fn anthropic_system(obj: &mut Map<String, Value>, prepend: Option<&str>, append:
     }
 }
 
-/// Every string inside a JSON value (tool-use inputs), keys excluded.
-fn visit_strings(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(items) => items.iter_mut().for_each(|i| visit_strings(i, f)),
-        Value::Object(m) => m.values_mut().for_each(|i| visit_strings(i, f)),
-        _ => {}
-    }
-}
-
 fn tool_name(t: &Value) -> Option<&str> {
     t.get("function")
         .and_then(|f| f.get("name"))
@@ -251,80 +240,95 @@ fn tool_name(t: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
-/// Calls `f` on a content value that is a string or an array of `{"text": ...}` blocks
-/// (Anthropic's `system` and `tool_result.content`).
-fn visit_text_blocks(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(blocks) => {
-            for b in blocks.iter_mut() {
-                if let Some(Value::String(s)) = b.get_mut("text") {
-                    f(s);
-                }
-            }
+/// Walks every scanned string of a request (see [`super::walk`]); an Anthropic top-level
+/// `system` counts as role `system`.
+fn walk_request(obj: &mut Map<String, Value>, policy: &Policy, shape: Shape, vis: &mut dyn Visit) {
+    let skip_system = shape == Shape::Anthropic && !policy.scans_role("system");
+    for (k, v) in obj.iter_mut() {
+        if skip_system && k == "system" {
+            continue;
         }
-        _ => {}
+        walk::walk_field(k, v, vis);
     }
 }
 
-/// Calls `f` on every scanned string of the request.
-fn visit_texts(obj: &mut Map<String, Value>, roles: &[String], f: &mut dyn FnMut(&mut String)) {
-    if let Some(Value::Array(messages)) = obj.get_mut("messages") {
-        for m in messages.iter_mut() {
-            let Value::Object(m) = m else { continue };
-            let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-            if !roles.iter().any(|r| r == role) {
-                continue;
-            }
-            match m.get_mut("content") {
-                Some(Value::String(s)) => f(s),
-                Some(Value::Array(parts)) => {
-                    for p in parts.iter_mut() {
-                        if let Some(Value::String(s)) = p.get_mut("text") {
-                            f(s);
-                        }
-                        // Anthropic blocks: tool_use input, tool_result content.
-                        if let Some(input) = p.get_mut("input") {
-                            visit_strings(input, f);
-                        }
-                        if let Some(content) = p.get_mut("content") {
-                            visit_text_blocks(content, f);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            if let Some(Value::String(s)) = m.get_mut("name") {
-                f(s);
-            }
-            if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
-                for c in calls.iter_mut() {
-                    if let Some(Value::String(s)) =
-                        c.get_mut("function").and_then(|f| f.get_mut("arguments"))
-                    {
-                        f(s);
-                    }
-                }
-            }
+/// Collects the scanned texts (blocked-content check).
+struct Collect<'a>(&'a Policy, &'a mut Vec<String>);
+
+impl Visit for Collect<'_> {
+    fn text(&mut self, s: &mut String) {
+        self.1.push(s.clone());
+    }
+    fn scans_role(&self, role: &str) -> bool {
+        self.0.scans_role(role)
+    }
+    fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
+        if let Some(Value::String(s)) = block.get("thinking") {
+            self.1.push(s.clone());
+        }
+        Signed::Keep
+    }
+}
+
+/// Masks every scanned string, encoded forms included.
+struct MaskVisit<'a> {
+    policy: &'a Policy,
+    masker: &'a Masker,
+    state: MaskState,
+    changed: bool,
+}
+
+impl Visit for MaskVisit<'_> {
+    fn text(&mut self, s: &mut String) {
+        if let Some(m) = encoded::mask(self.masker, s, &mut self.state) {
+            *s = m;
+            self.changed = true;
         }
     }
-    // Anthropic's top-level system prompt (absent from OpenAI bodies).
-    if roles.iter().any(|r| r == "system")
-        && let Some(system) = obj.get_mut("system")
-    {
-        visit_text_blocks(system, f);
+    fn scans_role(&self, role: &str) -> bool {
+        self.policy.scans_role(role)
     }
-    match obj.get_mut("input") {
-        Some(Value::String(s)) => f(s),
-        Some(Value::Array(items)) => {
-            for i in items.iter_mut() {
-                if let Value::String(s) = i {
-                    f(s);
-                }
-            }
+    fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
+        let text = block
+            .get("thinking")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let verdict = thinking_verdict(self.policy, self.masker, text, &mut self.state);
+        self.changed |= verdict == Signed::Drop;
+        verdict
+    }
+}
+
+/// The policy's choice for a signed thinking block with `text` (shared with the response
+/// side): detections are counted in `state` as blocked, redacted (dropped) or allowed.
+pub(crate) fn thinking_verdict(
+    policy: &Policy,
+    masker: &Masker,
+    text: &str,
+    state: &mut MaskState,
+) -> Signed {
+    let mut probe = MaskState::default();
+    encoded::mask(masker, text, &mut probe);
+    let found: Vec<_> = probe
+        .counts
+        .into_iter()
+        .filter(|((_, a), _)| *a != Action::Allow)
+        .collect();
+    if found.is_empty() {
+        return Signed::Keep;
+    }
+    let (action, verdict) = match policy.thinking {
+        Thinking::Drop => (Action::Redact, Signed::Drop),
+        Thinking::Block => (Action::Block, Signed::Keep),
+        Thinking::Pass => (Action::Allow, Signed::Keep),
+    };
+    for ((entity, _), n) in found {
+        if action == Action::Block {
+            state.blocked.get_or_insert_with(|| entity.clone());
         }
-        _ => {}
+        *state.counts.entry((entity, action)).or_insert(0) += n;
     }
+    verdict
 }
 
 #[cfg(test)]

@@ -7,14 +7,18 @@
 //! end of stream; chunks after the end (Envoy can repeat the last one) get an empty body.
 //!
 //! - **SSE** (`text/event-stream`): events are decoded incrementally ([`crate::llm::sse`]);
-//!   each choice's `delta.content`, and each tool call's `function.arguments`, is one text
-//!   channel with its own [`StreamMasker`], so a value split over many events is masked
-//!   exactly as in the whole text. Held-back text is emitted with the choice's
+//!   every string of a choice's `delta` (content, refusal, reasoning, tool-call and legacy
+//!   function-call arguments, audio transcript, fields nobody listed; not ids, enums or tool
+//!   names) is one text channel keyed by its path, with its own [`StreamMasker`], so a value
+//!   split over many events is masked exactly as in the whole text. Every other string of a
+//!   chunk is masked on its own, and `logprobs` are set to null while masking (their tokens
+//!   spell the text one token at a time). Held-back text is emitted with the choice's
 //!   `finish_reason` event, or before `[DONE]`, or in a synthetic chunk at end of stream.
 //!   A violation (blocked content, `block` entity, denied tool call) ends the stream with an
 //!   OpenAI-style error event (`data: {"error": {...}}`), never a silent truncation.
 //! - **JSON and other bodies** are held whole (up to [`MAX_WHOLE_BODY`]) and masked at
-//!   the end; Envoy's own BUFFERED mode is avoided because it stalled on large responses.
+//!   the end: every string value ([`super::walk`], `choices` or not), encoded spellings
+//!   included ([`super::encoded`]), blocked content checked on all texts together; Envoy's own BUFFERED mode is avoided because it stalled on large responses.
 //!   A violation replaces the body with the error envelope (the status is already sent).
 //! - **Compressed** bodies (`content-encoding` other than identity) are not decoded: they
 //!   are replaced by an error (the request side asks upstreams for `identity`).
@@ -23,17 +27,22 @@
 //! - **Anthropic Messages** ([`Shape::Anthropic`], the `/v1/messages` front door): each
 //!   content block (`text_delta` text, `input_json_delta` partial JSON) is its own channel,
 //!   flushed as one extra `content_block_delta` just before its `content_block_stop`; a
-//!   `tool_use` block naming a denied tool ends the stream; whole messages mask `text`
-//!   blocks and every string of `tool_use.input`. Violations use Anthropic's error shape
-//!   (`event: error`). See [`anthropic`].
+//!   `tool_use` block naming a denied tool ends the stream; a `thinking` block is held
+//!   until its stop and then released unchanged, dropped (later indices shift down) or
+//!   refused, by the policy's [`super::Thinking`] choice; whole messages mask every
+//!   string. Violations use Anthropic's error shape (`event: error`). See [`anthropic`].
 //!
-//! Known limits: a value split between content and tool-call arguments, or between two
-//! choices, is not joined; blocked phrases are checked on released text with a 256-byte
-//! tail, so a phrase longer than that spread across releases is missed.
+//! Known limits: a value split between two channels (content and tool-call arguments, two
+//! choices) is not joined; in streams, encoded spellings (`%40`, `&#64;`) are not decoded
+//! (the stream masker sees plain text; JSON escapes are decoded by the event parser);
+//! blocked phrases are checked per channel on released text with a 256-byte tail, so a
+//! phrase longer than that spread across releases is missed.
 
 mod anthropic;
 
-use super::{GuardError, Policy, Shape};
+use super::request::thinking_verdict;
+use super::walk::{self, Signed, Visit};
+use super::{GuardError, Policy, Shape, encoded};
 use crate::llm::sse::{Decoder, Event};
 use crate::pii::{MaskState, Masker, StreamMasker};
 use serde_json::{Map, Value, json};
@@ -66,7 +75,8 @@ pub struct ResponseGuard {
     masker: Option<Arc<Masker>>,
     mode: Mode,
     decoder: Decoder,
-    channels: BTreeMap<(u64, Option<u64>), Channel>,
+    /// Text channels by (choice or block index, path inside the delta).
+    channels: BTreeMap<(u64, Path), Channel>,
     template: Option<Map<String, Value>>,
     whole: Vec<u8>,
     overflow: bool,
@@ -77,6 +87,10 @@ pub struct ResponseGuard {
     shape: Shape,
     /// Anthropic: the delta type of each open content block, by block index.
     blocks: BTreeMap<u64, &'static str>,
+    /// Anthropic: the thinking block held until its end (see [`anthropic`]).
+    held: Option<anthropic::Held>,
+    /// Anthropic: thinking blocks dropped so far (later block indices shift down).
+    dropped: u64,
 }
 
 /// Content type class of a response.
@@ -136,6 +150,8 @@ impl ResponseGuard {
             state: request_state.for_response(),
             shape: Shape::OpenAi,
             blocks: BTreeMap::new(),
+            held: None,
+            dropped: 0,
         }
     }
 
@@ -169,6 +185,7 @@ impl ResponseGuard {
                 .values()
                 .map(|c| c.masker.held() + c.tail.len())
                 .sum::<usize>()
+            + self.held.as_ref().map_or(0, anthropic::Held::len)
     }
 
     /// Processes one body chunk; returns the bytes to send in its place.
@@ -272,13 +289,16 @@ impl ResponseGuard {
             }
         };
         let result = match self.shape {
-            Shape::OpenAi => self.chunk(&mut obj),
+            Shape::OpenAi => self.chunk(&mut obj).map(|()| true),
             Shape::Anthropic => self.anthropic_event(&mut obj, out),
         };
-        if let Err(e) = result {
-            self.fail_sse(e, out);
-            return;
-        }
+        let emit = match result {
+            Ok(emit) => emit,
+            Err(e) => {
+                self.fail_sse(e, out);
+                return;
+            }
+        };
         if let Some(e) = self.state.blocked.clone() {
             self.fail_sse(
                 GuardError::PiiBlocked {
@@ -295,63 +315,90 @@ impl ResponseGuard {
             t.remove("usage");
             self.template = Some(t);
         }
-        ev.data = Some(Value::Object(obj).to_string());
-        ev.encode(out);
+        if emit {
+            ev.data = Some(Value::Object(obj).to_string());
+            ev.encode(out);
+        }
     }
 
-    /// Masks one `chat.completion.chunk` in place.
+    /// Masks one `chat.completion.chunk` in place: every string of each choice's `delta`
+    /// (content, refusal, reasoning, tool-call and legacy function-call arguments, audio
+    /// transcripts, fields nobody listed) is a text channel keyed by its path; every other
+    /// string of the chunk is masked on its own; `logprobs` are removed while masking
+    /// (their tokens spell the text one token at a time, which no detector can see).
     fn chunk(&mut self, obj: &mut Map<String, Value>) -> Result<(), GuardError> {
+        let Some(Value::Array(choices)) = obj.get_mut("choices") else {
+            self.mask_rest(obj);
+            return Ok(());
+        };
+        let mut deltas = Vec::new();
+        for choice in choices.iter_mut() {
+            let delta = choice.get_mut("delta").map(std::mem::take);
+            deltas.push(delta);
+        }
+        self.mask_rest(obj);
         let Some(Value::Array(choices)) = obj.get_mut("choices") else {
             return Ok(());
         };
-        for choice in choices.iter_mut() {
+        for (choice, delta) in choices.iter_mut().zip(deltas) {
             let i = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
             let finishing = choice.get("finish_reason").is_some_and(|f| !f.is_null());
-            let Some(Value::Object(delta)) = choice.get_mut("delta") else {
-                continue;
-            };
-            if let Some(Value::String(s)) = delta.get_mut("content") {
-                let released = self.push(i, None, s)?;
-                *s = released;
-            }
-            if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
-                for call in calls.iter_mut() {
-                    let t = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    self.check_tool_call(call)?;
-                    if let Some(Value::String(s)) = call
-                        .get_mut("function")
-                        .and_then(|f| f.get_mut("arguments"))
-                    {
-                        let released = self.push(i, Some(t), s)?;
-                        *s = released;
+            let Some(mut delta) = delta else { continue };
+            if let Value::Object(d) = &mut delta {
+                if let Some(Value::Array(calls)) = d.get("tool_calls") {
+                    for call in calls {
+                        self.check_tool_call(call)?;
+                    }
+                }
+                if let Some(call) = d.get("function_call") {
+                    self.check_tool_call(&json!({"function": call}))?;
+                }
+                let mut found = Vec::new();
+                delta_strings(d, &mut Vec::new(), &mut Vec::new(), false, &mut found);
+                for (at, key) in found {
+                    if let Some(Value::String(s)) = lookup(d, &at) {
+                        let text = std::mem::take(s);
+                        let released = self.push(i, key, &text)?;
+                        if let Some(Value::String(s)) = lookup(d, &at) {
+                            *s = released;
+                        }
+                    }
+                }
+                if finishing {
+                    for (path, rest) in self.flush_choice(i)? {
+                        insert_at(d, &path, &rest);
                     }
                 }
             }
-            if finishing {
-                let rest = self.flush_choice(i)?;
-                if !rest.content.is_empty() {
-                    let prev = delta
-                        .get("content")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned();
-                    delta.insert("content".into(), Value::String(prev + &rest.content));
-                }
-                for (t, args) in rest.tools {
-                    let calls = delta
-                        .entry("tool_calls")
-                        .or_insert_with(|| Value::Array(Vec::new()));
-                    if let Value::Array(calls) = calls {
-                        calls.push(json!({"index": t, "function": {"arguments": args}}));
-                    }
-                }
+            if let Some(slot) = choice.get_mut("delta") {
+                *slot = delta;
             }
         }
         Ok(())
     }
 
-    fn push(&mut self, choice: u64, tool: Option<u64>, text: &str) -> Result<String, GuardError> {
-        let ch = self.channels.entry((choice, tool)).or_default();
+    /// Masks every scanned string of `v` on its own (no channel), drops `logprobs`.
+    fn mask_rest(&mut self, obj: &mut Map<String, Value>) {
+        let Some(m) = self.masker.clone() else {
+            return;
+        };
+        drop_logprobs(obj);
+        let state = &mut self.state;
+        for (k, v) in obj.iter_mut() {
+            walk::walk_field(
+                k,
+                v,
+                &mut walk::Strings(|s: &mut String| {
+                    if let Some(x) = encoded::mask(&m, s, state) {
+                        *s = x;
+                    }
+                }),
+            );
+        }
+    }
+
+    fn push(&mut self, choice: u64, path: Path, text: &str) -> Result<String, GuardError> {
+        let ch = self.channels.entry((choice, path)).or_default();
         let released = match &self.masker {
             Some(m) => ch.masker.push(m, &mut self.state, text),
             None => text.to_owned(),
@@ -360,13 +407,14 @@ impl ResponseGuard {
         Ok(released)
     }
 
-    fn flush_choice(&mut self, choice: u64) -> Result<Flushed, GuardError> {
-        let mut flushed = Flushed::default();
-        let keys: Vec<(u64, Option<u64>)> = self
+    /// Releases everything a choice's channels hold: `(path, text)` per non-empty channel.
+    fn flush_choice(&mut self, choice: u64) -> Result<Vec<(Path, String)>, GuardError> {
+        let mut flushed = Vec::new();
+        let keys: Vec<(u64, Path)> = self
             .channels
             .keys()
             .filter(|(c, _)| *c == choice)
-            .copied()
+            .cloned()
             .collect();
         for key in keys {
             let Some(ch) = self.channels.get_mut(&key) else {
@@ -377,12 +425,8 @@ impl ResponseGuard {
                 None => String::new(),
             };
             check_blocked(&self.policy, ch, &rest)?;
-            if rest.is_empty() {
-                continue;
-            }
-            match key.1 {
-                None => flushed.content.push_str(&rest),
-                Some(t) => flushed.tools.push((t, rest)),
+            if !rest.is_empty() {
+                flushed.push((key.1, rest));
             }
         }
         Ok(flushed)
@@ -408,20 +452,12 @@ impl ResponseGuard {
                     return;
                 }
             };
-            if rest.content.is_empty() && rest.tools.is_empty() {
+            if rest.is_empty() {
                 continue;
             }
             let mut delta = Map::new();
-            if !rest.content.is_empty() {
-                delta.insert("content".into(), Value::String(rest.content));
-            }
-            if !rest.tools.is_empty() {
-                let calls: Vec<Value> = rest
-                    .tools
-                    .into_iter()
-                    .map(|(t, a)| json!({"index": t, "function": {"arguments": a}}))
-                    .collect();
-                delta.insert("tool_calls".into(), Value::Array(calls));
+            for (path, text) in rest {
+                insert_at(&mut delta, &path, &text);
             }
             let mut obj = self.template.clone().unwrap_or_default();
             obj.entry("object")
@@ -522,47 +558,238 @@ impl ResponseGuard {
         Ok(())
     }
 
-    /// Masks a non-streamed completion in place; returns whether anything changed.
+    /// Masks a non-streamed body in place (every scanned string, `choices` or not);
+    /// returns whether anything changed. Tool calls are checked against the tool policy
+    /// first; `logprobs` are removed while masking (see [`Self::chunk`]).
     fn whole_json(&mut self, obj: &mut Map<String, Value>) -> Result<bool, GuardError> {
-        let mut changed = false;
-        let Some(Value::Array(choices)) = obj.get_mut("choices") else {
-            return Ok(changed);
-        };
-        for choice in choices.iter_mut() {
-            let Some(Value::Object(msg)) = choice.get_mut("message") else {
-                continue;
-            };
-            if let Some(Value::String(s)) = msg.get_mut("content") {
-                if let Some(m) = &self.masker {
-                    let masked = m.mask(s, &mut self.state);
-                    changed |= masked != *s;
-                    *s = masked;
-                }
-                self.check_text(s)?;
-            }
-            if let Some(Value::Array(calls)) = msg.get_mut("tool_calls") {
-                for call in calls.iter_mut() {
+        if let Some(Value::Array(choices)) = obj.get("choices") {
+            for choice in choices {
+                let msg = choice.get("message");
+                for call in msg
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     self.check_tool_call(call)?;
-                    if let Some(Value::String(s)) = call
-                        .get_mut("function")
-                        .and_then(|f| f.get_mut("arguments"))
-                        && let Some(m) = &self.masker
-                    {
-                        let masked = m.mask(s, &mut self.state);
-                        changed |= masked != *s;
-                        *s = masked;
-                    }
+                }
+                if let Some(call) = msg.and_then(|m| m.get("function_call")) {
+                    self.check_tool_call(&json!({"function": call}))?;
                 }
             }
+        }
+        let mut changed = self.masker.is_some() && drop_logprobs(obj);
+        changed |= self.walk_whole(obj)?;
+        Ok(changed)
+    }
+
+    /// Masks every scanned string of a whole body and checks blocked content on all of
+    /// them together; signed thinking blocks follow the policy's choice.
+    fn walk_whole(&mut self, obj: &mut Map<String, Value>) -> Result<bool, GuardError> {
+        let mut v = WholeVisit {
+            policy: &self.policy,
+            masker: self.masker.as_deref(),
+            state: &mut self.state,
+            texts: Vec::new(),
+            changed: false,
+        };
+        for (k, val) in obj.iter_mut() {
+            walk::walk_field(k, val, &mut v);
+        }
+        let (changed, texts) = (v.changed, v.texts);
+        if self.policy.blocked_in_responses
+            && let Some(b) = &self.policy.blocked
+            && let Some(rule) = b.check_all(&texts)
+        {
+            return Err(GuardError::ContentBlocked {
+                policy: self.policy.name.clone(),
+                rule,
+            });
         }
         Ok(changed)
     }
 }
 
-#[derive(Debug, Default)]
-struct Flushed {
-    content: String,
-    tools: Vec<(u64, String)>,
+/// The whole-body visitor: masks, collects the (masked) texts for the blocked check.
+struct WholeVisit<'a> {
+    policy: &'a Policy,
+    masker: Option<&'a Masker>,
+    state: &'a mut MaskState,
+    texts: Vec<String>,
+    changed: bool,
+}
+
+impl Visit for WholeVisit<'_> {
+    fn text(&mut self, s: &mut String) {
+        if let Some(m) = self.masker
+            && let Some(x) = encoded::mask(m, s, self.state)
+        {
+            *s = x;
+            self.changed = true;
+        }
+        if self.policy.blocked.is_some() {
+            self.texts.push(s.clone());
+        }
+    }
+    fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
+        let Some(m) = self.masker else {
+            return Signed::Keep;
+        };
+        let text = block
+            .get("thinking")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let verdict = thinking_verdict(self.policy, m, text, self.state);
+        self.changed |= verdict == Signed::Drop;
+        if verdict == Signed::Keep && self.policy.blocked.is_some() {
+            self.texts.push(text.to_owned());
+        }
+        verdict
+    }
+}
+
+/// One step of a path inside a delta: an object key, or an array item by its `index`
+/// field (tool calls), falling back to its position.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Seg {
+    Key(String),
+    Item(u64),
+}
+
+/// A channel's path inside its delta (empty for Anthropic blocks).
+type Path = Vec<Seg>;
+
+/// Where a string sits in one delta (positions, for this event only).
+#[derive(Debug, Clone)]
+enum At {
+    Key(String),
+    Pos(usize),
+}
+
+/// Every scanned string of a delta: its location now and its channel path.
+fn delta_strings(
+    m: &Map<String, Value>,
+    at: &mut Vec<At>,
+    path: &mut Path,
+    tool: bool,
+    out: &mut Vec<(Vec<At>, Path)>,
+) {
+    for (k, v) in m {
+        at.push(At::Key(k.clone()));
+        path.push(Seg::Key(k.clone()));
+        let tool = tool || k == "tool_calls" || k == "function_call" || k == "function";
+        match v {
+            Value::String(_) if !(walk::NO_TEXT.contains(&k.as_str()) || (tool && k == "name")) => {
+                out.push((at.clone(), path.clone()));
+            }
+            Value::Object(inner) => delta_strings(inner, at, path, tool, out),
+            Value::Array(items) => {
+                for (pos, item) in items.iter().enumerate() {
+                    let n = item
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(pos as u64);
+                    at.push(At::Pos(pos));
+                    path.push(Seg::Item(n));
+                    match item {
+                        Value::Object(inner) => delta_strings(inner, at, path, tool, out),
+                        Value::String(_) => out.push((at.clone(), path.clone())),
+                        _ => {}
+                    }
+                    at.pop();
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+        at.pop();
+        path.pop();
+    }
+}
+
+fn lookup<'a>(m: &'a mut Map<String, Value>, at: &[At]) -> Option<&'a mut Value> {
+    let (At::Key(first), rest) = at.split_first()? else {
+        return None;
+    };
+    let mut v = m.get_mut(first)?;
+    for step in rest {
+        v = match step {
+            At::Key(k) => v.get_mut(k.as_str())?,
+            At::Pos(i) => v.get_mut(*i)?,
+        };
+    }
+    Some(v)
+}
+
+/// Appends `text` to the string at `path` in `delta`, creating what is missing (a tool
+/// call item gets its `index`).
+fn insert_at(delta: &mut Map<String, Value>, path: &[Seg], text: &str) {
+    let mut slot: &mut Map<String, Value> = delta;
+    let Some((last, init)) = path.split_last() else {
+        return;
+    };
+    let mut i = 0;
+    while i < init.len() {
+        let Seg::Key(k) = &init[i] else { return };
+        if let Some(Seg::Item(n)) = init.get(i + 1) {
+            let list = slot
+                .entry(k.clone())
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if !list.is_array() {
+                *list = Value::Array(Vec::new());
+            }
+            let Value::Array(items) = list else { return };
+            let pos = match items
+                .iter()
+                .position(|x| x.get("index").and_then(Value::as_u64) == Some(*n))
+            {
+                Some(p) => p,
+                None => {
+                    items.push(json!({"index": n}));
+                    items.len() - 1
+                }
+            };
+            let Some(Value::Object(item)) = items.get_mut(pos) else {
+                return;
+            };
+            slot = item;
+            i += 2;
+        } else {
+            let next = slot
+                .entry(k.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !next.is_object() {
+                *next = Value::Object(Map::new());
+            }
+            let Value::Object(next) = next else { return };
+            slot = next;
+            i += 1;
+        }
+    }
+    if let Seg::Key(k) = last {
+        match slot.get_mut(k.as_str()) {
+            Some(Value::String(s)) => s.push_str(text),
+            _ => {
+                slot.insert(k.clone(), Value::String(text.to_owned()));
+            }
+        }
+    }
+}
+
+/// Sets every choice's non-null `logprobs` to null; returns whether any was removed.
+fn drop_logprobs(obj: &mut Map<String, Value>) -> bool {
+    let mut dropped = false;
+    if let Some(Value::Array(choices)) = obj.get_mut("choices") {
+        for c in choices.iter_mut() {
+            if let Some(lp) = c.get_mut("logprobs")
+                && !lp.is_null()
+            {
+                *lp = Value::Null;
+                dropped = true;
+            }
+        }
+    }
+    dropped
 }
 
 fn check_blocked(policy: &Policy, ch: &mut Channel, released: &str) -> Result<(), GuardError> {

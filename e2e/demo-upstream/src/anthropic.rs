@@ -13,7 +13,8 @@
 //! - `claude-stream-error*`: a stream that fails mid-way with an `error` event;
 //! - `claude-text*`: the recorded text message / stream;
 //! - any other model: an echo of the last user text (`Echo: ...`), built in the same format,
-//!   so tests see what reached the provider.
+//!   so tests see what reached the provider; `claude-thinking*` answers as with extended
+//!   thinking on: a signed `thinking` block (which also repeats the user text) first.
 //!
 //! Streams are sent event by event, each event split in two writes, to exercise reassembly.
 
@@ -146,8 +147,18 @@ fn echo(req: &Value, model: &str) -> (String, String) {
     let input = (serde_json::to_string(&req["messages"]).map_or(0, |s| s.len()) / 4) as u64 + 1;
     let output = (text.chars().count() / 4) as u64 + 1;
     let id = "msg_01EchoDemo000000000000001";
+    let thinking = model
+        .starts_with("claude-thinking")
+        .then(|| format!("The user wrote: {last}"));
+    // Opaque, like the real one; the client must send it back unchanged.
+    let signature = "EqQBCkYIBxgCKkBdemoSignatureOverTheExactThinkingText";
+    let mut content = Vec::new();
+    if let Some(t) = &thinking {
+        content.push(json!({"type": "thinking", "thinking": t, "signature": signature}));
+    }
+    content.push(json!({"type": "text", "text": text}));
     let whole = json!({"id": id, "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+        "content": content, "stop_reason": "end_turn", "stop_sequence": null,
         "usage": {"input_tokens": input, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": output}});
     let mut sse = String::new();
     let mut ev =
@@ -158,9 +169,33 @@ fn echo(req: &Value, model: &str) -> (String, String) {
         "content": [], "model": model, "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": input, "output_tokens": 1}}}),
     );
+    let mut index = 0;
+    if let Some(t) = &thinking {
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        );
+        let chars: Vec<char> = t.chars().collect();
+        for piece in chars.chunks(4) {
+            let piece: String = piece.iter().collect();
+            ev(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+            );
+        }
+        ev(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": signature}}),
+        );
+        ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        );
+        index = 1;
+    }
     ev(
         "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
     );
     ev("ping", json!({"type": "ping"}));
     let chars: Vec<char> = text.chars().collect();
@@ -168,12 +203,12 @@ fn echo(req: &Value, model: &str) -> (String, String) {
         let piece: String = piece.iter().collect();
         ev(
             "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+            json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}),
         );
     }
     ev(
         "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_stop", "index": index}),
     );
     ev(
         "message_delta",
@@ -294,6 +329,16 @@ pub fn validate(req: &Value) -> Result<(), String> {
                     Some("url") if b["source"]["url"].is_string() => {}
                     _ => return Err(format!("{at}.source: invalid image source")),
                 },
+                (Some("document"), "user") => match b["source"]["type"].as_str() {
+                    Some("text" | "base64")
+                        if b["source"]["media_type"].is_string()
+                            && b["source"]["data"].is_string() => {}
+                    Some("url") if b["source"]["url"].is_string() => {}
+                    _ => return Err(format!("{at}.source: invalid document source")),
+                },
+                (Some("thinking"), "assistant")
+                    if b["thinking"].is_string() && b["signature"].is_string() => {}
+                (Some("redacted_thinking"), "assistant") if b["data"].is_string() => {}
                 (Some("tool_use"), "assistant") => {
                     if !b["input"].is_object() || !b["id"].is_string() || !b["name"].is_string() {
                         return Err(format!("{at}: tool_use needs id, name and an input object"));

@@ -7,6 +7,7 @@ mod anthropic;
 mod azure;
 mod embed;
 mod error;
+mod fields;
 mod record;
 mod reply;
 mod server;

@@ -116,10 +116,11 @@ pub fn simulated_error_status(model: &str) -> Option<axum::http::StatusCode> {
     (status.is_client_error() || status.is_server_error()).then_some(status)
 }
 
-/// The assistant's answer: an echo of the last user message for `echo*`
+/// The assistant's answer: an echo of the last user message for `echo*` and `field-*`
 /// models, else a deterministic sentence naming upstream and model.
 pub fn reply_text(upstream: &str, model: &str, last_user_text: &str) -> String {
-    if model.starts_with("echo") {
+    // `field-*` models echo too, in another field (see `fields`).
+    if model.starts_with("echo") || model.starts_with("field-") {
         last_user_text.to_owned()
     } else {
         format!(

@@ -255,24 +255,33 @@ fn chat_response(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         let reply = reply_text(&state.config.name, req.model, &req.last_user_text);
         let usage = Usage::from_chars(req.prompt_chars, reply.chars().count());
         if !req.stream {
-            return Ok(json_response(render_completion(&meta, &reply, usage)));
+            let body = render_completion(&meta, &reply, usage);
+            return Ok(json_response(match crate::fields::field(req.model) {
+                Some(f) => crate::fields::whole(f, &body),
+                None => body,
+            }));
         }
         let chunk_chars = state.config.chunk_chars;
         SseChunks::new(meta, reply, chunk_chars, usage, req.include_usage)
     };
+    let field = crate::fields::field(req.model).map(str::to_owned);
     Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        sse_body(events, state.config.chunk_delay),
+        sse_body(events, state.config.chunk_delay, field),
     )
         .into_response())
 }
 
 /// A streamed body of rendered events, sleeping `delay` between events;
 /// each event is rendered only when the body is polled for it.
-fn sse_body(events: SseChunks, delay: Duration) -> Body {
+fn sse_body(events: SseChunks, delay: Duration, field: Option<String>) -> Body {
+    let events = events.map(move |ev| match &field {
+        Some(f) => crate::fields::event(f, ev),
+        None => ev,
+    });
     if delay.is_zero() {
         return Body::from_stream(futures::stream::iter(events.map(Ok::<_, Infallible>)));
     }

@@ -226,3 +226,252 @@ fn anthropic_bodies_mask_system_tool_results_and_inputs_and_keep_system_top_leve
         "no system message added"
     );
 }
+
+const MASK: &str = "  policies:\n    - name: p\n      pii: {}\n";
+
+/// Every field the hardening issue lists reaches the provider masked.
+#[test]
+fn every_listed_field_is_masked() {
+    let p = policy(MASK);
+    let e = "kim.minsu@example.com";
+    let (body, _) = run(&p, json!({
+        "model": "m",
+        "user": e,
+        "metadata": {"owner": e},
+        "prediction": {"type": "content", "content": format!("draft for {e}")},
+        "tools": [{"type": "function", "function": {"name": "lookup", "description": format!("ask {e}"),
+            "parameters": {"type": "object", "properties": {"q": {"type": "string", "enum": [e]}}}}}],
+        "messages": [
+            {"role": "USER", "content": format!("hi {e}")},
+            {"role": "Assistant", "content": null, "refusal": format!("no, {e}"),
+             "function_call": {"name": "lookup", "arguments": format!("{{\"to\":\"{e}\"}}")}},
+            {"role": "user", "content": [
+                {"type": "refusal", "refusal": format!("r {e}")},
+                {"type": "image_url", "image_url": {"url": format!("https://x.test/?u={e}"), "detail": "low"}}]},
+            {"role": "robot", "content": e},
+        ]
+    }))
+    .expect("allowed");
+    let text = serde_json::to_string(&body.expect("changed")).expect("json");
+    assert!(!text.contains(e), "{text}");
+    assert_eq!(text.matches("[EMAIL]").count(), 11, "{text}");
+    assert!(text.contains("\"name\":\"lookup\""), "tool names are kept");
+    assert!(text.contains("\"detail\":\"low\"") && text.contains("\"role\":\"USER\""));
+}
+
+#[test]
+fn anthropic_document_text_sources_are_masked() {
+    let p = policy(MASK);
+    let body = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "mail a@b.io"},
+         "title": "c@d.io", "context": "e@f.io"}]}]});
+    let out = apply_shaped(&p, body.to_string().as_bytes(), Shape::Anthropic).expect("ok");
+    let v: serde_json::Value = serde_json::from_slice(&out.body.expect("changed")).expect("json");
+    let d = &v["messages"][0]["content"][0];
+    assert_eq!(d["source"]["data"], "mail [EMAIL]");
+    assert_eq!(d["source"]["media_type"], "text/plain");
+    assert_eq!(d["title"], "[EMAIL]");
+    assert_eq!(d["context"], "[EMAIL]");
+}
+
+#[test]
+fn encoded_spellings_in_any_field_are_masked() {
+    let p = policy(MASK);
+    // `\u0040` written in the JSON itself, and escapes/percent/entities inside the text.
+    let raw = br#"{"model":"m","messages":[{"role":"user","content":"a kim\u0040example.com b"},
+        {"role":"user","content":"c kim%40example.com d kim&#64;example.com e kim&commat;example.com"},
+        {"role":"assistant","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{\"to\":\"kim\\u0040example.com\"}"}}]}]}"#;
+    let out = apply(&p, raw).expect("ok");
+    let v: serde_json::Value = serde_json::from_slice(&out.body.expect("changed")).expect("json");
+    assert_eq!(v["messages"][0]["content"], "a [EMAIL] b");
+    assert_eq!(v["messages"][1]["content"], "c [EMAIL] d [EMAIL] e [EMAIL]");
+    assert_eq!(
+        v["messages"][2]["tool_calls"][0]["function"]["arguments"],
+        "{\"to\":\"[EMAIL]\"}"
+    );
+}
+
+fn thinking_body(text: &str) -> Vec<u8> {
+    json!({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": text, "signature": "c2ln"},
+            {"type": "text", "text": "a"}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn signed_thinking_follows_the_policy_choice() {
+    let with = |choice: &str| {
+        policy(&format!(
+            "  policies:\n    - name: p\n      pii: {{thinking: {choice}}}\n"
+        ))
+    };
+    // Clean thinking is never touched (its signature must verify).
+    let out = apply_shaped(&policy(MASK), &thinking_body("plan it"), Shape::Anthropic).expect("ok");
+    assert!(out.body.is_none());
+    // Default and `drop`: the block goes, the rest stays.
+    for p in [policy(MASK), with("drop")] {
+        let out = apply_shaped(&p, &thinking_body("mail a@b.io"), Shape::Anthropic).expect("ok");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.body.expect("changed")).expect("json");
+        assert_eq!(
+            v["messages"][1]["content"],
+            json!([{"type": "text", "text": "a"}])
+        );
+        assert_eq!(out.state.summary(), "email.redact=1");
+    }
+    let err = apply_shaped(
+        &with("block"),
+        &thinking_body("mail a@b.io"),
+        Shape::Anthropic,
+    )
+    .expect_err("blocked");
+    assert_eq!(err.code(), "pii_blocked");
+    let out = apply_shaped(
+        &with("pass"),
+        &thinking_body("mail a@b.io"),
+        Shape::Anthropic,
+    )
+    .expect("ok");
+    assert!(out.body.is_none(), "passed unchanged");
+    assert_eq!(out.state.summary(), "email.allow=1");
+}
+
+#[test]
+fn blocked_words_split_across_parts_and_messages() {
+    let p = policy("  policies:\n    - name: p\n      blocked: {words: [forbidden]}\n");
+    for body in [
+        json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "the forb"}, {"type": "text", "text": "idden plan"}]}]}),
+        json!({"messages": [{"role": "user", "content": "the forb"}, {"role": "user", "content": "idden plan"}]}),
+        json!({"messages": [{"role": "user", "content": "the f\u{43e}rbidden_ plan"}]}),
+        json!({"metadata": {"note": "forbidden"}, "messages": []}),
+    ] {
+        assert_eq!(
+            run(&p, body).expect_err("blocked").code(),
+            "content_blocked"
+        );
+    }
+}
+
+mod planted {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const SECRET: &str = "kim.minsu@example.com";
+
+    fn doc() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(Value::from),
+            "[a-z ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec(("[a-z_]{1,10}", inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Paths of string values the walker must scan (not under a no-text key).
+    fn slots(
+        v: &Value,
+        key: Option<&str>,
+        free: bool,
+        out: &mut Vec<Vec<String>>,
+        path: &mut Vec<String>,
+    ) {
+        match v {
+            Value::String(_) => {
+                let k = key.unwrap_or_default();
+                if free || !(walk::NO_TEXT.contains(&k) || k == "name") {
+                    out.push(path.clone());
+                }
+            }
+            Value::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    slots(x, key, free, out, path);
+                    path.pop();
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    path.push(k.clone());
+                    slots(
+                        x,
+                        Some(k),
+                        free || k == "input" || k == "metadata",
+                        out,
+                        path,
+                    );
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn at<'a>(v: &'a mut Value, path: &[String]) -> &'a mut Value {
+        path.iter().fold(v, |v, k| match v {
+            Value::Array(a) => &mut a[k.parse::<usize>().expect("index")],
+            Value::Object(m) => m.get_mut(k).expect("key"),
+            _ => unreachable!(),
+        })
+    }
+
+    /// Same shape: every non-string leaf equal, strings anywhere.
+    fn same_shape(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::String(_), Value::String(_)) => true,
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_shape(p, q))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|((k, p), (l, q))| k == l && same_shape(p, q))
+            }
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// A secret planted in any scanned string at any depth, in any spelling, never
+        /// reaches the output; the output is valid JSON of the same structure.
+        #[test]
+        fn planted_secret_never_passes(
+            d in doc(), pick in any::<prop::sample::Index>(), spelling in 0usize..4,
+            pre in "[a-z ]{0,6}",
+        ) {
+            let mut root = json!({"model": "m", "payload": d});
+            let mut found = Vec::new();
+            slots(&root, None, false, &mut found, &mut Vec::new());
+            prop_assume!(!found.is_empty());
+            let path = found[pick.index(found.len())].clone();
+            let spelled = match spelling {
+                0 => SECRET.to_owned(),
+                1 => SECRET.replace('@', "%40"),
+                2 => SECRET.replace('@', "&#64;"),
+                _ => SECRET.replace('@', "\\u0040"),
+            };
+            *at(&mut root, &path) = Value::String(format!("{pre} {spelled} "));
+            let p = policy(MASK);
+            let bytes = serde_json::to_vec(&root).expect("json");
+            let out = apply(&p, &bytes).expect("allowed");
+            let body = out.body.expect("changed");
+            let text = String::from_utf8(body.clone()).expect("utf8");
+            prop_assert!(!text.contains(&spelled), "{}", text);
+            prop_assert!(!text.contains(SECRET), "{}", text);
+            let v: Value = serde_json::from_slice(&body).expect("valid JSON");
+            prop_assert!(same_shape(&v, &root));
+        }
+    }
+}

@@ -9,6 +9,7 @@
 //! blocks and every string of `tool_use.input` are masked in place.
 
 use super::{GuardError, ResponseGuard};
+use crate::guard::walk::Signed;
 use serde_json::{Map, Value, json};
 
 /// Anthropic's error shape for a response-side violation.
@@ -25,15 +26,31 @@ impl ResponseGuard {
         self.check_tool_call(&json!({"function": {"name": name}}))
     }
 
-    /// Masks one Messages SSE event in place; may write a flush event to `out` first.
+    /// Masks one Messages SSE event in place; may write a flush event (or a released
+    /// thinking block) to `out` first. `Ok(false)`: the event is held or dropped.
     pub(super) fn anthropic_event(
         &mut self,
         obj: &mut Map<String, Value>,
         out: &mut Vec<u8>,
-    ) -> Result<(), GuardError> {
-        let kind = obj.get("type").and_then(Value::as_str).unwrap_or_default();
+    ) -> Result<bool, GuardError> {
+        let kind = obj
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let index = obj.get("index").and_then(Value::as_u64).unwrap_or(0);
-        match kind {
+        if self.dropped > 0
+            && let Some(i) = obj.get_mut("index")
+            && let Some(n) = i.as_u64()
+        {
+            *i = Value::from(n.saturating_sub(self.dropped));
+        }
+        if self.held.as_ref().is_some_and(|h| h.index == index) {
+            return self.hold(&kind, obj, out);
+        }
+        let watching = self.masker.is_some()
+            || (self.policy.blocked.is_some() && self.policy.blocked_in_responses);
+        match kind.as_str() {
             "content_block_start" => {
                 let block = obj.get_mut("content_block");
                 let btype = block
@@ -48,7 +65,7 @@ impl ResponseGuard {
                             && !s.is_empty()
                         {
                             let text = std::mem::take(s);
-                            *s = self.push(0, Some(index), &text)?;
+                            *s = self.push(index, Vec::new(), &text)?;
                         }
                     }
                     "tool_use" => {
@@ -59,7 +76,22 @@ impl ResponseGuard {
                         self.check_tool_name(name.as_deref())?;
                         self.blocks.insert(index, "input_json_delta");
                     }
-                    _ => {}
+                    "thinking" if watching => {
+                        let text = block
+                            .and_then(|b| b.get("thinking"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        let mut h = Held {
+                            index,
+                            events: Vec::new(),
+                            text,
+                        };
+                        h.keep(&kind, obj);
+                        self.held = Some(h);
+                        return Ok(false);
+                    }
+                    _ => self.mask_rest(obj),
                 }
             }
             "content_block_delta" => {
@@ -70,24 +102,86 @@ impl ResponseGuard {
                 {
                     Some("text_delta") => "text",
                     Some("input_json_delta") => "partial_json",
-                    _ => return Ok(()),
+                    // Signatures carry no text; anything else (citations, future deltas)
+                    // is masked on its own.
+                    Some("signature_delta") => return Ok(true),
+                    _ => {
+                        self.mask_rest(obj);
+                        return Ok(true);
+                    }
                 };
                 if let Some(Value::String(s)) = obj.get_mut("delta").and_then(|d| d.get_mut(field))
                 {
                     let text = std::mem::take(s);
-                    *s = self.push(0, Some(index), &text)?;
+                    *s = self.push(index, Vec::new(), &text)?;
                 }
             }
-            "content_block_stop" => self.flush_block(index, out)?,
-            _ => {}
+            "content_block_stop" => self.flush_block(index, obj, out)?,
+            _ => self.mask_rest(obj),
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Writes the block's held-back text as one `content_block_delta`.
-    fn flush_block(&mut self, index: u64, out: &mut Vec<u8>) -> Result<(), GuardError> {
+    /// An event of the held thinking block; at its stop, the policy decides.
+    fn hold(
+        &mut self,
+        kind: &str,
+        obj: &mut Map<String, Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, GuardError> {
+        let Some(h) = self.held.as_mut() else {
+            return Ok(true);
+        };
+        if kind == "content_block_delta"
+            && let Some(t) = obj
+                .get("delta")
+                .and_then(|d| d.get("thinking"))
+                .and_then(Value::as_str)
+        {
+            h.text.push_str(t);
+        }
+        if kind != "content_block_stop" {
+            h.keep(kind, obj);
+            if h.len() > super::MAX_WHOLE_BODY {
+                return Err(GuardError::Unreadable(
+                    "a thinking block is too large to inspect".into(),
+                ));
+            }
+            return Ok(false);
+        }
+        let Some(h) = self.held.take() else {
+            return Ok(true);
+        };
+        self.check_text(&h.text)?;
+        let verdict = match self.masker.clone() {
+            Some(m) => super::thinking_verdict(&self.policy, &m, &h.text, &mut self.state),
+            None => Signed::Keep,
+        };
+        match verdict {
+            Signed::Keep if self.state.blocked.is_none() => {
+                out.extend(h.events);
+                Ok(true)
+            }
+            Signed::Keep => Ok(false),
+            Signed::Drop => {
+                self.dropped += 1;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Writes the block's held-back text as one `content_block_delta` (with the index
+    /// the client sees, `obj`'s).
+    fn flush_block(
+        &mut self,
+        index: u64,
+        obj: &Map<String, Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), GuardError> {
         let delta_type = self.blocks.remove(&index).unwrap_or("text_delta");
-        let Some(ch) = self.channels.get_mut(&(0, Some(index))) else {
+        let shown = obj.get("index").and_then(Value::as_u64).unwrap_or(index);
+        let key = (index, Vec::new());
+        let Some(ch) = self.channels.get_mut(&key) else {
             return Ok(());
         };
         let rest = match &self.masker {
@@ -95,7 +189,7 @@ impl ResponseGuard {
             None => String::new(),
         };
         super::check_blocked(&self.policy, ch, &rest)?;
-        self.channels.remove(&(0, Some(index)));
+        self.channels.remove(&key);
         if rest.is_empty() {
             return Ok(());
         }
@@ -105,7 +199,7 @@ impl ResponseGuard {
             "partial_json"
         };
         let mut ev = crate::llm::sse::Event::data(
-            json!({"type": "content_block_delta", "index": index,
+            json!({"type": "content_block_delta", "index": shown,
                 "delta": {"type": delta_type, field: rest}})
             .to_string(),
         );
@@ -116,60 +210,53 @@ impl ResponseGuard {
 
     /// End of stream without `content_block_stop`: flush every open block.
     pub(super) fn anthropic_flush_all(&mut self, out: &mut Vec<u8>) {
-        let open: Vec<u64> = self.channels.keys().filter_map(|k| k.1).collect();
+        let open: Vec<u64> = self.channels.keys().map(|k| k.0).collect();
         for index in open {
-            if let Err(e) = self.flush_block(index, out) {
+            let shown = json!({"index": index.saturating_sub(self.dropped)});
+            let shown = shown.as_object().cloned().unwrap_or_default();
+            if let Err(e) = self.flush_block(index, &shown, out) {
                 self.fail_sse(e, out);
                 return;
             }
         }
     }
 
-    /// Masks a whole Messages response in place; returns whether anything changed.
+    /// Masks a whole Messages response in place (every scanned string; signed thinking
+    /// blocks by the policy's choice); returns whether anything changed.
     pub(super) fn whole_anthropic(
         &mut self,
         obj: &mut Map<String, Value>,
     ) -> Result<bool, GuardError> {
-        let mut changed = false;
-        let Some(Value::Array(blocks)) = obj.get_mut("content") else {
-            return Ok(false);
-        };
-        for b in blocks.iter_mut() {
-            match b.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    if let Some(Value::String(s)) = b.get_mut("text") {
-                        if let Some(m) = &self.masker {
-                            let masked = m.mask(s, &mut self.state);
-                            changed |= masked != *s;
-                            *s = masked;
-                        }
-                        self.check_text(s)?;
-                    }
+        if let Some(Value::Array(blocks)) = obj.get("content") {
+            for b in blocks {
+                if b.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    self.check_tool_name(b.get("name").and_then(Value::as_str))?;
                 }
-                Some("tool_use") => {
-                    let name = b.get("name").and_then(Value::as_str).map(str::to_owned);
-                    self.check_tool_name(name.as_deref())?;
-                    if let (Some(input), Some(m)) = (b.get_mut("input"), &self.masker) {
-                        mask_strings(input, &mut |s: &mut String| {
-                            let masked = m.mask(s, &mut self.state);
-                            changed |= masked != *s;
-                            *s = masked;
-                        });
-                    }
-                }
-                _ => {}
             }
         }
-        Ok(changed)
+        self.walk_whole(obj)
     }
 }
 
-fn mask_strings(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(items) => items.iter_mut().for_each(|i| mask_strings(i, f)),
-        Value::Object(m) => m.values_mut().for_each(|i| mask_strings(i, f)),
-        _ => {}
+/// A thinking block held until its `content_block_stop`: its events as encoded, and its
+/// text. Its signature covers the exact text, so it is released whole or not at all.
+#[derive(Debug)]
+pub(super) struct Held {
+    index: u64,
+    events: Vec<u8>,
+    text: String,
+}
+
+impl Held {
+    /// Bytes held.
+    pub(super) fn len(&self) -> usize {
+        self.events.len() + self.text.len()
+    }
+
+    fn keep(&mut self, kind: &str, obj: &Map<String, Value>) {
+        let mut ev = crate::llm::sse::Event::data(Value::Object(obj.clone()).to_string());
+        ev.event = Some(kind.to_owned());
+        ev.encode(&mut self.events);
     }
 }
 

@@ -231,3 +231,245 @@ proptest! {
         }
     }
 }
+
+const MASK_ONLY: &str = "  policies:\n    - name: p\n      pii: {}\n";
+const RAW: &str = "kim.minsu@example.com";
+
+fn masking(content_type: &str) -> ResponseGuard {
+    ResponseGuard::new(policy(MASK_ONLY), &MaskState::default(), content_type, None)
+}
+
+/// Every string field of every streamed delta, assembled per path as a client would.
+fn assembled(wire: &[u8]) -> (BTreeMap<String, String>, bool) {
+    fn add(v: &Value, path: String, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::String(s) => out.entry(path).or_default().push_str(s),
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, x)| add(x, format!("{path}.{k}"), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| {
+                let n = x.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+                add(x, format!("{path}[{n}]"), out)
+            }),
+            _ => {}
+        }
+    }
+    let mut d = Decoder::default();
+    let mut out = BTreeMap::new();
+    let mut logprobs = false;
+    for ev in d.push(wire).expect("decodes") {
+        if ev.is_done() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(ev.data.as_deref().expect("data")).expect("json");
+        for c in v["choices"].as_array().into_iter().flatten() {
+            add(&c["delta"], String::new(), &mut out);
+            logprobs |= !c["logprobs"].is_null();
+        }
+    }
+    (out, logprobs)
+}
+
+#[test]
+fn every_streamed_delta_field_is_masked_even_split() {
+    // Each field carries the value in 3-byte pieces across events.
+    let fields: &[fn(&str) -> Value] = &[
+        |p| json!({"refusal": p}),
+        |p| json!({"reasoning_content": p}),
+        |p| json!({"reasoning": p}),
+        |p| json!({"function_call": {"arguments": p}}),
+        |p| json!({"audio": {"transcript": p}}),
+        |p| json!({"tool_calls": [{"index": 1, "function": {"arguments": p}}]}),
+    ];
+    let text = format!("mail {RAW} now");
+    let mut wire = String::new();
+    for piece in text.as_bytes().chunks(3) {
+        let p = std::str::from_utf8(piece).expect("ascii");
+        for f in fields {
+            let v = json!({"id": "c", "object": "chat.completion.chunk", "choices": [
+                {"index": 0, "delta": f(p), "finish_reason": null,
+                 "logprobs": {"content": [{"token": p, "logprob": -0.1, "bytes": [1], "top_logprobs": []}]}}]});
+            wire.push_str(&format!("data: {v}\n\n"));
+        }
+    }
+    wire.push_str(&finish());
+    let mut g = masking("text/event-stream");
+    let (got, logprobs) = assembled(&run(&mut g, wire.as_bytes(), &[]));
+    assert!(!logprobs, "logprobs tokens are removed while masking");
+    for path in [
+        ".refusal",
+        ".reasoning_content",
+        ".reasoning",
+        ".function_call.arguments",
+        ".audio.transcript",
+        ".tool_calls[1].function.arguments",
+    ] {
+        assert_eq!(
+            got.get(path).map(String::as_str),
+            Some("mail [EMAIL] now"),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn whole_bodies_mask_every_field_with_or_without_choices() {
+    let body = json!({"id": "x", "choices": [{"index": 0, "logprobs": {"content": [{"token": RAW}]},
+        "message": {"role": "assistant", "content": null, "refusal": RAW,
+            "reasoning_content": RAW, "function_call": {"name": "f", "arguments": RAW},
+            "audio": {"id": "a1", "transcript": RAW, "data": "AAAA"}}}]});
+    let mut g = masking("application/json");
+    let out = String::from_utf8(g.on_body(body.to_string().as_bytes(), true)).expect("utf8");
+    assert!(!out.contains(RAW), "{out}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["choices"][0]["message"]["refusal"], "[EMAIL]");
+    assert_eq!(v["choices"][0]["message"]["function_call"]["name"], "f");
+    assert!(v["choices"][0]["logprobs"].is_null());
+    // A body with no `choices` at all (a provider error, a new endpoint).
+    let mut g = masking("application/json");
+    let other = json!({"output": [{"type": "message", "text": format!("hi {RAW}")}]});
+    let out = String::from_utf8(g.on_body(other.to_string().as_bytes(), true)).expect("utf8");
+    assert!(!out.contains(RAW) && out.contains("hi [EMAIL]"), "{out}");
+    // Encoded spellings in a whole body.
+    let mut g = masking("application/json");
+    let enc = json!({"choices": [{"message": {"content": "kim.minsu%40example.com"}}]});
+    let out = String::from_utf8(g.on_body(enc.to_string().as_bytes(), true)).expect("utf8");
+    assert!(out.contains("[EMAIL]"), "{out}");
+}
+
+mod thinking {
+    use super::*;
+
+    fn stream(thinking: &[&str]) -> String {
+        let mut s = String::from(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[]}}\n\n",
+        );
+        let start = json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}});
+        s.push_str(&format!("event: content_block_start\ndata: {start}\n\n"));
+        for t in thinking {
+            let d = json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":t}});
+            s.push_str(&format!("event: content_block_delta\ndata: {d}\n\n"));
+        }
+        let sig = json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"c2ln"}});
+        s.push_str(&format!("event: content_block_delta\ndata: {sig}\n\n"));
+        s.push_str(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        );
+        let t = json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}});
+        s.push_str(&format!("event: content_block_start\ndata: {t}\n\n"));
+        let d = json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"answer"}});
+        s.push_str(&format!("event: content_block_delta\ndata: {d}\n\n"));
+        s.push_str(
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        );
+        s.push_str("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+        s
+    }
+
+    fn events(choice: &str, wire: &str) -> (Vec<Value>, MaskState) {
+        let p = policy(&format!(
+            "  policies:\n    - name: p\n      pii: {{thinking: {choice}}}\n"
+        ));
+        let mut g = ResponseGuard::new(p, &MaskState::default(), "text/event-stream", None)
+            .with_shape(Shape::Anthropic);
+        let out = run(&mut g, wire.as_bytes(), &[]);
+        let evs = Decoder::default()
+            .push(&out)
+            .expect("decodes")
+            .into_iter()
+            .map(|e| serde_json::from_str(e.data.as_deref().expect("data")).expect("json"))
+            .collect();
+        (evs, g.state)
+    }
+
+    #[test]
+    fn clean_thinking_streams_through_unchanged() {
+        let (evs, _) = events("drop", &stream(&["let me ", "think"]));
+        let text: String = evs
+            .iter()
+            .filter_map(|v| v["delta"]["thinking"].as_str())
+            .collect();
+        assert_eq!(text, "let me think");
+        assert!(evs.iter().any(|v| v["delta"]["signature"] == "c2ln"));
+    }
+
+    #[test]
+    fn drop_removes_the_block_and_renumbers_the_rest() {
+        let (evs, state) = events("drop", &stream(&["mail kim.min", "su@example.com"]));
+        let wire = serde_json::to_string(&evs).expect("json");
+        assert!(
+            !wire.contains("kim.min") && !wire.contains("thinking"),
+            "{wire}"
+        );
+        let starts: Vec<&Value> = evs
+            .iter()
+            .filter(|v| v["type"] == "content_block_start")
+            .collect();
+        assert_eq!(starts.len(), 1);
+        assert_eq!(starts[0]["index"], 0, "the text block is now block 0");
+        assert!(
+            evs.iter()
+                .any(|v| v["delta"]["text"] == "answer" && v["index"] == 0)
+        );
+        assert_eq!(state.summary(), "email.redact=1");
+    }
+
+    #[test]
+    fn block_ends_the_stream_and_pass_forwards_with_an_audit_count() {
+        let wire = stream(&["mail kim.min", "su@example.com"]);
+        let (evs, _) = events("block", &wire);
+        assert!(
+            !serde_json::to_string(&evs)
+                .expect("json")
+                .contains("kim.min")
+        );
+        assert_eq!(evs.last().map(|v| v["type"].clone()), Some(json!("error")));
+        let (evs, state) = events("pass", &wire);
+        let text: String = evs
+            .iter()
+            .filter_map(|v| v["delta"]["thinking"].as_str())
+            .collect();
+        assert_eq!(text, "mail kim.minsu@example.com");
+        assert_eq!(state.summary(), "email.allow=1");
+    }
+
+    /// A held thinking block is counted in `held()` (memory accounting) byte for byte and
+    /// released at its stop: holding is linear in the block and ends with it.
+    #[test]
+    fn held_thinking_is_accounted_and_released() {
+        let pieces: Vec<String> = (0..50).map(|i| format!("step {i} ")).collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let wire = stream(&refs);
+        let stop = wire.find("event: content_block_stop").expect("stop");
+        let p = policy(MASK_ONLY);
+        let mut g = ResponseGuard::new(p, &MaskState::default(), "text/event-stream", None)
+            .with_shape(Shape::Anthropic);
+        let before = g.on_body(&wire.as_bytes()[..stop], false);
+        assert!(
+            !String::from_utf8_lossy(&before).contains("step 0"),
+            "held, not sent"
+        );
+        let text: usize = pieces.iter().map(String::len).sum();
+        assert!(g.held() >= text, "held {} < text {text}", g.held());
+        assert!(g.held() < 2 * stop, "held {} vs wire {stop}", g.held());
+        let after = g.on_body(&wire.as_bytes()[stop..], true);
+        assert!(String::from_utf8_lossy(&after).contains("step 49"));
+        assert_eq!(g.held(), 0);
+    }
+
+    #[test]
+    fn whole_messages_follow_the_same_choice() {
+        let body = json!({"type": "message", "content": [
+            {"type": "thinking", "thinking": format!("mail {RAW}"), "signature": "c2ln"},
+            {"type": "text", "text": format!("to {RAW}")}]});
+        let p = policy(MASK_ONLY);
+        let mut g = ResponseGuard::new(p, &MaskState::default(), "application/json", None)
+            .with_shape(Shape::Anthropic);
+        let v: Value =
+            serde_json::from_slice(&g.on_body(body.to_string().as_bytes(), true)).expect("json");
+        assert_eq!(
+            v["content"],
+            json!([{"type": "text", "text": "to [EMAIL]"}])
+        );
+    }
+}
