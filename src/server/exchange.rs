@@ -274,8 +274,15 @@ impl Exchange {
             self.payload = crate::guard::masked_payload(&g.policy, body);
         }
         usage::request_body(&self.snap, &mut self.cx, &b.body);
-        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
+        if let Err(e) =
+            limits::admit(&self.snap, &mut self.cx, &b.body, &self.svc, &self.metrics).await
+        {
             return self.refuse(e);
+        }
+        if self.cx.charge.as_deref().is_some_and(usage::Charge::wants_body) {
+            // Usage is read from the response body: it must arrive uncompressed (tollgate
+            // never inflates bodies). A compressed one is refused at response headers.
+            self.cx.mutations.set("accept-encoding", "identity");
         }
         if let Err(e) = provider::request_body(&self.snap, &mut self.cx, &b.body, SystemTime::now())
         {
@@ -349,6 +356,22 @@ impl Exchange {
         self.timing_body =
             self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
         let mut stream_body = self.timing_body || translating;
+        let encoding = header_of(h, "content-encoding");
+        if forwarded
+            && let Some(charge) = self.cx.charge.as_deref_mut()
+            && usage::must_read(charge, self.status, content_type)
+            && encoding.is_some_and(usage::is_compressed)
+        {
+            // Its usage cannot be read: charge the reservation and refuse to pass it on
+            // unmetered (the request asked for identity; this upstream ignored it).
+            charge.status = self.status;
+            charge.unreadable();
+            self.complete(false);
+            let _ = self.cx.mutations.take();
+            return self.refuse(StageError::UpstreamUnreadable(
+                "the upstream answered with a compressed body that tollgate must read for usage metering",
+            ));
+        }
         if forwarded && self.cx.charge.is_some() {
             if usage::response_headers(&mut self.cx, self.status, content_type) {
                 stream_body = true;
@@ -364,7 +387,6 @@ impl Exchange {
                 .as_ref()
                 .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
         if guard_needs {
-            let encoding = header_of(h, "content-encoding");
             // The body will change length; Envoy re-frames (chunked / DATA frames).
             self.cx.mutations.remove("content-length");
             if encoding.is_some() {
@@ -482,10 +504,13 @@ impl Exchange {
             unlimited,
         ));
         if let Some(reservation) = charge.reservation.take() {
-            self.svc.queue(Settlement {
-                reservation,
-                actual: limits::actual(1, &usage, cost),
-            });
+            self.svc.queue(
+                Settlement {
+                    reservation,
+                    actual: limits::actual(1, &usage, cost),
+                },
+                &self.metrics,
+            );
         }
         // The audit log (observe::audit) carries these per request; this is the debug view.
         tracing::debug!(
