@@ -331,3 +331,156 @@ pub fn actual(requests: u64, usage: &Usage, cost: u64) -> Amounts {
         cost,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+    use super::*;
+    use crate::limits::memory::MemoryLimiter;
+    use crate::limits::{Demand, Health, Limit, Metric, Rule, Window};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The memory store, except that settling reservation `stuck` never answers.
+    struct OneStuck {
+        inner: MemoryLimiter,
+        stuck: String,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Limiter for OneStuck {
+        fn name(&self) -> &'static str {
+            "one-stuck"
+        }
+        async fn reserve(&self, d: &Demand, now: u64) -> Result<Admission, LimitError> {
+            Ok(self.inner.reserve_now(d, now))
+        }
+        async fn settle(&self, r: &Reservation, actual: Amounts) -> Result<(), LimitError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if r.id == self.stuck {
+                std::future::pending::<()>().await;
+            }
+            self.inner.settle(r, actual).await
+        }
+        fn health(&self) -> Health {
+            Health::Local
+        }
+        async fn outstanding(&self, p: &str) -> Result<u64, LimitError> {
+            self.inner.outstanding(p).await
+        }
+    }
+
+    fn demand(tokens: u64) -> Demand {
+        let rules = [Rule {
+            name: "r".into(),
+            per: vec![],
+            consumers: vec![],
+            teams: vec![],
+            models: vec![],
+            limits: vec![Limit {
+                metric: Metric::Tokens,
+                window: Window::Day,
+                max: u64::MAX,
+            }],
+        }];
+        let subject = Subject {
+            consumer: "c",
+            team: None,
+            model: "m",
+        };
+        let worst = Amounts {
+            requests: 1,
+            tokens,
+            cost: 0,
+        };
+        limits::plan(&rules, &subject, worst, limits::unix_now())
+    }
+
+    #[tokio::test]
+    async fn one_stuck_settlement_does_not_hold_up_the_others() {
+        let stuck = demand(7);
+        let store = Arc::new(OneStuck {
+            inner: MemoryLimiter::new(),
+            stuck: stuck.id.clone(),
+            calls: AtomicUsize::new(0),
+        });
+        let (svc, rx) = Services::new(store.clone());
+        let metrics = Arc::new(Metrics::new());
+        let worker = tokio::spawn(settle_worker(store.clone(), rx, metrics.clone()));
+        let mut all = vec![stuck];
+        all.extend((0..500).map(|_| demand(3)));
+        for d in &all {
+            let Admission::Granted(r) = store.reserve(d, limits::unix_now()).await.unwrap() else {
+                panic!("fits")
+            };
+            svc.queue(
+                Settlement {
+                    reservation: r,
+                    actual: Amounts::default(),
+                },
+                &metrics,
+            );
+        }
+        // Everything but the stuck one is released, though the stuck one went first.
+        for _ in 0..10_000 {
+            if store.outstanding("").await.unwrap() == 7 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.outstanding("").await.unwrap(), 7);
+        assert_eq!(store.calls.load(Ordering::Relaxed), 501, "one call each");
+        worker.abort();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_blocking_or_growing() {
+        let store: Arc<dyn Limiter> = Arc::new(MemoryLimiter::new());
+        let (svc, _rx) = Services::new(store);
+        let metrics = Metrics::new();
+        for _ in 0..QUEUE_CAPACITY + 3 {
+            svc.queue(
+                Settlement {
+                    reservation: Reservation::default(),
+                    actual: Amounts::default(),
+                },
+                &metrics,
+            );
+        }
+        assert!(
+            metrics
+                .render()
+                .contains(r#"tollgate_limiter_errors_total{op="settle_dropped"} 3"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_worker_settles_everything_queued_before_shutdown() {
+        let store = Arc::new(MemoryLimiter::new());
+        let (svc, rx) = Services::new(store.clone());
+        let metrics = Arc::new(Metrics::new());
+        let worker = tokio::spawn(settle_worker(store.clone(), rx, metrics.clone()));
+        for _ in 0..300 {
+            let d = demand(5);
+            let Admission::Granted(r) = store.reserve_now(&d, limits::unix_now()) else {
+                panic!("fits")
+            };
+            svc.queue(
+                Settlement {
+                    reservation: r,
+                    actual: Amounts {
+                        requests: 1,
+                        tokens: 2,
+                        cost: 0,
+                    },
+                },
+                &metrics,
+            );
+        }
+        drop(svc);
+        worker.await.unwrap();
+        assert_eq!(store.outstanding("").await.unwrap(), 0);
+        let (wid, _) = limits::windows(Window::Day, limits::unix_now());
+        assert_eq!(store.peek(&format!("r:tokens:{wid}")), (600, 0));
+    }
+}
