@@ -346,6 +346,9 @@ impl Limiter for RedisLimiter {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000)
+                    // Counters only: reservation markers (`res:<id>`) are strings.
+                    .arg("TYPE")
+                    .arg("hash")
                     .query_async(&mut conn)
                     .await?;
                 for k in keys {
