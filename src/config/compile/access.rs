@@ -221,6 +221,7 @@ impl Cx {
         consumers: &HashMap<String, usize>,
         keys: &mut HashMap<[u8; 32], usize>,
     ) {
+        self.inputs.push(file.into());
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
@@ -263,6 +264,7 @@ impl Cx {
             entries.push(e.clone());
         }
         if let Some(file) = &raw.file {
+            self.inputs.push(file.into());
             match std::fs::read_to_string(file)
                 .map_err(|e| e.to_string())
                 .and_then(|t| PriceTable::parse_file(&t))
