@@ -597,7 +597,11 @@ async fn settlements_are_idempotent_and_cancel_late_reserves() {
     stop.cancel();
 }
 
-async fn connected(redis: &Redis, prefix: &str, timeout: Duration) -> std::sync::Arc<tollgate::limits::redis::RedisLimiter> {
+async fn connected(
+    redis: &Redis,
+    prefix: &str,
+    timeout: Duration,
+) -> std::sync::Arc<tollgate::limits::redis::RedisLimiter> {
     use tollgate::limits::Limiter;
     use tollgate::limits::redis::{RedisLimiter, RedisSettings};
     let limiter = RedisLimiter::new(RedisSettings {
@@ -654,16 +658,25 @@ async fn amounts_up_to_u64_max_neither_wrap_nor_break_the_scripts() {
     let now = unix_now();
     // An absurd amount against a real limit: refused, never admitted by wrapping to 0.
     let d = plan(&token_rule(1000), &SUBJECT, tokens(u64::MAX), now);
-    assert!(matches!(limiter.reserve(&d, now).await.unwrap(), Admission::Refused(_)));
+    assert!(matches!(
+        limiter.reserve(&d, now).await.unwrap(),
+        Admission::Refused(_)
+    ));
     // Against an "unlimited" limit: admitted (clamped) and released exactly.
     let d = plan(&token_rule(u64::MAX), &SUBJECT, tokens(u64::MAX), now);
     let Admission::Granted(r) = limiter.reserve(&d, now).await.unwrap() else {
         panic!("fits an unlimited limit")
     };
-    assert_eq!(redis.sum("h:r:*", "r"), tollgate::limits::redis::MAX_WIRE_AMOUNT);
+    assert_eq!(
+        redis.sum("h:r:*", "r"),
+        tollgate::limits::redis::MAX_WIRE_AMOUNT
+    );
     limiter.settle(&r, tokens(u64::MAX)).await.unwrap();
     assert_eq!(redis.sum("h:r:*", "r"), 0);
-    assert_eq!(redis.sum("h:r:*", "u"), tollgate::limits::redis::MAX_WIRE_AMOUNT);
+    assert_eq!(
+        redis.sum("h:r:*", "u"),
+        tollgate::limits::redis::MAX_WIRE_AMOUNT
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,7 +694,10 @@ async fn reading_the_store_state_never_trips_the_breaker() {
     let now = unix_now();
     let d = plan(&token_rule(1000), &SUBJECT, tokens(10), now);
     // The first reserve after the outage goes to Redis (the circuit never opened).
-    assert!(matches!(limiter.reserve(&d, now).await.unwrap(), Admission::Granted(_)));
+    assert!(matches!(
+        limiter.reserve(&d, now).await.unwrap(),
+        Admission::Granted(_)
+    ));
     assert_eq!(limiter.outstanding("").await.unwrap(), 10);
     assert_ne!(limiter.health(), Health::Down);
     redis.stop();
@@ -693,7 +709,8 @@ async fn a_request_cancelled_while_redis_holds_its_reserve_releases_it() {
     let rule = "    - { name: day, cost_per_day: 10 }";
     // A command timeout longer than the pause: the reserve is still in flight when the
     // client goes away (a timeout would take the other, older path).
-    let cfg = config(&redis.url(), "closed", rule).replace("command_timeout: 100ms", "command_timeout: 5s");
+    let cfg = config(&redis.url(), "closed", rule)
+        .replace("command_timeout: 100ms", "command_timeout: 5s");
     let t = tollgate(&cfg);
     let mut c = ExternalProcessorClient::connect(format!("http://{}", t.grpc))
         .await
@@ -734,8 +751,13 @@ async fn a_request_cancelled_while_redis_holds_its_reserve_releases_it() {
             .map(|k| redis::cmd("GET").arg(k).query::<String>(&mut conn).unwrap())
             .collect();
         let reserved = redis.sum("t:day:*", "r");
-        if reserved == 0 && states.iter().all(|s| s == "done" || s == "void") && !states.is_empty() {
-            assert_eq!(redis.sum("t:day:*", "u"), 0, "nothing generated, nothing charged");
+        if reserved == 0 && states.iter().all(|s| s == "done" || s == "void") && !states.is_empty()
+        {
+            assert_eq!(
+                redis.sum("t:day:*", "u"),
+                0,
+                "nothing generated, nothing charged"
+            );
             break;
         }
         assert!(

@@ -838,6 +838,12 @@ impl Cx {
         })
     }
 
+    /// Reads a file the config names, remembering it for the reloader to watch.
+    fn read_input(&mut self, file: &str) -> std::io::Result<String> {
+        self.inputs.push(file.into());
+        std::fs::read_to_string(file)
+    }
+
     /// Reads a secret from the environment or a file; errors name `secret_path`.
     fn secret(
         &mut self,
@@ -863,10 +869,7 @@ impl Cx {
                     None
                 }
             },
-            SecretRef::File(file) => match {
-                self.inputs.push(file.into());
-                std::fs::read_to_string(file)
-            } {
+            SecretRef::File(file) => match self.read_input(file) {
                 Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
                 Ok(_) => {
                     self.err(

@@ -14,11 +14,11 @@
 //! retried as soon as the file is back, since its state — and so the hash — changed.
 
 use super::{CompileOptions, Snapshot, StaticSettings, compile_with_inputs};
-use sha2::{Digest, Sha256};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -384,7 +384,14 @@ mod tests {
 
     /// A config whose backend key is a `file:` secret and whose consumer keys are in a key
     /// file, both outside the config's directory (like mounted Secrets).
-    fn with_files() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf, Arc<ArcSwap<Snapshot>>, Reloader) {
+    fn with_files() -> (
+        tempfile::TempDir,
+        PathBuf,
+        PathBuf,
+        PathBuf,
+        Arc<ArcSwap<Snapshot>>,
+        Reloader,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).unwrap();
@@ -393,7 +400,10 @@ mod tests {
         let key = secrets.join("provider-key");
         let keys = secrets.join("keys.txt");
         write(&key, "sk-old\n");
-        write(&keys, &format!("app {}\napp {}\n", hash_of("k1"), hash_of("k2")));
+        write(
+            &keys,
+            &format!("app {}\napp {}\n", hash_of("k1"), hash_of("k2")),
+        );
         let path = conf.join("tollgate.yaml");
         write(
             &path,
@@ -406,7 +416,12 @@ mod tests {
         let snap = super::super::load(&path, &CompileOptions::from_process()).unwrap();
         let settings = snap.settings.clone();
         let store = Arc::new(ArcSwap::from_pointee(snap));
-        let r = Reloader::new(path.clone(), store.clone(), Arc::new(Metrics::new()), settings);
+        let r = Reloader::new(
+            path.clone(),
+            store.clone(),
+            Arc::new(Metrics::new()),
+            settings,
+        );
         (dir, key, keys, path, store, r)
     }
 
@@ -470,7 +485,10 @@ mod tests {
         let (_d, key, _keys, path, store, r) = with_files();
         // Events only: the poll is far off.
         let text = std::fs::read_to_string(&path).unwrap();
-        write(&path, &format!("{text}reload: {{poll_interval: 1h, debounce: 50ms}}\n"));
+        write(
+            &path,
+            &format!("{text}reload: {{poll_interval: 1h, debounce: 50ms}}\n"),
+        );
         assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
         let stop = CancellationToken::new();
         let task = tokio::spawn(r.watch(stop.clone()));
@@ -478,7 +496,10 @@ mod tests {
         write(&key, "sk-rotated\n");
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
         while provider_key(&store) != "Bearer sk-rotated" {
-            assert!(tokio::time::Instant::now() < deadline, "rotation not picked up");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rotation not picked up"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         stop.cancel();

@@ -244,7 +244,9 @@ impl StreamMeter {
             (true, Some(o)) => o,
             // Anthropic's message_start reports a provisional output count: never charge
             // less than it.
-            (_, o) => (enc.count(&self.text).saturating_add(self.overflow_bytes)).max(o.unwrap_or(0)),
+            (_, o) => {
+                (enc.count(&self.text).saturating_add(self.overflow_bytes)).max(o.unwrap_or(0))
+            }
         };
         Usage {
             input,

@@ -279,7 +279,12 @@ impl Exchange {
         {
             return self.refuse(e);
         }
-        if self.cx.charge.as_deref().is_some_and(usage::Charge::wants_body) {
+        if self
+            .cx
+            .charge
+            .as_deref()
+            .is_some_and(usage::Charge::wants_body)
+        {
             // Usage is read from the response body: it must arrive uncompressed (tollgate
             // never inflates bodies). A compressed one is refused at response headers.
             self.cx.mutations.set("accept-encoding", "identity");

@@ -244,7 +244,10 @@ impl Charge {
 /// Sends the default output ceiling upstream (see [`Charge::default_ceiling`]): inserted as a
 /// top-level key of the body routing validated as a JSON object. Call once a limit applies.
 pub fn send_default_ceiling(cx: &mut RequestCtx, original: &[u8]) {
-    let Some((key, value)) = cx.charge.as_deref_mut().and_then(|c| c.default_ceiling.take())
+    let Some((key, value)) = cx
+        .charge
+        .as_deref_mut()
+        .and_then(|c| c.default_ceiling.take())
     else {
         return;
     };

@@ -221,8 +221,7 @@ impl Cx {
         consumers: &HashMap<String, usize>,
         keys: &mut HashMap<[u8; 32], usize>,
     ) {
-        self.inputs.push(file.into());
-        let text = match std::fs::read_to_string(file) {
+        let text = match self.read_input(file) {
             Ok(t) => t,
             Err(e) => {
                 self.err("auth.key_file", format!("cannot read {file:?}: {e}"));
@@ -264,8 +263,8 @@ impl Cx {
             entries.push(e.clone());
         }
         if let Some(file) = &raw.file {
-            self.inputs.push(file.into());
-            match std::fs::read_to_string(file)
+            match self
+                .read_input(file)
                 .map_err(|e| e.to_string())
                 .and_then(|t| PriceTable::parse_file(&t))
             {

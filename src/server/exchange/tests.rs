@@ -1451,8 +1451,10 @@ fn audit_payload_holds_only_guard_masked_messages() {
 }
 
 fn sent_body(r: &ProcessingResponse) -> Option<serde_json::Value> {
-    let Some(body_mutation::Mutation::Body(sent)) =
-        common(r).body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    let Some(body_mutation::Mutation::Body(sent)) = common(r)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
     else {
         return None;
     };
@@ -1492,14 +1494,27 @@ fn the_default_ceiling_is_sent_upstream_when_a_limit_applies_and_the_client_name
 #[test]
 fn hostile_max_tokens_is_a_400_naming_the_field_and_reserves_nothing() {
     let mut l = Limited::new();
-    for v in ["18446744073709551615", "9007199254740993", "1.5", "-1", "-0", "1e300", "\"9\"", "true"] {
+    for v in [
+        "18446744073709551615",
+        "9007199254740993",
+        "1.5",
+        "-1",
+        "-0",
+        "1e300",
+        "\"9\"",
+        "true",
+    ] {
         let mut ex = l.exchange();
         ex.on_message_now(chat_headers(&[KEY])).unwrap();
         let r = ex
             .on_message_now(body(&format!(r#"{{"model":"m","max_tokens":{v}}}"#)))
             .unwrap();
         let (s, json, _) = immediate(&r);
-        assert_eq!((s, json["error"]["param"].as_str()), (400, Some("max_tokens")), "{v}");
+        assert_eq!(
+            (s, json["error"]["param"].as_str()),
+            (400, Some("max_tokens")),
+            "{v}"
+        );
     }
     assert_eq!(l.settle(), 0);
     assert_eq!(l.cost_counter(), (0, 0));
@@ -1528,7 +1543,11 @@ fn a_whole_answer_cut_off_by_the_client_is_charged_the_reservation() {
     assert_eq!(l.settle(), 1);
     let prompt =
         crate::tokens::count_prompt(crate::tokens::Encoding::O200k, PROMPT.as_bytes()).unwrap();
-    assert_eq!(l.cost_counter(), (prompt + 40, 0), "prompt + reserved output");
+    assert_eq!(
+        l.cost_counter(),
+        (prompt + 40, 0),
+        "prompt + reserved output"
+    );
 }
 
 #[test]
@@ -1605,7 +1624,11 @@ fn an_exchange_dropped_while_its_reserve_is_in_flight_releases_the_reservation()
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending(), "reserve in flight");
-        assert_eq!(l.cost_counter().1, PROMPT.len() as u64 + 40, "held by the store");
+        assert_eq!(
+            l.cost_counter().1,
+            PROMPT.len() as u64 + 40,
+            "held by the store"
+        );
         // Envoy cancels the stream: the future is dropped mid-call.
     }
     drop(ex);
