@@ -32,6 +32,8 @@ pub struct Services {
     /// The counter store.
     pub limiter: Arc<dyn Limiter>,
     settle: mpsc::Sender<Settlement>,
+    /// Settlements dropped on a full queue (the first, then every 1000th, is logged).
+    dropped: std::sync::atomic::AtomicU64,
     /// Backends that just failed (routing avoids them where it can; kept across reloads).
     pub cooldown: crate::routing::health::Cooldown,
 }
@@ -61,6 +63,7 @@ impl Services {
             Arc::new(Self {
                 limiter,
                 settle,
+                dropped: Default::default(),
                 cooldown: Default::default(),
             }),
             rx,
@@ -74,7 +77,15 @@ impl Services {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics.limiter_error("settle_dropped");
-                tracing::warn!("settlement queue full; reservation left to expire with its window");
+                let n = self
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "settlement queue full; reservations left to expire with their windows"
+                    );
+                }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::warn!("settlement queue closed; reservation left to expire");
