@@ -180,6 +180,10 @@ def test_a_frozen_or_dead_redis_applies_the_fail_mode_and_state_reads_never_trip
     s = make_stack(tollgate_config=cfg)
     wait_for("limits store up", lambda: s.metric("tollgate_limits_store_up") == 1, 10)
     assert chat_status(s) == 200
+    # Its settlement is applied first (a settlement failing during the freeze would count
+    # toward the breaker, as it should).
+    wait_for("settled", lambda: http_request(
+        "GET", f"{s.tollgate_admin_url}/debug/state").json()["limits_outstanding"] == 0, 5)
     # Frozen Redis: an operator keeps reading the state. Each read times out on its own...
     redis.proc.send_signal(signal.SIGSTOP)
     try:
