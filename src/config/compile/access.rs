@@ -433,9 +433,18 @@ impl Cx {
                 }
             }
         };
+        let default_max_tokens = raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        // It is sent upstream as the request's ceiling when a limit applies, and reserved.
+        let most = crate::llm::openai::MAX_OUTPUT_TOKENS;
+        if !(1..=most).contains(&default_max_tokens) {
+            self.err(
+                "limits.default_max_tokens",
+                format!("must be from 1 to {most}"),
+            );
+        }
         LimitSettings {
             rules,
-            default_max_tokens: raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            default_max_tokens,
             store,
         }
     }
