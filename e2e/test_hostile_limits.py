@@ -286,3 +286,34 @@ def test_a_reload_refused_while_a_secret_file_was_missing_is_retried(
     provider_key.write_text("alpha-key\n")
     wait_for("reload retried", lambda: chat_status(s, model="after-swap") == 200, 5)
     assert s.metric("tollgate_config_last_reload_success") == 1
+
+
+# ---- response bodies tollgate must read
+
+
+def test_a_compressed_answer_usage_must_read_is_refused_not_passed_unmetered(
+    make_stack: Callable[..., Stack],
+) -> None:
+    import gzip
+
+    cfg = copy.deepcopy(load_yaml(DEMO_TOLLGATE_CONFIG))
+    cfg["models"].append({"name": "gzip-demo", "backend": "alpha"})
+    s = make_stack(tollgate_config=cfg)
+    body = {"model": "gzip-demo", "messages": [{"role": "user", "content": "hi"}]}
+    # The test double really answers gzip, whatever it is asked for.
+    direct = http_request(
+        "POST", f"{s.upstream_url('alpha')}/v1/chat/completions",
+        headers={"authorization": f"Bearer {s.keys['alpha']}", "accept-encoding": "identity"},
+        body=body,
+    )
+    assert direct.headers.get("content-encoding") == "gzip", direct
+    assert json.loads(gzip.decompress(direct.body))["usage"]["total_tokens"] > 0
+    s.clear_upstreams()
+    r = http_request("POST", f"{s.base_url}/v1/chat/completions", headers=AUTH, body=body)
+    assert r.status == 502, r
+    assert r.json()["error"]["code"] == "upstream_response_unreadable", r.json()
+    [req] = s.upstream_requests("alpha")
+    assert req["headers"].get("accept-encoding") == "identity"
+    # Charged as reserved (never zero): the usage metric moved by the reserved output.
+    assert (s.metric("tollgate_tokens_total", backend="alpha", kind="output", model="gzip-demo")
+            or 0) >= cfg["limits"]["default_max_tokens"]

@@ -255,7 +255,14 @@ fn chat_response(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         let reply = reply_text(&state.config.name, req.model, &req.last_user_text);
         let usage = Usage::from_chars(req.prompt_chars, reply.chars().count());
         if !req.stream {
-            return Ok(json_response(render_completion(&meta, &reply, usage)));
+            let body = render_completion(&meta, &reply, usage);
+            if crate::reply::always_gzip(req.model) {
+                let mut r = json_response(crate::reply::gzip_stored(&body).into());
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return Ok(r);
+            }
+            return Ok(json_response(body));
         }
         let chunk_chars = state.config.chunk_chars;
         SseChunks::new(meta, reply, chunk_chars, usage, req.include_usage)
