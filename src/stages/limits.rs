@@ -80,7 +80,7 @@ impl Services {
                 let n = self
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(
                         dropped = n + 1,
                         "settlement queue full; reservations left to expire with their windows"
