@@ -27,7 +27,9 @@
 //! events first (and strips the usage event it injected), then `guard` masks what is passed
 //! on. Usage is completed once — at the response's end of stream, at response headers when
 //! the body is not read, or in `Drop` when the stream ends early — and its settlement is
-//! queued for the background worker (Drop cannot await).
+//! queued for the background worker (Drop cannot await). The one await is guarded: a
+//! reserve still in flight when the exchange is dropped (Envoy cancelled the stream) queues
+//! its cancellation, so the store releases it whether or not the call reached it.
 
 use super::reply::{self, Kind};
 use crate::config::Snapshot;

@@ -13,8 +13,15 @@
 //! chunk or end of stream. Without stripping, chunks pass unchanged (observed only).
 //! JSON bodies are copied (up to [`MAX_JSON`]) and read at end of stream.
 //!
-//! Known limits: a JSON body over [`MAX_JSON`] is charged its prompt count plus the full
-//! reserved output; `"usage": null` fields that include_usage adds to every chunk are left in
+//! Whenever the body is read, the upstream is asked for `accept-encoding: identity`; a 2xx
+//! JSON or SSE answer that comes compressed anyway is refused (502) and charged as reserved
+//! ([`must_read`], [`is_compressed`]): tollgate never inflates bodies, and never passes one
+//! on unmetered. When a token or cost limit applies and the client named no ceiling, the
+//! reserved default is sent upstream ([`send_default_ceiling`]), so the reservation bounds
+//! what the upstream may generate.
+//!
+//! Known limits: a JSON body over [`MAX_JSON`], or cut off before its end, is charged its
+//! prompt count plus the full reserved output; `"usage": null` fields that include_usage adds to every chunk are left in
 //! place (clients ignore them).
 
 use super::RequestCtx;
