@@ -317,3 +317,36 @@ def test_a_compressed_answer_usage_must_read_is_refused_not_passed_unmetered(
     # Charged as reserved (never zero): the usage metric moved by the reserved output.
     assert (s.metric("tollgate_tokens_total", backend="alpha", kind="output", model="gzip-demo")
             or 0) >= cfg["limits"]["default_max_tokens"]
+
+
+def test_a_client_gone_while_redis_holds_its_reserve_releases_the_reservation(
+    make_stack: Callable[..., Stack], redis: Redis
+) -> None:
+    import socket
+
+    cfg = copy.deepcopy(load_yaml(DEMO_TOLLGATE_CONFIG))
+    cfg["limits"]["store"] = "redis"
+    # A command timeout longer than the pause: the reserve is in flight when the client goes.
+    cfg["limits"]["redis"] = {"url": f"redis://127.0.0.1:{redis.port}", "command_timeout": "5s",
+                              "failure_mode": "closed", "key_prefix": "e2e"}
+    s = make_stack(tollgate_config=cfg)
+    wait_for("limits store up", lambda: s.metric("tollgate_limits_store_up") == 1, 10)
+
+    def outstanding() -> Any:
+        return http_request("GET", f"{s.tollgate_admin_url}/debug/state").json()["limits_outstanding"]
+
+    assert outstanding() == 0
+    assert redis.cli("CLIENT", "PAUSE", "1500", "ALL") == "OK"
+    body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {DEMO_CLIENT_KEY}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", s.ports.envoy), timeout=5) as c:
+        c.sendall(head + body)
+        time.sleep(0.4)  # tollgate is now waiting on Redis
+    # The client is gone; Envoy cancels the ext_proc stream. Once Redis resumes, the reserve
+    # runs and its cancellation after it: nothing stays held, nothing reached the provider.
+    wait_for("cancellation counted",
+             lambda: (s.metric("tollgate_limiter_errors_total", op="reserve_cancelled") or 0) == 1, 5)
+    wait_for("reservation released", lambda: outstanding() == 0, 5)
+    assert s.upstream_count("alpha") == 0
+    assert redis.cli("KEYS", "e2e:per-consumer:*") not in ("", "*0"), "the reserve did run in Redis"
