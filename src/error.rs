@@ -94,6 +94,10 @@ pub enum StageError {
     /// request has something its dialect cannot express).
     #[error(transparent)]
     Provider(#[from] ProviderError),
+    /// The upstream's answer cannot be read where tollgate must read it (a compressed body
+    /// while usage is metered): refused rather than passed on unmetered.
+    #[error("{0}")]
+    UpstreamUnreadable(&'static str),
     /// A bug on our side.
     #[error("internal gateway error")]
     Internal(String),
@@ -208,6 +212,10 @@ pub fn rescue(err: &StageError) -> LocalReply {
         StageError::Internal(_) => LocalReply {
             fault: Fault::Internal,
             ..reply(500, "server_error", "internal_error", None)
+        },
+        StageError::UpstreamUnreadable(_) => LocalReply {
+            fault: Fault::Internal,
+            ..reply(502, "api_error", "upstream_response_unreadable", None)
         },
         StageError::Auth(a) => {
             let unauthenticated = |code| LocalReply {

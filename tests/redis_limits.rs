@@ -596,3 +596,179 @@ async fn settlements_are_idempotent_and_cancel_late_reserves() {
     assert_eq!(redis.sum("i:r:*", "r"), 0);
     stop.cancel();
 }
+
+async fn connected(
+    redis: &Redis,
+    prefix: &str,
+    timeout: Duration,
+) -> std::sync::Arc<tollgate::limits::redis::RedisLimiter> {
+    use tollgate::limits::Limiter;
+    use tollgate::limits::redis::{RedisLimiter, RedisSettings};
+    let limiter = RedisLimiter::new(RedisSettings {
+        url: tollgate::secret::Secret::new(redis.url()),
+        command_timeout: timeout,
+        breaker_failures: 2,
+        breaker_cooldown: Duration::from_secs(30),
+        key_prefix: prefix.into(),
+    })
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(limiter.clone().run(stop));
+    while limiter.health() != tollgate::limits::Health::Up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    limiter
+}
+
+fn token_rule(max: u64) -> Vec<tollgate::limits::Rule> {
+    use tollgate::limits::{Limit, Metric, Rule, Window};
+    vec![Rule {
+        name: "r".into(),
+        per: vec![],
+        consumers: vec![],
+        teams: vec![],
+        models: vec![],
+        limits: vec![Limit {
+            metric: Metric::Tokens,
+            window: Window::Day,
+            max,
+        }],
+    }]
+}
+
+fn tokens(n: u64) -> tollgate::limits::Amounts {
+    tollgate::limits::Amounts {
+        requests: 1,
+        tokens: n,
+        cost: 0,
+    }
+}
+
+const SUBJECT: tollgate::limits::Subject<'static> = tollgate::limits::Subject {
+    consumer: "c",
+    team: None,
+    model: "m",
+};
+
+#[tokio::test]
+async fn amounts_up_to_u64_max_neither_wrap_nor_break_the_scripts() {
+    use tollgate::limits::{Admission, Limiter, plan, unix_now};
+    let redis = Redis::start();
+    let limiter = connected(&redis, "h", Duration::from_millis(500)).await;
+    let now = unix_now();
+    // An absurd amount against a real limit: refused, never admitted by wrapping to 0.
+    let d = plan(&token_rule(1000), &SUBJECT, tokens(u64::MAX), now);
+    assert!(matches!(
+        limiter.reserve(&d, now).await.unwrap(),
+        Admission::Refused(_)
+    ));
+    // Against an "unlimited" limit: admitted (clamped) and released exactly.
+    let d = plan(&token_rule(u64::MAX), &SUBJECT, tokens(u64::MAX), now);
+    let Admission::Granted(r) = limiter.reserve(&d, now).await.unwrap() else {
+        panic!("fits an unlimited limit")
+    };
+    assert_eq!(
+        redis.sum("h:r:*", "r"),
+        tollgate::limits::redis::MAX_WIRE_AMOUNT
+    );
+    limiter.settle(&r, tokens(u64::MAX)).await.unwrap();
+    assert_eq!(redis.sum("h:r:*", "r"), 0);
+    assert_eq!(
+        redis.sum("h:r:*", "u"),
+        tollgate::limits::redis::MAX_WIRE_AMOUNT
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_store_state_never_trips_the_breaker() {
+    use tollgate::limits::{Admission, Health, Limiter, plan, unix_now};
+    let mut redis = Redis::start();
+    let limiter = connected(&redis, "b", Duration::from_millis(100)).await;
+    redis.signal("-STOP");
+    // Far more failed reads than the breaker's threshold (2).
+    for _ in 0..6 {
+        assert!(limiter.outstanding("").await.is_err());
+    }
+    assert_eq!(limiter.breaker_failures(), 0, "reads are not counted");
+    redis.signal("-CONT");
+    let now = unix_now();
+    let d = plan(&token_rule(1000), &SUBJECT, tokens(10), now);
+    // The first reserve after the outage goes to Redis (the circuit never opened).
+    assert!(matches!(
+        limiter.reserve(&d, now).await.unwrap(),
+        Admission::Granted(_)
+    ));
+    assert_eq!(limiter.outstanding("").await.unwrap(), 10);
+    assert_ne!(limiter.health(), Health::Down);
+    redis.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_cancelled_while_redis_holds_its_reserve_releases_it() {
+    let redis = Redis::start();
+    let rule = "    - { name: day, cost_per_day: 10 }";
+    // A command timeout longer than the pause: the reserve is still in flight when the
+    // client goes away (a timeout would take the other, older path).
+    let cfg = config(&redis.url(), "closed", rule)
+        .replace("command_timeout: 100ms", "command_timeout: 5s");
+    let t = tollgate(&cfg);
+    let mut c = ExternalProcessorClient::connect(format!("http://{}", t.grpc))
+        .await
+        .unwrap();
+    let (tx, mut replies) = open_stream(&mut c).await;
+    tx.send(headers(
+        processing_request::Request::RequestHeaders,
+        &[(":method", "POST"), (":path", "/v1/chat/completions")],
+    ))
+    .await
+    .unwrap();
+    replies.next().await.unwrap().unwrap();
+    {
+        let mut admin = redis.conn().unwrap();
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("ALL")
+            .query(&mut admin)
+            .unwrap();
+    }
+    tx.send(body(processing_request::Request::RequestBody, BODY, true))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Envoy cancels the stream (client gone) while Redis still holds the reserve.
+    drop(tx);
+    drop(replies);
+    drop(c);
+    // After the pause the reserve runs, then its cancellation: nothing stays held.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = redis.conn().unwrap();
+        let markers: Vec<String> = redis::cmd("KEYS").arg("t:res:*").query(&mut conn).unwrap();
+        let states: Vec<String> = markers
+            .iter()
+            .map(|k| redis::cmd("GET").arg(k).query::<String>(&mut conn).unwrap())
+            .collect();
+        let reserved = redis.sum("t:day:*", "r");
+        if reserved == 0 && states.iter().all(|s| s == "done" || s == "void") && !states.is_empty()
+        {
+            assert_eq!(
+                redis.sum("t:day:*", "u"),
+                0,
+                "nothing generated, nothing charged"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reservation still held: reserved {reserved}, markers {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = http_get(&t.admin, "/metrics").unwrap_or_default();
+    assert!(
+        text.contains(r#"tollgate_limiter_errors_total{op="reserve_cancelled"} 1"#),
+        "the drop path released it: {text}"
+    );
+}

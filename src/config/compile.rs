@@ -84,21 +84,38 @@ const SECTIONS: &[&str] = &[
 
 /// Compiles a config document.
 pub fn compile(text: &str, opts: &CompileOptions<'_>) -> Result<Snapshot, Vec<ConfigError>> {
+    compile_with_inputs(text, opts).0
+}
+
+/// Compiles a config document, and names every file it read or tried to read besides it
+/// (`auth.key_file`, `file:` secrets, `pricing.file`) — also when it fails, so the reloader
+/// can watch a file that is missing now and retry once it appears.
+pub fn compile_with_inputs(
+    text: &str,
+    opts: &CompileOptions<'_>,
+) -> (Result<Snapshot, Vec<ConfigError>>, Vec<std::path::PathBuf>) {
     let mut cx = Cx::default();
     let raw = cx.read(text);
     let snapshot = raw.and_then(|raw| cx.check(&raw, opts));
-    match snapshot {
+    let mut inputs = std::mem::take(&mut cx.inputs);
+    inputs.sort();
+    inputs.dedup();
+    let result = match snapshot {
         Some(mut s) if cx.errors.is_empty() => {
             s.hash = super::content_hash(text.as_bytes());
+            s.inputs = inputs.clone();
             Ok(s)
         }
         _ => Err(cx.errors),
-    }
+    };
+    (result, inputs)
 }
 
 #[derive(Default)]
 struct Cx {
     errors: Vec<ConfigError>,
+    /// Files read (or tried) besides the config itself.
+    inputs: Vec<std::path::PathBuf>,
 }
 
 impl Cx {
@@ -305,6 +322,7 @@ impl Cx {
             },
             guard,
             hash: String::new(),
+            inputs: Vec::new(),
             access,
             pricing,
             limits,
@@ -840,6 +858,12 @@ impl Cx {
         })
     }
 
+    /// Reads a file the config names, remembering it for the reloader to watch.
+    fn read_input(&mut self, file: &str) -> std::io::Result<String> {
+        self.inputs.push(file.into());
+        std::fs::read_to_string(file)
+    }
+
     /// Reads a secret from the environment or a file; errors name `secret_path`.
     fn secret(
         &mut self,
@@ -865,7 +889,7 @@ impl Cx {
                     None
                 }
             },
-            SecretRef::File(file) => match std::fs::read_to_string(file) {
+            SecretRef::File(file) => match self.read_input(file) {
                 Ok(v) if !v.trim().is_empty() => Some(v.trim_end_matches(['\n', '\r']).to_owned()),
                 Ok(_) => {
                     self.err(

@@ -16,7 +16,7 @@ pub mod compile;
 pub mod raw;
 pub mod watch;
 
-pub use compile::{CompileOptions, ConfigError, compile};
+pub use compile::{CompileOptions, ConfigError, compile, compile_with_inputs};
 
 use crate::routing::Table;
 use sha2::{Digest, Sha256};
@@ -164,6 +164,9 @@ pub struct Snapshot {
     pub guard: crate::guard::Guard,
     /// Short content hash of the source file (shown in logs and metrics).
     pub hash: String,
+    /// Other files this snapshot's content came from (`auth.key_file`, `file:` secrets,
+    /// `pricing.file`): the reloader watches them like the config itself.
+    pub inputs: Vec<std::path::PathBuf>,
     /// Consumers, teams and how they are identified.
     pub access: crate::auth::Access,
     /// Prices per model.

@@ -495,7 +495,8 @@ pub enum SecretRef {
     /// Name of an environment variable holding the secret.
     Env(String),
     /// Path of a file holding the secret (e.g. a mounted Kubernetes Secret); one trailing
-    /// newline is ignored. Re-read on every config reload, so rotated secrets are picked up.
+    /// newline is ignored. Watched like the config, so a rotated secret is picked up without a
+    /// restart; while it is missing the reload is refused and retried once it is back.
     File(String),
 }
 
@@ -642,7 +643,8 @@ pub struct RawClientAuth {
     /// `api_key` when `consumers` are configured, else `none`.
     pub mode: Option<ClientAuthMode>,
     /// A file (e.g. a mounted Secret) with more key hashes, one `<consumer> sha256:<hex>`
-    /// per line; `#` starts a comment. Re-read on every reload.
+    /// per line; `#` starts a comment. Watched like the config: a key removed from it is
+    /// revoked at the next file event or poll.
     pub key_file: Option<String>,
     /// Header names for `identity_headers` mode.
     pub identity_headers: Option<RawIdentityHeaders>,

@@ -5,12 +5,20 @@
 //! are debounced; a slow poll (content-hash compare) backs up file systems without events.
 //! An invalid file never replaces the running config: the reason is logged, a failure is
 //! counted and `tollgate_config_last_reload_success` drops to 0 until a good file arrives.
+//!
+//! The files the config names (`auth.key_file`, every `file:` secret, `pricing.file`) are
+//! watched the same way: their directories get events, and the poll compares one hash over
+//! the config and all of them (a missing file hashes as missing). So removing a key from the
+//! key file revokes it, and a rotated provider key is sent, at the next event or poll; and a
+//! reload rejected because a secret file was briefly missing (a Secret volume mid-swap) is
+//! retried as soon as the file is back, since its state — and so the hash — changed.
 
-use super::{CompileOptions, Snapshot, StaticSettings, compile};
+use super::{CompileOptions, Snapshot, StaticSettings, compile_with_inputs};
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -38,8 +46,11 @@ pub struct Reloader {
     path: PathBuf,
     store: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    /// Hash of the last content tried, good or bad, so a bad file is reported once.
+    /// Hash of the last content tried (config and inputs), good or bad, so a bad state is
+    /// reported once.
     last_tried: Mutex<String>,
+    /// The other files the config named at the last attempt.
+    inputs: Mutex<Vec<PathBuf>>,
     /// Static settings as the file last stated them (before command-line overrides), to
     /// tell a real change from an override.
     file_settings: Mutex<StaticSettings>,
@@ -54,15 +65,30 @@ impl Reloader {
         metrics: Arc<Metrics>,
         file_settings: StaticSettings,
     ) -> Self {
-        let last_tried = Mutex::new(store.load().hash.clone());
+        let inputs = store.load().inputs.clone();
+        let last_tried = std::fs::read(&path)
+            .map(|text| state_hash(&text, &inputs))
+            .unwrap_or_default();
         metrics.config_loaded(&store.load().hash);
         Self {
             path,
             store,
             metrics,
-            last_tried,
+            last_tried: Mutex::new(last_tried),
+            inputs: Mutex::new(inputs),
             file_settings: Mutex::new(file_settings),
         }
+    }
+
+    /// Directories to watch: the config's and those of the files it names.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::iter::once(self.path.as_path())
+            .chain(self.inputs.lock().iter().map(PathBuf::as_path))
+            .map(parent_dir)
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     /// Reads, compiles and (when valid and changed) swaps in the file.
@@ -75,17 +101,29 @@ impl Reloader {
                 return self.reject(String::new(), vec![reason]);
             }
         };
-        let hash = super::content_hash(&text);
-        if *self.last_tried.lock() == hash {
+        let before = self.inputs.lock().clone();
+        let state = state_hash(&text, &before);
+        if *self.last_tried.lock() == state {
             return Outcome::Unchanged;
         }
+        let hash = super::content_hash(&text);
         let text = match String::from_utf8(text) {
             Ok(t) => t,
-            Err(_) => return self.reject(hash, vec!["the file is not UTF-8".into()]),
+            Err(_) => return self.reject(state, vec!["the file is not UTF-8".into()]),
         };
-        match compile(&text, &CompileOptions::from_process()) {
+        let (compiled, inputs) = compile_with_inputs(&text, &CompileOptions::from_process());
+        // The state tried: with the same inputs, the hash taken before compiling (a file that
+        // changed meanwhile differs at the next poll and is reloaded again); with new inputs,
+        // their hash now.
+        let state = if inputs == before {
+            state
+        } else {
+            state_hash(text.as_bytes(), &inputs)
+        };
+        *self.inputs.lock() = inputs;
+        match compiled {
             Ok(mut next) => {
-                *self.last_tried.lock() = hash.clone();
+                *self.last_tried.lock() = state;
                 let stated =
                     std::mem::replace(&mut *self.file_settings.lock(), next.settings.clone());
                 if next.settings != stated {
@@ -108,7 +146,7 @@ impl Reloader {
             }
             Err(errors) => {
                 let reasons = errors.iter().map(ToString::to_string).collect();
-                self.reject(hash, reasons)
+                self.reject(state, reasons)
             }
         }
     }
@@ -129,14 +167,28 @@ impl Reloader {
     /// Watches the file until `shutdown`; reloads after debounced events and on each poll.
     pub async fn watch(self, shutdown: CancellationToken) {
         let (tx, mut rx) = mpsc::channel::<()>(16);
-        let _watcher = match watch_parent(&self.path, tx) {
+        let mut watcher = match watcher(tx) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(error = %e, "file events unavailable; relying on polling");
                 None
             }
         };
+        let mut watched: Vec<PathBuf> = Vec::new();
         loop {
+            if let Some(w) = watcher.as_mut() {
+                for dir in self.dirs() {
+                    if !watched.contains(&dir) {
+                        // A directory that does not exist yet is covered by the poll.
+                        match w.watch(&dir, RecursiveMode::NonRecursive) {
+                            Ok(()) => watched.push(dir),
+                            Err(e) => {
+                                tracing::debug!(dir = %dir.display(), error = %e, "not watched; polling covers it")
+                            }
+                        }
+                    }
+                }
+            }
             let reload = self.store.load().reload.clone();
             let poll = async {
                 if reload.poll_interval.is_zero() {
@@ -166,22 +218,47 @@ impl Reloader {
     }
 }
 
-fn watch_parent(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        .to_path_buf()
+}
+
+/// One hash over the config bytes and every input file's path and content (or its absence).
+/// Internal only: never logged or exported (it covers secrets).
+fn state_hash(config: &[u8], inputs: &[PathBuf]) -> String {
+    let mut h = Sha256::new();
+    h.update((config.len() as u64).to_le_bytes());
+    h.update(config);
+    for p in inputs {
+        let path = p.as_os_str().as_encoded_bytes();
+        h.update((path.len() as u64).to_le_bytes());
+        h.update(path);
+        match std::fs::read(p) {
+            Ok(bytes) => {
+                h.update([1]);
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Err(e) => {
+                h.update([0]);
+                h.update(format!("{:?}", e.kind()).as_bytes());
+            }
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn watcher(tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !matches!(ev.kind, EventKind::Access(_))
         {
             // A full channel already holds a pending reload; dropping is fine.
             let _ = tx.try_send(());
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    })
 }
 
 #[cfg(test)]
@@ -301,6 +378,130 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         assert_eq!(store.load().routing.models[1].name, "m3");
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    /// A config whose backend key is a `file:` secret and whose consumer keys are in a key
+    /// file, both outside the config's directory (like mounted Secrets).
+    fn with_files() -> (
+        tempfile::TempDir,
+        PathBuf,
+        PathBuf,
+        PathBuf,
+        Arc<ArcSwap<Snapshot>>,
+        Reloader,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        let key = secrets.join("provider-key");
+        let keys = secrets.join("keys.txt");
+        write(&key, "sk-old\n");
+        write(
+            &keys,
+            &format!("app {}\napp {}\n", hash_of("k1"), hash_of("k2")),
+        );
+        let path = conf.join("tollgate.yaml");
+        write(
+            &path,
+            &format!(
+                "version: 1\nbackends: [{{name: a, kind: openai, auth: {{api_key: {{file: {}}}}}}}]\nmodels: [{{name: m1, backend: a}}]\nauth: {{mode: api_key, key_file: {}}}\nconsumers: [{{name: app}}]\n",
+                key.display(),
+                keys.display()
+            ),
+        );
+        let snap = super::super::load(&path, &CompileOptions::from_process()).unwrap();
+        let settings = snap.settings.clone();
+        let store = Arc::new(ArcSwap::from_pointee(snap));
+        let r = Reloader::new(
+            path.clone(),
+            store.clone(),
+            Arc::new(Metrics::new()),
+            settings,
+        );
+        (dir, key, keys, path, store, r)
+    }
+
+    fn hash_of(key: &str) -> String {
+        crate::auth::hash_key(&crate::secret::Secret::new(key))
+    }
+
+    fn provider_key(store: &ArcSwap<Snapshot>) -> String {
+        let snap = store.load();
+        snap.routing.backends[0]
+            .credential
+            .as_ref()
+            .map(|c| c.value.expose().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn knows(store: &ArcSwap<Snapshot>, key: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let d: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        store.load().access.keys.contains_key(&d)
+    }
+
+    #[test]
+    fn a_key_removed_from_the_key_file_is_revoked_without_touching_the_config() {
+        let (_d, _key, keys, _path, store, r) = with_files();
+        assert!(knows(&store, "k1") && knows(&store, "k2"));
+        assert_eq!(r.reload_now(), Outcome::Unchanged);
+        write(&keys, &format!("app {}\n", hash_of("k1")));
+        assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+        assert!(knows(&store, "k1"));
+        assert!(!knows(&store, "k2"), "revoked");
+        assert_eq!(r.reload_now(), Outcome::Unchanged);
+    }
+
+    #[test]
+    fn a_rotated_secret_file_is_picked_up_and_a_briefly_missing_one_is_retried() {
+        let (_d, key, _keys, _path, store, r) = with_files();
+        assert_eq!(provider_key(&store), "Bearer sk-old");
+        write(&key, "sk-new\n");
+        assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+        assert_eq!(provider_key(&store), "Bearer sk-new");
+        // Mid-swap: the file is gone. Rejected, the running key keeps serving ...
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(r.reload_now(), Outcome::Rejected { .. }));
+        assert_eq!(provider_key(&store), "Bearer sk-new");
+        // ... not retried while nothing changes (no log flood) ...
+        assert_eq!(r.reload_now(), Outcome::Unchanged);
+        // ... and retried once it is back, even with the very same content.
+        write(&key, "sk-new\n");
+        assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+        assert_eq!(provider_key(&store), "Bearer sk-new");
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(r.reload_now(), Outcome::Rejected { .. }));
+        write(&key, "sk-newer\n");
+        assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+        assert_eq!(provider_key(&store), "Bearer sk-newer");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_sees_a_secret_file_change_in_another_directory() {
+        let (_d, key, _keys, path, store, r) = with_files();
+        // Events only: the poll is far off.
+        let text = std::fs::read_to_string(&path).unwrap();
+        write(
+            &path,
+            &format!("{text}reload: {{poll_interval: 1h, debounce: 50ms}}\n"),
+        );
+        assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(r.watch(stop.clone()));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        write(&key, "sk-rotated\n");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while provider_key(&store) != "Bearer sk-rotated" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rotation not picked up"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         stop.cancel();
         task.await.unwrap();
     }

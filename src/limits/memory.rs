@@ -16,10 +16,19 @@ struct Slot {
     expires_at: u64,
 }
 
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<String, Slot>,
+    /// Reservations granted and not yet settled (id → expiry), so a settlement applies at
+    /// most once and one for a reservation never granted (a cancelled reserve) releases
+    /// nothing that belongs to others.
+    live: HashMap<String, u64>,
+}
+
 /// The in-memory store.
 #[derive(Debug, Default)]
 pub struct MemoryLimiter {
-    slots: Mutex<HashMap<String, Slot>>,
+    state: Mutex<State>,
 }
 
 const SWEEP_ABOVE: usize = 10_000;
@@ -32,9 +41,16 @@ impl MemoryLimiter {
 
     /// Reserves synchronously (the async trait method wraps this).
     pub fn reserve_now(&self, demand: &Demand, now: u64) -> Admission {
-        let mut slots = self.slots.lock();
+        let mut state = self.state.lock();
+        let State { slots, live } = &mut *state;
         if slots.len() > SWEEP_ABOVE {
             slots.retain(|_, s| s.expires_at > now);
+        }
+        if live.len() > SWEEP_ABOVE {
+            live.retain(|_, exp| *exp > now);
+        }
+        if demand.is_empty() {
+            return Admission::Granted(Reservation::of(demand));
         }
         for c in &demand.counters {
             let s = slots
@@ -51,12 +67,13 @@ impl MemoryLimiter {
             let s = slots.entry(c.key.clone()).or_default();
             if s.expires_at <= now {
                 *s = Slot {
-                    expires_at: now + c.ttl_secs,
+                    expires_at: now.saturating_add(c.ttl_secs),
                     ..Slot::default()
                 };
             }
-            s.reserved += c.amount;
+            s.reserved = s.reserved.saturating_add(c.amount);
         }
+        live.insert(demand.id.clone(), now.saturating_add(demand.max_ttl()));
         Admission::Granted(Reservation::of(demand))
     }
 
@@ -65,7 +82,12 @@ impl MemoryLimiter {
         if reservation.unbacked {
             return;
         }
-        let mut slots = self.slots.lock();
+        let mut state = self.state.lock();
+        let State { slots, live } = &mut *state;
+        if live.remove(&reservation.id).is_none() {
+            // Settled already, or never granted (a reserve cancelled before it ran).
+            return;
+        }
         for (key, reserved, used, _ttl) in reservation.settlement(actual) {
             // A window that ended meanwhile is gone: nothing to release or charge.
             let Some(s) = slots.get_mut(key).filter(|s| s.expires_at > now) else {
@@ -79,8 +101,9 @@ impl MemoryLimiter {
 
     /// `(used, reserved)` of a key (tests).
     pub fn peek(&self, key: &str) -> (u64, u64) {
-        self.slots
+        self.state
             .lock()
+            .slots
             .get(key)
             .map(|s| (s.used, s.reserved))
             .unwrap_or_default()
@@ -108,8 +131,9 @@ impl Limiter for MemoryLimiter {
 
     async fn outstanding(&self, key_prefix: &str) -> Result<u64, LimitError> {
         Ok(self
-            .slots
+            .state
             .lock()
+            .slots
             .iter()
             .filter(|(k, _)| k.starts_with(key_prefix))
             .map(|(_, s)| s.reserved)

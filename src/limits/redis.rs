@@ -34,6 +34,17 @@ use tokio_util::sync::CancellationToken;
 const RESERVE_LUA: &str = include_str!("lua/reserve.lua");
 const SETTLE_LUA: &str = include_str!("lua/settle.lua");
 
+/// Largest amount sent to the scripts: Lua numbers are doubles (exact to 2^53) and Redis
+/// hash increments are signed 64-bit, so a larger amount is clamped here rather than
+/// rounded, refused by `HINCRBY`, or wrapped. A limit that high is unlimited in practice, and
+/// an amount that high is refused by any real limit either way. Reservation and settlement
+/// clamp alike, so what is released is what was reserved.
+pub const MAX_WIRE_AMOUNT: u64 = 1 << 53;
+
+fn wire(v: u64) -> u64 {
+    v.min(MAX_WIRE_AMOUNT)
+}
+
 /// Connection and resilience settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
@@ -234,6 +245,30 @@ impl RedisLimiter {
         }
     }
 
+    /// A read of the store's state (`/debug/state`, metrics): bounded by the command timeout
+    /// like every call, but it neither counts toward the circuit breaker nor moves the health
+    /// flag, and runs even while the circuit is open. An operator polling a slow or dead Redis
+    /// must not change how requests are admitted.
+    async fn read<T, Fut>(&self, f: impl FnOnce(ConnectionManager) -> Fut) -> Result<T, LimitError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = self.conn.load_full() else {
+            return Err(LimitError::NotConnected);
+        };
+        let timeout = self.settings.command_timeout;
+        match tokio::time::timeout(timeout, f((*conn).clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(LimitError::Timeout(timeout)),
+        }
+    }
+
+    /// Consecutive failures the breaker has counted (tests, admin).
+    pub fn breaker_failures(&self) -> u32 {
+        self.breaker.failures.load(Ordering::Acquire)
+    }
+
     fn key(&self, k: &str) -> String {
         format!("{}:{k}", self.settings.key_prefix)
     }
@@ -254,7 +289,7 @@ impl Limiter for RedisLimiter {
         inv.arg(demand.max_ttl());
         for c in &demand.counters {
             inv.key(self.key(&c.key));
-            inv.arg(c.limit).arg(c.amount).arg(c.ttl_secs);
+            inv.arg(wire(c.limit)).arg(wire(c.amount)).arg(c.ttl_secs);
         }
         let (i, taken): (i64, u64) = self
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
@@ -284,7 +319,7 @@ impl Limiter for RedisLimiter {
         inv.arg(reservation.max_ttl());
         for (key, reserved, used, _) in reservation.settlement(actual) {
             inv.key(self.key(key));
-            inv.arg(reserved).arg(used);
+            inv.arg(wire(reserved)).arg(wire(used));
         }
         self.call(|mut conn| async move { inv.invoke_async::<i64>(&mut conn).await })
             .await
@@ -301,7 +336,7 @@ impl Limiter for RedisLimiter {
 
     async fn outstanding(&self, key_prefix: &str) -> Result<u64, LimitError> {
         let pattern = format!("{}*", self.key(key_prefix));
-        self.call(|mut conn| async move {
+        self.read(|mut conn| async move {
             let mut total = 0u64;
             let mut cursor = 0u64;
             loop {
@@ -311,6 +346,9 @@ impl Limiter for RedisLimiter {
                     .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000)
+                    // Counters only: reservation markers (`res:<id>`) are strings.
+                    .arg("TYPE")
+                    .arg("hash")
                     .query_async(&mut conn)
                     .await?;
                 for k in keys {
@@ -319,7 +357,7 @@ impl Limiter for RedisLimiter {
                         .arg("r")
                         .query_async(&mut conn)
                         .await?;
-                    total += r.unwrap_or_default();
+                    total = total.saturating_add(r.unwrap_or_default());
                 }
                 if next == 0 {
                     return Ok(total);

@@ -235,3 +235,73 @@ fn refusal_headers_follow_openai_names() {
     };
     assert!(refusal_headers(&cost).contains(&("x-ratelimit-limit-budget-usd", "2.000000".into())));
 }
+
+#[test]
+fn memory_settles_once_and_a_cancelled_reserve_releases_nothing_of_others() {
+    let store = MemoryLimiter::new();
+    let held = ask(600);
+    let Admission::Granted(r) = store.reserve_now(&held, NOW) else {
+        panic!("fits")
+    };
+    // A reserve cancelled before it ran: its settlement must not release `held`'s capacity.
+    let never = ask(600);
+    store.settle_now(&Reservation::of(&never), Amounts::default(), NOW);
+    let key = &held.counters[0].key;
+    assert_eq!(store.peek(key), (0, 600));
+    let used = Amounts {
+        requests: 1,
+        tokens: 10,
+        cost: 10,
+    };
+    store.settle_now(&r, used, NOW);
+    store.settle_now(&r, used, NOW);
+    assert_eq!(store.peek(key).1, 0, "released once");
+    assert_eq!(store.peek(key).0, 10, "charged once");
+}
+
+proptest::proptest! {
+    /// Saturating everywhere: no amount, however large, wraps a reservation to a small number
+    /// or panics; a demand over the limit is refused, never admitted by overflow.
+    #[test]
+    fn huge_amounts_never_wrap(a in proptest::prelude::any::<u64>(), b in proptest::prelude::any::<u64>(), limit in proptest::prelude::any::<u64>()) {
+        let store = MemoryLimiter::new();
+        let mut d1 = ask(a);
+        d1.counters[0].limit = limit;
+        let mut d2 = ask(b);
+        d2.counters[0].limit = limit;
+        let key = d1.counters[0].key.clone();
+        let g1 = matches!(store.reserve_now(&d1, NOW), Admission::Granted(_));
+        proptest::prop_assert_eq!(g1, a <= limit);
+        let g2 = matches!(store.reserve_now(&d2, NOW), Admission::Granted(_));
+        let held = if g1 { a } else { 0 };
+        proptest::prop_assert_eq!(g2, held.checked_add(b).is_some_and(|t| t <= limit));
+        let (_, reserved) = store.peek(&key);
+        proptest::prop_assert!(reserved >= held, "never below what was granted");
+    }
+}
+
+/// One token counter per minute, limit 1000 (tests above adjust the limit as they need).
+fn ask(tokens: u64) -> Demand {
+    let rules = [Rule {
+        name: "t".into(),
+        per: vec![],
+        consumers: vec![],
+        teams: vec![],
+        models: vec![],
+        limits: vec![Limit {
+            metric: Metric::Tokens,
+            window: Window::Minute,
+            max: 1000,
+        }],
+    }];
+    plan(
+        &rules,
+        &subject("a"),
+        Amounts {
+            requests: 1,
+            tokens,
+            cost: 0,
+        },
+        NOW,
+    )
+}

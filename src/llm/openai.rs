@@ -40,9 +40,11 @@ pub struct RequestView {
     object_has_keys: bool,
 }
 
-/// `max_completion_tokens`, `max_tokens` and `n` as the client sent them. Read leniently: a
-/// value that is not a non-negative integer counts as absent (the upstream judges it), since
-/// these only size a reservation.
+/// `max_completion_tokens`, `max_tokens` and `n` as the client sent them. Read strictly: they
+/// size the limits reservation, so a value that is not a plain non-negative integer within
+/// [`MAX_OUTPUT_TOKENS`] (or `n` within 1..=[`MAX_CHOICES`]) is refused with a 400 naming the
+/// field, rather than guessed at (a float, `-0`, `1e300`, a string, a boolean or `2^64-1`
+/// would otherwise size nothing, or wrap). `null` counts as absent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutputLimit {
     /// `max_completion_tokens`.
@@ -52,6 +54,12 @@ pub struct OutputLimit {
     /// `n` (choices).
     pub n: Option<u64>,
 }
+
+/// Largest output ceiling accepted (`max_tokens`, `max_completion_tokens`): far above any
+/// model's output, far below where token or cost arithmetic could overflow.
+pub const MAX_OUTPUT_TOKENS: u64 = 1 << 24;
+/// Largest `n` (choices) accepted, as OpenAI documents it.
+pub const MAX_CHOICES: u64 = 128;
 
 /// Why a body cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -175,9 +183,13 @@ pub fn parse(body: &[u8]) -> Result<RequestView, ParseError> {
         last_user_text,
         model_span,
         output: OutputLimit {
-            max_completion_tokens: lenient_u64(wire.max_completion_tokens),
-            max_tokens: lenient_u64(wire.max_tokens),
-            n: lenient_u64(wire.n),
+            max_completion_tokens: bounded_u64(
+                wire.max_completion_tokens,
+                "max_completion_tokens",
+                0..=MAX_OUTPUT_TOKENS,
+            )?,
+            max_tokens: bounded_u64(wire.max_tokens, "max_tokens", 0..=MAX_OUTPUT_TOKENS)?,
+            n: bounded_u64(wire.n, "n", 1..=MAX_CHOICES)?,
         },
         object_start: object_start + 1,
         object_has_keys,
@@ -209,13 +221,44 @@ fn field_of(message: &str) -> &'static str {
         "messages"
     } else if message.contains("duplicate field `stream`") {
         "stream"
+    } else if message.contains("duplicate field `max_tokens`") {
+        "max_tokens"
+    } else if message.contains("duplicate field `max_completion_tokens`") {
+        "max_completion_tokens"
+    } else if message.contains("duplicate field `n`") {
+        "n"
     } else {
         "body"
     }
 }
 
-fn lenient_u64(raw: Option<&RawValue>) -> Option<u64> {
-    raw.and_then(|r| r.get().parse().ok())
+/// An optional integer field: absent or `null` is `None`; anything but a plain decimal integer
+/// in `range` is an error naming the field. JSON integers are digit strings (an optional `-`,
+/// no fraction or exponent), so parsing the raw text as `u64` accepts exactly the non-negative
+/// ones and never goes through a float.
+fn bounded_u64(
+    raw: Option<&RawValue>,
+    field: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, ParseError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    // `u64::from_str` takes only digits (and a `+`, which is not JSON).
+    match text.parse::<u64>() {
+        Ok(v) if range.contains(&v) => Ok(Some(v)),
+        _ => Err(ParseError::InvalidField {
+            field,
+            problem: format!(
+                "expected an integer from {} to {}, got {}",
+                range.start(),
+                range.end(),
+                preview(text)
+            ),
+        }),
+    }
 }
 
 fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {

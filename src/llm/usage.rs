@@ -43,7 +43,7 @@ pub struct Usage {
 impl Usage {
     /// Input + output.
     pub fn total(&self) -> u64 {
-        self.input + self.output
+        self.input.saturating_add(self.output)
     }
 }
 
@@ -136,7 +136,7 @@ impl StreamMeter {
         let read = num(u, &["cache_read_input_tokens"]);
         let created = num(u, &["cache_creation_input_tokens"]).unwrap_or(0);
         if let Some(i) = num(u, &["input_tokens"]) {
-            self.input = Some(i + read.unwrap_or(0) + created);
+            self.input = Some(i.saturating_add(read.unwrap_or(0)).saturating_add(created));
             if let Some(r) = read {
                 self.cached = r;
             }
@@ -244,7 +244,9 @@ impl StreamMeter {
             (true, Some(o)) => o,
             // Anthropic's message_start reports a provisional output count: never charge
             // less than it.
-            (_, o) => (enc.count(&self.text) + self.overflow_bytes).max(o.unwrap_or(0)),
+            (_, o) => {
+                (enc.count(&self.text).saturating_add(self.overflow_bytes)).max(o.unwrap_or(0))
+            }
         };
         Usage {
             input,

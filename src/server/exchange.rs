@@ -27,7 +27,9 @@
 //! events first (and strips the usage event it injected), then `guard` masks what is passed
 //! on. Usage is completed once — at the response's end of stream, at response headers when
 //! the body is not read, or in `Drop` when the stream ends early — and its settlement is
-//! queued for the background worker (Drop cannot await).
+//! queued for the background worker (Drop cannot await). The one await is guarded: a
+//! reserve still in flight when the exchange is dropped (Envoy cancelled the stream) queues
+//! its cancellation, so the store releases it whether or not the call reached it.
 
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
@@ -274,8 +276,20 @@ impl Exchange {
             self.payload = crate::guard::masked_payload(&g.policy, body);
         }
         usage::request_body(&self.snap, &mut self.cx, &b.body);
-        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
+        if let Err(e) =
+            limits::admit(&self.snap, &mut self.cx, &b.body, &self.svc, &self.metrics).await
+        {
             return self.refuse(e);
+        }
+        if self
+            .cx
+            .charge
+            .as_deref()
+            .is_some_and(usage::Charge::wants_body)
+        {
+            // Usage is read from the response body: it must arrive uncompressed (tollgate
+            // never inflates bodies). A compressed one is refused at response headers.
+            self.cx.mutations.set("accept-encoding", "identity");
         }
         if let Err(e) = provider::request_body(&self.snap, &mut self.cx, &b.body, SystemTime::now())
         {
@@ -349,6 +363,22 @@ impl Exchange {
         self.timing_body =
             self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
         let mut stream_body = self.timing_body || translating;
+        let encoding = header_of(h, "content-encoding");
+        if forwarded
+            && let Some(charge) = self.cx.charge.as_deref_mut()
+            && usage::must_read(charge, self.status, content_type)
+            && encoding.is_some_and(usage::is_compressed)
+        {
+            // Its usage cannot be read: charge the reservation and refuse to pass it on
+            // unmetered (the request asked for identity; this upstream ignored it).
+            charge.status = self.status;
+            charge.unreadable();
+            self.complete(false);
+            let _ = self.cx.mutations.take();
+            return self.refuse(StageError::UpstreamUnreadable(
+                "the upstream answered with a compressed body that tollgate must read for usage metering",
+            ));
+        }
         if forwarded && self.cx.charge.is_some() {
             if usage::response_headers(&mut self.cx, self.status, content_type) {
                 stream_body = true;
@@ -364,7 +394,6 @@ impl Exchange {
                 .as_ref()
                 .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
         if guard_needs {
-            let encoding = header_of(h, "content-encoding");
             // The body will change length; Envoy re-frames (chunked / DATA frames).
             self.cx.mutations.remove("content-length");
             if encoding.is_some() {
@@ -482,10 +511,13 @@ impl Exchange {
             unlimited,
         ));
         if let Some(reservation) = charge.reservation.take() {
-            self.svc.queue(Settlement {
-                reservation,
-                actual: limits::actual(1, &usage, cost),
-            });
+            self.svc.queue(
+                Settlement {
+                    reservation,
+                    actual: limits::actual(1, &usage, cost),
+                },
+                &self.metrics,
+            );
         }
         // The audit log (observe::audit) carries these per request; this is the debug view.
         tracing::debug!(

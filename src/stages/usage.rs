@@ -13,8 +13,15 @@
 //! chunk or end of stream. Without stripping, chunks pass unchanged (observed only).
 //! JSON bodies are copied (up to [`MAX_JSON`]) and read at end of stream.
 //!
-//! Known limits: a JSON body over [`MAX_JSON`] is charged its prompt count plus the full
-//! reserved output; `"usage": null` fields that include_usage adds to every chunk are left in
+//! Whenever the body is read, the upstream is asked for `accept-encoding: identity`; a 2xx
+//! JSON or SSE answer that comes compressed anyway is refused (502) and charged as reserved
+//! ([`must_read`], [`is_compressed`]): tollgate never inflates bodies, and never passes one
+//! on unmetered. When a token or cost limit applies and the client named no ceiling, the
+//! reserved default is sent upstream ([`send_default_ceiling`]), so the reservation bounds
+//! what the upstream may generate.
+//!
+//! Known limits: a JSON body over [`MAX_JSON`], or cut off before its end, is charged its
+//! prompt count plus the full reserved output; `"usage": null` fields that include_usage adds to every chunk are left in
 //! place (clients ignore them).
 
 use super::RequestCtx;
@@ -55,6 +62,10 @@ pub struct Charge {
     pub prompt_reserved: u64,
     /// Output tokens reserved.
     pub max_output: u64,
+    /// The ceiling to send upstream when a limit applies and the client named none
+    /// (`max_completion_tokens` / `max_tokens` = the configured default), so the reservation
+    /// bounds what the upstream may generate.
+    pub default_ceiling: Option<(&'static str, u64)>,
     /// Strip the usage-only event (tollgate asked for it, the client did not).
     pub strip_usage: bool,
     /// Price, when known.
@@ -92,11 +103,19 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
         .flatten();
     let prompt_reserved = prompt_exact.unwrap_or_else(|| tokens::estimate(body));
     let limits = cx.output_limit;
+    let named = limits.max_completion_tokens.or(limits.max_tokens);
+    let default_ceiling = match (cx.endpoint, named) {
+        (_, Some(_)) | (Some(crate::llm::Endpoint::Embeddings), _) => None,
+        // The Anthropic door's own field; chat completions' current one (`max_tokens` is
+        // deprecated there and refused by reasoning models).
+        (Some(crate::llm::Endpoint::Messages), None) => {
+            Some(("max_tokens", snap.limits.default_max_tokens))
+        }
+        (_, None) => Some(("max_completion_tokens", snap.limits.default_max_tokens)),
+    };
     let max_output = match cx.endpoint {
         Some(crate::llm::Endpoint::Embeddings) => 0,
-        _ => limits
-            .max_completion_tokens
-            .or(limits.max_tokens)
+        _ => named
             .unwrap_or(snap.limits.default_max_tokens)
             .saturating_mul(limits.n.unwrap_or(1).clamp(1, 128)),
     };
@@ -126,6 +145,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
         prompt_exact,
         prompt_reserved,
         max_output,
+        default_ceiling,
         strip_usage,
         price,
         reservation: None,
@@ -139,9 +159,9 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
 }
 
 impl Charge {
-    /// Worst-case tokens and cost for admission.
+    /// Worst-case tokens and cost for admission (saturating: never wraps to a small number).
     pub fn worst_case(&self) -> (u64, u64) {
-        let tokens = self.prompt_reserved + self.max_output;
+        let tokens = self.prompt_reserved.saturating_add(self.max_output);
         let cost = self
             .price
             .map(|p| {
@@ -191,12 +211,91 @@ impl Charge {
         }
         match &self.body {
             BodyMeter::Sse { meter, .. } => meter.finish(self.encoding, || self.prompt_tokens()),
-            BodyMeter::Json { .. } | BodyMeter::Off => Usage {
+            // A whole answer cut off before its end (client gone, reset): the upstream
+            // generated it regardless, and its usage is in the part never read. Charge the
+            // reservation, not zero.
+            BodyMeter::Json { .. } => self.reserved_usage(),
+            BodyMeter::Off => Usage {
                 input: self.prompt_tokens(),
                 ..Usage::default()
             },
         }
     }
+
+    /// The prompt plus the whole reserved output: the charge when the real usage cannot be
+    /// read (a cut-off or oversized whole answer, a compressed body).
+    pub fn reserved_usage(&self) -> Usage {
+        Usage {
+            input: self.prompt_tokens(),
+            output: self.max_output,
+            ..Usage::default()
+        }
+    }
+
+    /// Whether the response body will be read for usage when it is a 2xx JSON or SSE body.
+    pub fn wants_body(&self) -> bool {
+        self.needs_usage || self.meter
+    }
+
+    /// Marks the usage unreadable (a compressed body): charged as reserved.
+    pub fn unreadable(&mut self) {
+        self.usage = Some(self.reserved_usage());
+    }
+}
+
+/// Sends the default output ceiling upstream (see [`Charge::default_ceiling`]): inserted as a
+/// top-level key of the body routing validated as a JSON object. Call once a limit applies.
+pub fn send_default_ceiling(cx: &mut RequestCtx, original: &[u8]) {
+    let Some((key, value)) = cx
+        .charge
+        .as_deref_mut()
+        .and_then(|c| c.default_ceiling.take())
+    else {
+        return;
+    };
+    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    if let Some(new_body) = insert_key(body, key, value) {
+        cx.mutations
+            .set("content-length", new_body.len().to_string());
+        cx.mutations.body = Some(new_body);
+    }
+}
+
+/// `body` with `"key":value` added just after its opening brace (`None` if not an object).
+fn insert_key(body: &[u8], key: &str, value: u64) -> Option<Vec<u8>> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' {
+        return None;
+    }
+    let has_keys = body[start + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'}');
+    let mut out = Vec::with_capacity(body.len() + key.len() + 24);
+    out.extend_from_slice(&body[..=start]);
+    out.extend_from_slice(format!("\"{key}\":{value}").as_bytes());
+    if has_keys {
+        out.push(b',');
+    }
+    out.extend_from_slice(&body[start + 1..]);
+    Some(out)
+}
+
+/// Whether usage will read this response's body (a 2xx JSON or SSE body while a token or cost
+/// limit or metering needs it): such a body must be readable.
+pub fn must_read(charge: &Charge, status: Option<u16>, content_type: &str) -> bool {
+    let ct = content_type.trim_start().to_ascii_lowercase();
+    status.is_some_and(|s| (200..300).contains(&s))
+        && charge.wants_body()
+        && (ct.starts_with("text/event-stream") || ct.starts_with("application/json"))
+}
+
+/// Whether a `content-encoding` value names a compression (anything but identity).
+pub fn is_compressed(encoding: &str) -> bool {
+    encoding
+        .split(',')
+        .map(str::trim)
+        .any(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
 }
 
 /// Response headers: decides whether to read the body. Returns true to ask Envoy for it.
@@ -259,7 +358,7 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
         }
         BodyMeter::Json { buf, overflow } => {
             if !*overflow {
-                if buf.len() + chunk.len() <= MAX_JSON {
+                if buf.len().saturating_add(chunk.len()) <= MAX_JSON {
                     buf.extend_from_slice(chunk);
                 } else {
                     *overflow = true;
@@ -277,11 +376,7 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
                 input: charge.prompt_tokens(),
                 ..Usage::default()
             }),
-            BodyMeter::Json { overflow: true, .. } => Usage {
-                input: charge.prompt_tokens(),
-                output: charge.max_output,
-                ..Usage::default()
-            },
+            BodyMeter::Json { overflow: true, .. } => charge.reserved_usage(),
             BodyMeter::Sse { meter, .. } => {
                 meter.finish(charge.encoding, || charge.prompt_tokens())
             }

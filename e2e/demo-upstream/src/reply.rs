@@ -116,6 +116,48 @@ pub fn simulated_error_status(model: &str) -> Option<axum::http::StatusCode> {
     (status.is_client_error() || status.is_server_error()).then_some(status)
 }
 
+/// `gzip-*` models answer with a gzip body whatever the request's `accept-encoding` says: a
+/// misbehaving upstream, for the gateway's "refuse what it cannot read" check.
+pub fn always_gzip(model: &str) -> bool {
+    model.starts_with("gzip-")
+}
+
+/// `data` as a gzip member of stored (uncompressed) deflate blocks: valid gzip without a
+/// compression library (RFC 1952 framing, RFC 1951 block type 00).
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut blocks = data.chunks(0xffff).peekable();
+    if blocks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(block) = blocks.next() {
+        out.push(u8::from(blocks.peek().is_none()));
+        let len = block.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(block);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE, reflected), bit by bit: demo bodies are small.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 /// The assistant's answer: an echo of the last user message for `echo*` and `field-*`
 /// models, else a deterministic sentence naming upstream and model.
 pub fn reply_text(upstream: &str, model: &str, last_user_text: &str) -> String {
@@ -545,6 +587,16 @@ impl Iterator for SseChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_stored_frames_and_checksums() {
+        assert_eq!(crc32(b"hello"), 0x3610_a686);
+        let g = gzip_stored(b"hello");
+        assert_eq!(&g[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+        assert_eq!(&g[10..15], &[1, 5, 0, 0xfa, 0xff]);
+        assert_eq!(&g[15..20], b"hello");
+        assert_eq!(&g[20..], &[0x86, 0xa6, 0x10, 0x36, 5, 0, 0, 0]);
+    }
     use serde_json::json;
 
     fn meta() -> ChatMeta {

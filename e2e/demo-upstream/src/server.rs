@@ -256,6 +256,12 @@ fn chat_response(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         let usage = Usage::from_chars(req.prompt_chars, reply.chars().count());
         if !req.stream {
             let body = render_completion(&meta, &reply, usage);
+            if crate::reply::always_gzip(req.model) {
+                let mut r = json_response(crate::reply::gzip_stored(&body).into());
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                return Ok(r);
+            }
             return Ok(json_response(match crate::fields::field(req.model) {
                 Some(f) => crate::fields::whole(f, &body),
                 None => body,

@@ -221,7 +221,7 @@ impl Cx {
         consumers: &HashMap<String, usize>,
         keys: &mut HashMap<[u8; 32], usize>,
     ) {
-        let text = match std::fs::read_to_string(file) {
+        let text = match self.read_input(file) {
             Ok(t) => t,
             Err(e) => {
                 self.err("auth.key_file", format!("cannot read {file:?}: {e}"));
@@ -263,7 +263,8 @@ impl Cx {
             entries.push(e.clone());
         }
         if let Some(file) = &raw.file {
-            match std::fs::read_to_string(file)
+            match self
+                .read_input(file)
                 .map_err(|e| e.to_string())
                 .and_then(|t| PriceTable::parse_file(&t))
             {
@@ -432,9 +433,18 @@ impl Cx {
                 }
             }
         };
+        let default_max_tokens = raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        // It is sent upstream as the request's ceiling when a limit applies, and reserved.
+        let most = crate::llm::openai::MAX_OUTPUT_TOKENS;
+        if !(1..=most).contains(&default_max_tokens) {
+            self.err(
+                "limits.default_max_tokens",
+                format!("must be from 1 to {most}"),
+            );
+        }
         LimitSettings {
             rules,
-            default_max_tokens: raw.default_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            default_max_tokens,
             store,
         }
     }

@@ -518,6 +518,7 @@ consumers:
 auth: { anonymous_consumer: nobody }
 limits:
   redis: { url: "redis://user:pw@host:6379" }
+  default_max_tokens: 18446744073709551615
   rules:
     - { name: empty }
     - { name: neg, cost_per_day: -1 }
@@ -533,6 +534,7 @@ usage: { exact_for: { routes: [nope] } }
         "limits.rules[0]: sets no limit",
         "limits.rules[1].cost_per_day: -1 must be a non-negative number",
         "limits.redis: set `store: redis` to use it",
+        "limits.default_max_tokens: must be from 1 to 16777216",
         "usage.exact_for.routes[0]: unknown route \"nope\"",
     ];
     for e in expect {

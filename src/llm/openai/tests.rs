@@ -142,7 +142,7 @@ proptest! {
 }
 
 #[test]
-fn output_limits_are_read_in_the_same_pass_and_leniently() {
+fn output_limits_are_read_in_the_same_pass_and_strictly() {
     let v = parse(br#"{"model":"m","max_tokens":256,"max_completion_tokens":100,"n":3}"#).unwrap();
     assert_eq!(
         v.output,
@@ -152,14 +152,80 @@ fn output_limits_are_read_in_the_same_pass_and_leniently() {
             n: Some(3)
         }
     );
-    // Values that are not non-negative integers only size nothing; the upstream judges them.
-    let v =
-        parse(br#"{"model":"m","max_tokens":"256","n":-1,"max_completion_tokens":1.5}"#).unwrap();
+    let v = parse(br#"{"model":"m","max_tokens":null,"n":null}"#).unwrap();
     assert_eq!(v.output, OutputLimit::default());
+    let top = MAX_OUTPUT_TOKENS.to_string();
+    let v = parse(format!(r#"{{"max_tokens":{top},"max_completion_tokens":0}}"#).as_bytes());
+    assert_eq!(v.unwrap().output.max_tokens, Some(MAX_OUTPUT_TOKENS));
     // A duplicate key is ambiguous (the gateway and the upstream could read different ones).
     let e = parse(br#"{"model":"m","max_tokens":1,"max_tokens":100000}"#).unwrap_err();
     assert!(
         e.to_string().contains("duplicate field `max_tokens`"),
         "{e}"
     );
+    assert_eq!(e.param(), Some("max_tokens"));
+}
+
+/// Every hostile ceiling is a 400 naming the field: none may size the reservation to zero
+/// (wrapped) or to nothing (ignored).
+#[test]
+fn hostile_output_limits_are_refused_with_the_field_named() {
+    let hostile = [
+        "18446744073709551615",
+        "18446744073709551616",
+        "9007199254740993",
+        "16777217",
+        "1.5",
+        "1.0",
+        "-1",
+        "-0",
+        "1e300",
+        "1e3",
+        "\"256\"",
+        "true",
+        "false",
+        "[]",
+        "{}",
+        "-9223372036854775808",
+    ];
+    for field in ["max_tokens", "max_completion_tokens", "n"] {
+        for v in hostile {
+            let body = format!(r#"{{"model":"m","{field}":{v}}}"#);
+            let e = parse(body.as_bytes()).expect_err(&body);
+            assert_eq!(e.param(), Some(field), "{body}");
+        }
+    }
+    for v in ["0", "129"] {
+        let e = parse(format!(r#"{{"n":{v}}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.param(), Some("n"));
+    }
+}
+
+proptest! {
+    /// Any integer literal is either accepted as itself (in range) or refused naming the field.
+    #[test]
+    fn any_integer_max_tokens_is_exact_or_refused(v in any::<u64>(), neg in any::<bool>()) {
+        let lit = if neg { format!("-{v}") } else { v.to_string() };
+        let body = format!(r#"{{"max_tokens":{lit}}}"#);
+        match parse(body.as_bytes()) {
+            Ok(view) => {
+                prop_assert!(!neg && v <= MAX_OUTPUT_TOKENS);
+                prop_assert_eq!(view.output.max_tokens, Some(v));
+            }
+            Err(e) => {
+                prop_assert!(neg || v > MAX_OUTPUT_TOKENS);
+                prop_assert_eq!(e.param(), Some("max_tokens"));
+            }
+        }
+    }
+
+    /// Floats of any size are refused (never truncated to an integer).
+    #[test]
+    fn any_float_max_tokens_is_refused(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+        let lit = format!("{f:?}");
+        let lit = if lit.contains(['.', 'e', 'E']) { lit } else { format!("{lit}.0") };
+        let body = format!(r#"{{"max_tokens":{lit}}}"#);
+        let e = parse(body.as_bytes()).unwrap_err();
+        prop_assert_eq!(e.param(), Some("max_tokens"));
+    }
 }

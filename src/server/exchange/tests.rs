@@ -281,6 +281,8 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
             // `:path` is already the upstream's (`/v1/...`): not set again.
             ("x-tollgate-backend".into(), "alpha".into()),
             ("content-length".into(), new_body.len().to_string()),
+            // Usage is metered here: the answer must come uncompressed.
+            ("accept-encoding".into(), "identity".into()),
             ("authorization".into(), "Bearer sk-alpha".into()),
         ]
     );
@@ -1043,7 +1045,7 @@ struct Limited {
     metrics: Arc<Metrics>,
     store: Arc<MemoryLimiter>,
     svc: Arc<Services>,
-    settlements: tokio::sync::mpsc::UnboundedReceiver<Settlement>,
+    settlements: tokio::sync::mpsc::Receiver<Settlement>,
 }
 
 impl Limited {
@@ -1446,4 +1448,195 @@ fn audit_payload_holds_only_guard_masked_messages() {
     .unwrap();
     drop(ex);
     assert_eq!(sink.0.lock()[0].payload, None);
+}
+
+fn sent_body(r: &ProcessingResponse) -> Option<serde_json::Value> {
+    let Some(body_mutation::Mutation::Body(sent)) = common(r)
+        .body_mutation
+        .as_ref()
+        .and_then(|m| m.mutation.clone())
+    else {
+        return None;
+    };
+    serde_json::from_slice(&sent).ok()
+}
+
+#[test]
+fn the_default_ceiling_is_sent_upstream_when_a_limit_applies_and_the_client_names_none() {
+    let l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(PROMPT)).unwrap();
+    let sent = sent_body(&r).expect("ceiling added");
+    assert_eq!(sent["max_completion_tokens"], 40, "{sent}");
+    assert_eq!(sent["messages"][0]["content"], "hi");
+    let len = set_headers(common(&r))
+        .into_iter()
+        .find(|(k, _)| k == "content-length")
+        .map(|(_, v)| v);
+    assert_eq!(
+        len,
+        Some(serde_json::to_vec(&sent).unwrap().len().to_string())
+    );
+    // A ceiling the client named is kept as it is (and reserved as such).
+    for named in [r#""max_tokens":7"#, r#""max_completion_tokens":7"#] {
+        let mut ex = l.exchange();
+        ex.on_message_now(chat_headers(&[KEY])).unwrap();
+        let r = ex
+            .on_message_now(body(&format!(
+                r#"{{"model":"m",{named},"messages":[{{"role":"user","content":"hi"}}]}}"#
+            )))
+            .unwrap();
+        assert!(sent_body(&r).is_none(), "body unchanged for {named}");
+    }
+}
+
+#[test]
+fn hostile_max_tokens_is_a_400_naming_the_field_and_reserves_nothing() {
+    let mut l = Limited::new();
+    for v in [
+        "18446744073709551615",
+        "9007199254740993",
+        "1.5",
+        "-1",
+        "-0",
+        "1e300",
+        "\"9\"",
+        "true",
+    ] {
+        let mut ex = l.exchange();
+        ex.on_message_now(chat_headers(&[KEY])).unwrap();
+        let r = ex
+            .on_message_now(body(&format!(r#"{{"model":"m","max_tokens":{v}}}"#)))
+            .unwrap();
+        let (s, json, _) = immediate(&r);
+        assert_eq!(
+            (s, json["error"]["param"].as_str()),
+            (400, Some("max_tokens")),
+            "{v}"
+        );
+    }
+    assert_eq!(l.settle(), 0);
+    assert_eq!(l.cost_counter(), (0, 0));
+}
+
+#[test]
+fn a_whole_answer_cut_off_by_the_client_is_charged_the_reservation() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    ex.on_message_now(body(PROMPT)).unwrap();
+    ex.on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+        ])),
+        ..Default::default()
+    })))
+    .unwrap();
+    ex.on_message_now(msg(In::ResponseBody(HttpBody {
+        body: br#"{"choices":[{"message":{"content":"The quick"#.to_vec(),
+        ..Default::default()
+    })))
+    .unwrap();
+    drop(ex); // client gone before the usage arrived
+    assert_eq!(l.settle(), 1);
+    let prompt =
+        crate::tokens::count_prompt(crate::tokens::Encoding::O200k, PROMPT.as_bytes()).unwrap();
+    assert_eq!(
+        l.cost_counter(),
+        (prompt + 40, 0),
+        "prompt + reserved output"
+    );
+}
+
+#[test]
+fn usage_asks_for_identity_and_refuses_a_compressed_answer_charging_the_reservation() {
+    let mut l = Limited::new();
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    let r = ex.on_message_now(body(PROMPT)).unwrap();
+    assert!(set_headers(common(&r)).contains(&("accept-encoding".into(), "identity".into())));
+    let r = ex
+        .on_message_now(msg(In::ResponseHeaders(HttpHeaders {
+            headers: Some(header_map(&[
+                (":status", "200"),
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ])),
+            ..Default::default()
+        })))
+        .unwrap();
+    let (s, json, _) = immediate(&r);
+    assert_eq!(
+        (s, json["error"]["code"].as_str()),
+        (502, Some("upstream_response_unreadable"))
+    );
+    drop(ex);
+    assert_eq!(l.settle(), 1, "settled once");
+    let prompt =
+        crate::tokens::count_prompt(crate::tokens::Encoding::O200k, PROMPT.as_bytes()).unwrap();
+    assert_eq!(l.cost_counter(), (prompt + 40, 0));
+}
+
+/// A store whose reserve applies and then never answers (a reply lost on a stalled link).
+struct Stalled(Arc<MemoryLimiter>);
+
+#[async_trait::async_trait]
+impl crate::limits::Limiter for Stalled {
+    fn name(&self) -> &'static str {
+        "stalled"
+    }
+    async fn reserve(
+        &self,
+        demand: &crate::limits::Demand,
+        now: u64,
+    ) -> Result<crate::limits::Admission, crate::limits::LimitError> {
+        self.0.reserve_now(demand, now);
+        std::future::pending().await
+    }
+    async fn settle(
+        &self,
+        reservation: &crate::limits::Reservation,
+        actual: crate::limits::Amounts,
+    ) -> Result<(), crate::limits::LimitError> {
+        self.0.settle(reservation, actual).await
+    }
+    fn health(&self) -> crate::limits::Health {
+        crate::limits::Health::Local
+    }
+    async fn outstanding(&self, p: &str) -> Result<u64, crate::limits::LimitError> {
+        self.0.outstanding(p).await
+    }
+}
+
+#[test]
+fn an_exchange_dropped_while_its_reserve_is_in_flight_releases_the_reservation() {
+    let mut l = Limited::new();
+    let (svc, settlements) = Services::new(Arc::new(Stalled(l.store.clone())));
+    l.svc = svc;
+    l.settlements = settlements;
+    let mut ex = l.exchange();
+    ex.on_message_now(chat_headers(&[KEY])).unwrap();
+    {
+        let fut = ex.on_message(body(PROMPT));
+        futures::pin_mut!(fut);
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending(), "reserve in flight");
+        assert_eq!(
+            l.cost_counter().1,
+            PROMPT.len() as u64 + 40,
+            "held by the store"
+        );
+        // Envoy cancels the stream: the future is dropped mid-call.
+    }
+    drop(ex);
+    assert_eq!(l.settle(), 1, "one cancellation queued");
+    assert_eq!(l.cost_counter(), (0, 0), "released");
+    assert!(
+        l.metrics
+            .render()
+            .contains(r#"tollgate_limiter_errors_total{op="reserve_cancelled"} 1"#)
+    );
 }
