@@ -14,6 +14,7 @@
 //! are on.
 
 use super::validate::{self, Validator};
+use super::work;
 use regex::{Regex, RegexSet};
 use regex_syntax::hir::{Class, Hir, HirKind};
 use std::ops::Range;
@@ -142,23 +143,32 @@ impl Detector {
         }
     }
 
+    /// A shorter valid card from `start`, ending at a separator with 15 or 16 digits. The
+    /// digit count is checked before the regex runs, so at most a few cuts reach the engine.
     fn shorter_valid(&self, hay: &str, start: usize, end: usize) -> Option<Range<usize>> {
         let bytes = hay.as_bytes();
-        (start + 1..end).rev().find_map(|cut| {
+        let mut digits = bytes[start..end].iter().filter(|b| b.is_ascii_digit()).count();
+        work::add(end - start);
+        for cut in (start + 1..end).rev() {
+            if bytes[cut].is_ascii_digit() {
+                digits -= 1;
+            }
             if bytes[cut].is_ascii_alphanumeric()
                 || bytes[cut] == b'_'
                 || !hay.is_char_boundary(cut)
+                || !(digits == 15 || digits == 16)
             {
-                return None;
+                continue;
             }
-            let m = self.regex.find_at(&hay[..cut], start)?;
-            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
-            (m.start() == start
-                && m.end() == cut
-                && (digits == 15 || digits == 16)
-                && self.valid(m.as_str()))
-            .then(|| m.range())
-        })
+            work::add(cut - start);
+            let Some(m) = self.regex.find_at(&hay[..cut], start) else {
+                continue;
+            };
+            if m.start() == start && m.end() == cut && self.valid(m.as_str()) {
+                return Some(m.range());
+            }
+        }
+        None
     }
 
     /// Whether byte `b` can be part of a match.
@@ -171,20 +181,47 @@ impl Detector {
         &self.anchors
     }
 
-    /// Matches in `hay` starting at or after `from` (earlier bytes are look-behind context).
+    /// Matches in `hay` starting at or after `from` (earlier bytes are look-behind context),
+    /// valid or not.
     pub fn find(&self, hay: &str, from: usize, index: usize, out: &mut Vec<RawMatch>) {
+        self.scan(hay, from, index, true, out);
+    }
+
+    /// Candidate enumeration. Detectors with a check (validator, digit count) restart one
+    /// character after every candidate's start: a validator may accept a later, shorter value
+    /// (`::::1`, a card after an SSN), and a valid one may lose to an overlapping value of
+    /// another detector and must not hide the next one (`123-45-6789 4111 1111 1111 1111`).
+    /// Their matches are short (≤ 50 bytes for the built-ins), so that costs O(50) per byte
+    /// at worst. Detectors without a check (keys, tokens, JWTs, e-mail, PEM blocks) have
+    /// every match valid and long bounds (up to 8 KiB); they restart at the end of their
+    /// match, so their candidates never overlap one another and runs that every start can
+    /// match (`eyJ-eyJ-...`, `sk-sk-...`) cost O(1) per byte instead of the match length.
+    /// Each candidate depends only on the text around it and on where the search
+    /// restarted, which the stream masker keeps equal to the one-shot search (see `stream`).
+    fn scan(
+        &self,
+        hay: &str,
+        from: usize,
+        index: usize,
+        keep_invalid: bool,
+        out: &mut Vec<RawMatch>,
+    ) {
         let mut at = from;
-        while at <= hay.len() {
-            let Some(m) = self.regex.find_at(hay, at) else {
+        while at < hay.len() {
+            let Some(full) = self.next_match(hay, at) else {
                 break;
             };
             let value = match self.value_group {
-                None => m.range(),
-                Some(g) => self
-                    .regex
-                    .captures_at(hay, m.start())
-                    .and_then(|c| c.get(g))
-                    .map_or(m.range(), |v| v.range()),
+                None => full.clone(),
+                Some(g) => {
+                    // The match plus a few bytes of look-ahead for a trailing assertion.
+                    let se = ceil_char(hay, full.end + 4);
+                    work::add(se - full.start);
+                    self.regex
+                        .captures_at(&hay[..se], full.start)
+                        .and_then(|c| c.get(g))
+                        .map_or(full.clone(), |v| v.range())
+                }
             };
             let mut valid = self.valid(&hay[value.clone()]);
             let mut value = value;
@@ -193,28 +230,77 @@ impl Detector {
                 // a shorter match from the same start ending at a separator, but only with
                 // a common card length (15 or 16 digits), so a mistyped 16-digit number never
                 // yields a "valid" 12-digit prefix.
-                if let Some(shorter) = self.shorter_valid(hay, m.start(), m.end()) {
+                if let Some(shorter) = self.shorter_valid(hay, full.start, full.end) {
                     value = shorter;
                     valid = true;
                 }
             }
-            out.push(RawMatch {
-                valid,
-                full: m.range(),
-                value,
-                detector: index,
-            });
-            // Every start position is tried (not leftmost-first chaining), so a match that
-            // loses to another detector's overlapping match cannot hide a later one, and
-            // each candidate depends only on the text around it (what makes streamed
-            // masking equal to one-shot masking). Resolution picks among them.
-            let mut next = m.start() + 1;
-            while !hay.is_char_boundary(next) {
-                next += 1;
+            at = if valid && self.check == Check::None {
+                full.end
+            } else {
+                ceil_char(hay, full.start + 1)
+            };
+            if valid || keep_invalid {
+                out.push(RawMatch {
+                    valid,
+                    full,
+                    value,
+                    detector: index,
+                });
             }
-            at = next;
         }
     }
+
+    /// The leftmost match starting at or after `at`, found in bounded windows of `hay` so the
+    /// engine never examines more than the window (counted in [`work`]). A match found in
+    /// a window `[at, se)` is the same as in the whole text when the window reaches the end,
+    /// or extends past the match start by the longest match plus look-ahead, or the byte
+    /// after the match is outside the alphabet (no longer match from that start, and no match
+    /// from an earlier start, can cross it). Otherwise no match starts before `se - look`,
+    /// and the search moves there with a larger window.
+    fn next_match(&self, hay: &str, mut at: usize) -> Option<Range<usize>> {
+        let look = self.max_len + 4;
+        let len = hay.len();
+        let bytes = hay.as_bytes();
+        let mut w = (look + 32).min(256);
+        loop {
+            let se = ceil_char(hay, at.saturating_add(w));
+            work::add(se - at);
+            let found = self.regex.find_at(&hay[..se], at).map(|m| m.range());
+            match found {
+                Some(m)
+                    if se == len
+                        || se - m.start > look
+                        || (m.end < se && !self.allows(bytes[m.end])) =>
+                {
+                    return Some(m);
+                }
+                None if se == len => return None,
+                _ => {
+                    if se >= at + look {
+                        at = at.max(floor_char(hay, se - look));
+                    }
+                    w = w.saturating_mul(2).min(4 * look);
+                }
+            }
+        }
+    }
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 fn collect_alphabet(hir: &Hir, set: &mut [bool; 256]) {
@@ -478,27 +564,64 @@ impl DetectorSet {
 
     /// Every regex match (validated or not) at or after `from`, sorted by start.
     pub fn find(&self, hay: &str, from: usize) -> Vec<RawMatch> {
+        self.collect(hay, from, true)
+    }
+
+    /// The validated matches at or after `from`, sorted by start: what masking needs.
+    /// Memory is proportional to the values found, not to the candidates tried (a 4 MiB
+    /// run of `:` is four million invalid IPv6 candidates and no valid one).
+    pub fn find_valid(&self, hay: &str, from: usize) -> Vec<RawMatch> {
+        self.collect(hay, from, false)
+    }
+
+    fn collect(&self, hay: &str, from: usize, keep_invalid: bool) -> Vec<RawMatch> {
         let mut out = Vec::new();
         if self.detectors.is_empty() || from >= hay.len() {
             return out;
         }
-        match &self.prefilter {
-            Some(set) => {
-                let hits = set.matches_at(hay, from);
-                for i in hits.iter() {
-                    self.detectors[i].find(hay, from, i, &mut out);
-                }
-            }
-            None => {
-                for (i, d) in self.detectors.iter().enumerate() {
-                    d.find(hay, from, i, &mut out);
-                }
+        let may = self.may_match(hay, from);
+        for (i, d) in self.detectors.iter().enumerate() {
+            if may.get(i).copied().unwrap_or(true) {
+                d.scan(hay, from, i, keep_invalid, &mut out);
             }
         }
         out.sort_by_key(|m| (m.full.start, m.full.end));
         out
     }
+
+    fn may_match(&self, hay: &str, from: usize) -> Vec<bool> {
+        let n = self.detectors.len();
+        let Some(set) = &self.prefilter else {
+            return vec![true; n];
+        };
+        // Windows overlapping by the longest match: every match lies wholly inside one,
+        // and the combined automaton never runs over more than one window at a time.
+        let look = self.max_len + 4;
+        let mut hit = vec![false; n];
+        let mut left = n;
+        let mut at = from;
+        loop {
+            let se = ceil_char(hay, at.saturating_add(PREFILTER_WINDOW + look));
+            work::add(se - at);
+            for i in set.matches_at(&hay[..se], at).iter() {
+                if let Some(h) = hit.get_mut(i)
+                    && !*h
+                {
+                    *h = true;
+                    left -= 1;
+                }
+            }
+            if left == 0 || se == hay.len() {
+                return hit;
+            }
+            at = floor_char(hay, at + PREFILTER_WINDOW).max(at + 1);
+            at = ceil_char(hay, at);
+        }
+    }
 }
+
+/// Bytes per prefilter window (plus the longest match of overlap).
+const PREFILTER_WINDOW: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests;
