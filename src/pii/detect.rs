@@ -171,6 +171,12 @@ impl Detector {
         None
     }
 
+    /// Whether every match is valid, so the search restarts at a match's end and this
+    /// detector's candidates never overlap (see [`Detector::find`]).
+    pub fn restarts_at_end(&self) -> bool {
+        self.check == Check::None
+    }
+
     /// Whether byte `b` can be part of a match.
     pub fn allows(&self, b: u8) -> bool {
         self.alphabet[usize::from(b)]
@@ -540,7 +546,11 @@ pub fn builtin(entity: &str) -> Option<Detector> {
 #[derive(Debug)]
 pub struct DetectorSet {
     detectors: Vec<Arc<Detector>>,
-    prefilter: Option<RegexSet>,
+    /// Combined automaton over the detectors with short matches, and which detector each
+    /// of its patterns is.
+    prefilter: Option<(RegexSet, Vec<usize>)>,
+    /// Longest match among the prefiltered detectors.
+    prefilter_len: usize,
     /// Longest match over all detectors (the stream hold-back bound before clusters).
     pub max_len: usize,
 }
@@ -548,11 +558,22 @@ pub struct DetectorSet {
 impl DetectorSet {
     /// A set from detectors in priority order.
     pub fn new(detectors: Vec<Arc<Detector>>) -> DetectorSet {
-        let prefilter = RegexSet::new(detectors.iter().map(|d| d.pattern.as_str())).ok();
+        // Long bounded repetitions (PEM bodies, JWT segments) multiply the states of a
+        // combined automaton until the lazy DFA gives up and the search falls back to a slow
+        // engine (measured: 2.3 s per 256 KiB of `eyJ-`); those detectors run on their own,
+        // where each has a literal prefix the regex crate scans for.
+        let short: Vec<usize> = (0..detectors.len())
+            .filter(|&i| detectors[i].max_len <= PREFILTER_MAX_LEN)
+            .collect();
+        let prefilter = RegexSet::new(short.iter().map(|&i| detectors[i].pattern.as_str()))
+            .ok()
+            .map(|set| (set, short.clone()));
+        let prefilter_len = short.iter().map(|&i| detectors[i].max_len).max().unwrap_or(0);
         let max_len = detectors.iter().map(|d| d.max_len).max().unwrap_or(0);
         DetectorSet {
             detectors,
             prefilter,
+            prefilter_len,
             max_len,
         }
     }
@@ -591,20 +612,26 @@ impl DetectorSet {
 
     fn may_match(&self, hay: &str, from: usize) -> Vec<bool> {
         let n = self.detectors.len();
-        let Some(set) = &self.prefilter else {
+        let Some((set, which)) = &self.prefilter else {
             return vec![true; n];
         };
+        let mut hit = vec![true; n];
+        for &i in which {
+            hit[i] = false;
+        }
+        let mut left = which.len();
+        if left == 0 {
+            return hit;
+        }
         // Windows overlapping by the longest match: every match lies wholly inside one,
         // and the combined automaton never runs over more than one window at a time.
-        let look = self.max_len + 4;
-        let mut hit = vec![false; n];
-        let mut left = n;
+        let look = self.prefilter_len + 4;
         let mut at = from;
         loop {
             let se = ceil_char(hay, at.saturating_add(PREFILTER_WINDOW + look));
             work::add(se - at);
-            for i in set.matches_at(&hay[..se], at).iter() {
-                if let Some(h) = hit.get_mut(i)
+            for k in set.matches_at(&hay[..se], at).iter() {
+                if let Some(h) = which.get(k).and_then(|&i| hit.get_mut(i))
                     && !*h
                 {
                     *h = true;
@@ -619,6 +646,9 @@ impl DetectorSet {
         }
     }
 }
+
+/// Detectors with longer matches are not in the combined prefilter.
+const PREFILTER_MAX_LEN: usize = 512;
 
 /// Bytes per prefilter window (plus the longest match of overlap).
 const PREFILTER_WINDOW: usize = 64 * 1024;

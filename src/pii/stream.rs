@@ -13,13 +13,16 @@
 //! 3. `d` has anchors (every match starts with one) and none occurs between it and the
 //!    end, not even as a partial anchor at the very end.
 //!
-//! `p` is the minimum over detectors of their safe prefix, then moved left while a valid
-//! match straddles it. Detectors restart after an invalid candidate one character after its
-//! start and after a valid one at its end ([`super::detect`]), so a cut that no *valid*
-//! match straddles is a point every detector's one-shot search also passes through: the
-//! searches restarted there find what the one-shot search finds, and overlap resolution
-//! sees the same candidates on both sides. Matches entirely before `p` are final. The
-//! property tests check this equivalence for arbitrary splits.
+//! `p` is the minimum over detectors of their safe prefix, then moved left while a
+//! *blocking* match straddles it: a match that overlap resolution keeps, or any match of a
+//! detector without a check. Detectors with a check restart one character after every
+//! candidate's start and the others at the end of a match ([`super::detect`]), so a cut
+//! that no blocking match straddles is a point every detector's one-shot search also passes
+//! through: the searches restarted there find what the one-shot search finds. Candidates
+//! starting before `p` are determined (rules 1–3) and so is their resolution, which runs
+//! left to right; none that it keeps crosses `p`, so both sides resolve alone. Matches
+//! entirely before `p` are final. The property tests check this equivalence for arbitrary
+//! splits.
 //!
 //! ## Linear work
 //! Each scan costs time linear in the pending text (bounded regex windows, one backwards
@@ -119,12 +122,19 @@ impl StreamMasker {
             return String::new();
         }
         let raw = m.set.find_valid(&self.buf, self.ctx);
+        let kept = resolve(&raw);
+        work::add(raw.len());
         let mut p = end;
         if !last {
-            // Never cut inside a valid match: its detector's search must restart where the
-            // one-shot search would.
-            p = unstraddled(&raw, self.safe_prefix(m));
-            work::add(raw.len());
+            // Never cut inside a kept match, nor inside a match of a detector whose search
+            // restarts at match ends: the search must restart where the one-shot one would.
+            let mut blocking: Vec<&RawMatch> = raw
+                .iter()
+                .filter(|r| m.set.detectors()[r.detector].restarts_at_end())
+                .chain(kept.iter())
+                .collect();
+            blocking.sort_by_key(|r| (r.full.start, r.full.end));
+            p = unstraddled(&blocking, self.safe_prefix(m));
             if end - p.max(self.ctx) > Self::cut_bound(m) {
                 self.overflowed = true;
                 self.forced_cuts += 1;
@@ -141,8 +151,7 @@ impl StreamMasker {
         p = p.max(self.ctx);
         let mut out = String::new();
         if p > self.ctx {
-            let before: Vec<RawMatch> = raw.into_iter().filter(|r| r.full.end <= p).collect();
-            let kept = resolve(&before);
+            let kept: Vec<RawMatch> = kept.into_iter().filter(|r| r.full.end <= p).collect();
             out.reserve(p - self.ctx);
             m.render(&self.buf, self.ctx..p, &kept, state, &mut out);
         }
@@ -201,7 +210,7 @@ impl StreamMasker {
 /// The largest position `<= p` that no match in `raw` (sorted by start) strictly contains.
 /// One backwards pass: once the cut moves to a match's start, matches starting at or after
 /// it can no longer contain it.
-fn unstraddled(raw: &[RawMatch], mut p: usize) -> usize {
+fn unstraddled(raw: &[&RawMatch], mut p: usize) -> usize {
     for r in raw.iter().rev() {
         if r.full.start < p && p < r.full.end {
             p = r.full.start;
