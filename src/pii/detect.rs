@@ -48,6 +48,9 @@ enum Check {
     KrForeigner,
     /// 8 to 15 digits.
     PhoneDigits,
+    /// At most `max_len` bytes: the regex has an unbounded repetition that stands for a
+    /// bounded one (see `builtin`'s `private_key`).
+    MaxLen,
 }
 
 /// One detector.
@@ -140,6 +143,7 @@ impl Detector {
             Check::KrResident => validate::kr_rrn(text).is_some_and(|r| !r.foreigner),
             Check::KrForeigner => validate::kr_rrn(text).is_some_and(|r| r.foreigner),
             Check::PhoneDigits => (8..=15).contains(&validate::digits(text).len()),
+            Check::MaxLen => text.len() <= self.max_len,
         }
     }
 
@@ -174,7 +178,7 @@ impl Detector {
     /// Whether every match is valid, so the search restarts at a match's end and this
     /// detector's candidates never overlap (see [`Detector::find`]).
     pub fn restarts_at_end(&self) -> bool {
-        self.check == Check::None
+        matches!(self.check, Check::None | Check::MaxLen)
     }
 
     /// Whether byte `b` can be part of a match.
@@ -241,8 +245,12 @@ impl Detector {
                     valid = true;
                 }
             }
-            at = if valid && self.check == Check::None {
+            at = if valid && self.restarts_at_end() {
                 full.end
+            } else if self.check == Check::MaxLen {
+                // Too long: so is every match from a later start that ends at the same
+                // closing literal (the repetition is lazy), up to `max_len` before it.
+                ceil_char(hay, full.start + 1).max(floor_char(hay, full.end - self.max_len))
             } else {
                 ceil_char(hay, full.start + 1)
             };
@@ -539,7 +547,17 @@ pub fn builtin(entity: &str) -> Option<Detector> {
         _ => return None,
     };
     // Built-in patterns are fixed; a failure here is caught by the tests.
-    Detector::build(entity, &pattern, check, group, anchors, numeric).ok()
+    let mut d = Detector::build(entity, &pattern, check, group, anchors, numeric).ok()?;
+    if entity == "private_key" {
+        // The body's `{0,8000}?` counts in the automaton: with several `-----BEGIN ` in
+        // reach the lazy DFA's states multiply until it gives up and the search falls back
+        // to an engine that pays the repetition's size per byte (measured: seconds per
+        // 64 KiB). The same lazy body without a count, plus a length check, matches the same
+        // blocks: from a header, up to the first footer, if within the bound.
+        d.regex = Regex::new(&pattern.replace("{0,8000}?", "*?")).ok()?;
+        d.check = Check::MaxLen;
+    }
+    Some(d)
 }
 
 /// The detectors one policy runs, with a combined prefilter.
