@@ -151,7 +151,10 @@ impl Detector {
     /// digit count is checked before the regex runs, so at most a few cuts reach the engine.
     fn shorter_valid(&self, hay: &str, start: usize, end: usize) -> Option<Range<usize>> {
         let bytes = hay.as_bytes();
-        let mut digits = bytes[start..end].iter().filter(|b| b.is_ascii_digit()).count();
+        let mut digits = bytes[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
         work::add(end - start);
         for cut in (start + 1..end).rev() {
             if bytes[cut].is_ascii_digit() {
@@ -586,7 +589,11 @@ impl DetectorSet {
         let prefilter = RegexSet::new(short.iter().map(|&i| detectors[i].pattern.as_str()))
             .ok()
             .map(|set| (set, short.clone()));
-        let prefilter_len = short.iter().map(|&i| detectors[i].max_len).max().unwrap_or(0);
+        let prefilter_len = short
+            .iter()
+            .map(|&i| detectors[i].max_len)
+            .max()
+            .unwrap_or(0);
         let max_len = detectors.iter().map(|d| d.max_len).max().unwrap_or(0);
         DetectorSet {
             detectors,

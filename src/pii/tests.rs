@@ -214,17 +214,59 @@ fn adversarial(atoms: &[&str], seed: u64, n: usize) -> String {
 const ALPHABETS: &[(&str, &[&str])] = &[
     ("colon", &[":"]),
     ("table", &["|", ":", "-", "|:---:", ":---:|", " "]),
-    ("base64", &["A", "Q", "z", "9", "+", "/", "=", "QUJD", "eyJ"]),
+    (
+        "base64",
+        &["A", "Q", "z", "9", "+", "/", "=", "QUJD", "eyJ"],
+    ),
     ("jwt", &["eyJ", "-", "_", ".", "a", "Z", "0", "eyJhbGciOi."]),
-    ("password", &["password=", "xY7_", "xY7_xY7_", "x", "Y", "7", "xY7_xY7_xY7_xY7_"]),
+    (
+        "password",
+        &[
+            "password=",
+            "xY7_",
+            "xY7_xY7_",
+            "x",
+            "Y",
+            "7",
+            "xY7_xY7_xY7_xY7_",
+        ],
+    ),
     ("digits", &["0", "1", "4", "9", " ", "-", "."]),
-    ("pem", &["-----BEGIN PRIVATE KEY-----\n", "QUJD", "\n", "-----BEGIN ", "AAAA", "/+"]),
+    (
+        "pem",
+        &[
+            "-----BEGIN PRIVATE KEY-----\n",
+            "QUJD",
+            "\n",
+            "-----BEGIN ",
+            "AAAA",
+            "/+",
+        ],
+    ),
     ("hex", &["1", ":", "a", "::", "f:", "2001:db8::1"]),
     (
         "mixed",
         &[
-            ":", "|:---:|", "eyJ", ".", "password=", "xY7_", "1", " ", "-", "@", "sk-",
-            "AKIA", "x.io", "010-", "4111 ", "-----BEGIN ", "QUJD", "\n", "+82", "안",
+            ":",
+            "|:---:|",
+            "eyJ",
+            ".",
+            "password=",
+            "xY7_",
+            "1",
+            " ",
+            "-",
+            "@",
+            "sk-",
+            "AKIA",
+            "x.io",
+            "010-",
+            "4111 ",
+            "-----BEGIN ",
+            "QUJD",
+            "\n",
+            "+82",
+            "안",
         ],
     ),
 ];
@@ -334,8 +376,14 @@ proptest! {
 #[test]
 fn a_chain_longer_than_the_bound_ends_the_stream_without_releasing_it() {
     let dets = vec![
-        (Arc::new(Detector::custom("ta", "a[ab]{9}", None).expect("pattern")), Action::Mask),
-        (Arc::new(Detector::custom("tb", "b[ab]{9}", None).expect("pattern")), Action::Mask),
+        (
+            Arc::new(Detector::custom("ta", "a[ab]{9}", None).expect("pattern")),
+            Action::Mask,
+        ),
+        (
+            Arc::new(Detector::custom("tb", "b[ab]{9}", None).expect("pattern")),
+            Action::Mask,
+        ),
     ];
     let m = masker(dets, Arc::from(&b"k"[..]), false);
     let text = format!("clean prefix {} tail", "ab".repeat(200));
@@ -368,7 +416,10 @@ fn colon_runs_stream_with_little_work_and_hold_back() {
     let text = ":".repeat(64 * 1024);
     let (w, out, _, sm) = stream_counted(m, &text, 7);
     // Only the final `::` is an address (the unspecified one).
-    assert!(out == m.mask(&text, &mut MaskState::default()), "streamed differs");
+    assert!(
+        out == m.mask(&text, &mut MaskState::default()),
+        "streamed differs"
+    );
     assert!(out.ends_with(":[IPV6]") && out.len() == text.len() - 2 + "[IPV6]".len());
     assert!(!sm.overflowed);
     assert!(sm.max_held < 1024, "{}", sm.max_held);
