@@ -71,6 +71,10 @@ pub struct Detector {
     anchors: Vec<&'static str>,
     /// Whether the value is digit-like (partial masking keeps the last 4 digits).
     pub numeric: bool,
+    /// Every prefix of a match that ends in a digit before a separator is a match itself
+    /// (the built-in card pattern: digits with single separators), so the shorter-card retry
+    /// needs no regex call.
+    digit_prefixes: bool,
 }
 
 /// A regex match of one detector (validated or not).
@@ -119,6 +123,7 @@ impl Detector {
             alphabet,
             anchors,
             numeric,
+            digit_prefixes: false,
         })
     }
 
@@ -168,6 +173,12 @@ impl Detector {
                 continue;
             }
             work::add(cut - start);
+            if self.digit_prefixes {
+                if self.valid(&hay[start..cut]) {
+                    return Some(start..cut);
+                }
+                continue;
+            }
             let Some(m) = self.regex.find_at(&hay[..cut], start) else {
                 continue;
             };
@@ -551,6 +562,7 @@ pub fn builtin(entity: &str) -> Option<Detector> {
     };
     // Built-in patterns are fixed; a failure here is caught by the tests.
     let mut d = Detector::build(entity, &pattern, check, group, anchors, numeric).ok()?;
+    d.digit_prefixes = entity == "card";
     if entity == "private_key" {
         // The body's `{0,8000}?` counts in the automaton: with several `-----BEGIN ` in
         // reach the lazy DFA's states multiply until it gives up and the search falls back
