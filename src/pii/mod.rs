@@ -10,7 +10,8 @@
 //!
 //! Invariants: masking is deterministic; streamed masking of any split equals masking the
 //! whole text (or, past the hold bound, ends the stream instead of releasing a value raw);
-//! work and memory are linear in the text ([`work`] counts it); no function here logs or returns a raw value except in masked output.
+//! work and memory are linear in the text ([`work`] counts it); no function here logs or
+//! returns a raw value except in masked output.
 //! Known misses: values longer than a detector's bound, obfuscated values (spelled-out
 //! digits, values split by markup), phone formats outside the listed Korean/E.164/NANP
 //! shapes, names and addresses (no NER).
