@@ -182,3 +182,38 @@ impl ExternalProcessor for ExtProc {
         Ok(Response::new(Box::pin(replies)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::HttpBody;
+    use crate::proto::processing_request::Request as In;
+
+    fn body(request: bool, len: usize, end_of_stream: bool) -> ProcessingRequest {
+        let b = HttpBody {
+            body: vec![b':'; len],
+            end_of_stream,
+            ..Default::default()
+        };
+        ProcessingRequest {
+            request: Some(if request {
+                In::RequestBody(b)
+            } else {
+                In::ResponseBody(b)
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn large_bodies_and_a_responses_last_chunk_leave_the_reactor() {
+        assert!(heavy(&body(true, OFFLOAD_BYTES, true)));
+        assert!(!heavy(&body(true, OFFLOAD_BYTES - 1, true)));
+        assert!(heavy(&body(false, OFFLOAD_BYTES, false)));
+        // The last response chunk may mask a whole buffered answer.
+        assert!(heavy(&body(false, 10, true)));
+        // Streamed chunks stay on the reactor.
+        assert!(!heavy(&body(false, 10, false)));
+        assert!(!heavy(&ProcessingRequest::default()));
+    }
+}
