@@ -14,6 +14,7 @@
 //! are on.
 
 use super::validate::{self, Validator};
+use super::work;
 use regex::{Regex, RegexSet};
 use regex_syntax::hir::{Class, Hir, HirKind};
 use std::ops::Range;
@@ -47,6 +48,9 @@ enum Check {
     KrForeigner,
     /// 8 to 15 digits.
     PhoneDigits,
+    /// At most `max_len` bytes: the regex has an unbounded repetition that stands for a
+    /// bounded one (see `builtin`'s `private_key`).
+    MaxLen,
 }
 
 /// One detector.
@@ -67,6 +71,10 @@ pub struct Detector {
     anchors: Vec<&'static str>,
     /// Whether the value is digit-like (partial masking keeps the last 4 digits).
     pub numeric: bool,
+    /// Every prefix of a match that ends in a digit before a separator is a match itself
+    /// (the built-in card pattern: digits with single separators), so the shorter-card retry
+    /// needs no regex call.
+    digit_prefixes: bool,
 }
 
 /// A regex match of one detector (validated or not).
@@ -115,6 +123,7 @@ impl Detector {
             alphabet,
             anchors,
             numeric,
+            digit_prefixes: false,
         })
     }
 
@@ -139,26 +148,51 @@ impl Detector {
             Check::KrResident => validate::kr_rrn(text).is_some_and(|r| !r.foreigner),
             Check::KrForeigner => validate::kr_rrn(text).is_some_and(|r| r.foreigner),
             Check::PhoneDigits => (8..=15).contains(&validate::digits(text).len()),
+            Check::MaxLen => text.len() <= self.max_len,
         }
     }
 
+    /// A shorter valid card from `start`, ending at a separator with 15 or 16 digits. The
+    /// digit count is checked before the regex runs, so at most a few cuts reach the engine.
     fn shorter_valid(&self, hay: &str, start: usize, end: usize) -> Option<Range<usize>> {
         let bytes = hay.as_bytes();
-        (start + 1..end).rev().find_map(|cut| {
+        let mut digits = bytes[start..end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
+        work::add(end - start);
+        for cut in (start + 1..end).rev() {
+            if bytes[cut].is_ascii_digit() {
+                digits -= 1;
+            }
             if bytes[cut].is_ascii_alphanumeric()
                 || bytes[cut] == b'_'
                 || !hay.is_char_boundary(cut)
+                || !(digits == 15 || digits == 16)
             {
-                return None;
+                continue;
             }
-            let m = self.regex.find_at(&hay[..cut], start)?;
-            let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
-            (m.start() == start
-                && m.end() == cut
-                && (digits == 15 || digits == 16)
-                && self.valid(m.as_str()))
-            .then(|| m.range())
-        })
+            work::add(cut - start);
+            if self.digit_prefixes {
+                if self.valid(&hay[start..cut]) {
+                    return Some(start..cut);
+                }
+                continue;
+            }
+            let Some(m) = self.regex.find_at(&hay[..cut], start) else {
+                continue;
+            };
+            if m.start() == start && m.end() == cut && self.valid(m.as_str()) {
+                return Some(m.range());
+            }
+        }
+        None
+    }
+
+    /// Whether every match is valid, so the search restarts at a match's end and this
+    /// detector's candidates never overlap (see [`Detector::find`]).
+    pub fn restarts_at_end(&self) -> bool {
+        matches!(self.check, Check::None | Check::MaxLen)
     }
 
     /// Whether byte `b` can be part of a match.
@@ -171,20 +205,47 @@ impl Detector {
         &self.anchors
     }
 
-    /// Matches in `hay` starting at or after `from` (earlier bytes are look-behind context).
+    /// Matches in `hay` starting at or after `from` (earlier bytes are look-behind context),
+    /// valid or not.
     pub fn find(&self, hay: &str, from: usize, index: usize, out: &mut Vec<RawMatch>) {
+        self.scan(hay, from, index, true, out);
+    }
+
+    /// Candidate enumeration. Detectors with a check (validator, digit count) restart one
+    /// character after every candidate's start: a validator may accept a later, shorter value
+    /// (`::::1`, a card after an SSN), and a valid one may lose to an overlapping value of
+    /// another detector and must not hide the next one (`123-45-6789 4111 1111 1111 1111`).
+    /// Their matches are short (≤ 50 bytes for the built-ins), so that costs O(50) per byte
+    /// at worst. Detectors without a check (keys, tokens, JWTs, e-mail, PEM blocks) have
+    /// every match valid and long bounds (up to 8 KiB); they restart at the end of their
+    /// match, so their candidates never overlap one another and runs that every start can
+    /// match (`eyJ-eyJ-...`, `sk-sk-...`) cost O(1) per byte instead of the match length.
+    /// Each candidate depends only on the text around it and on where the search
+    /// restarted, which the stream masker keeps equal to the one-shot search (see `stream`).
+    fn scan(
+        &self,
+        hay: &str,
+        from: usize,
+        index: usize,
+        keep_invalid: bool,
+        out: &mut Vec<RawMatch>,
+    ) {
         let mut at = from;
-        while at <= hay.len() {
-            let Some(m) = self.regex.find_at(hay, at) else {
+        while at < hay.len() {
+            let Some(full) = self.next_match(hay, at) else {
                 break;
             };
             let value = match self.value_group {
-                None => m.range(),
-                Some(g) => self
-                    .regex
-                    .captures_at(hay, m.start())
-                    .and_then(|c| c.get(g))
-                    .map_or(m.range(), |v| v.range()),
+                None => full.clone(),
+                Some(g) => {
+                    // The match plus a few bytes of look-ahead for a trailing assertion.
+                    let se = ceil_char(hay, full.end + 4);
+                    work::add(se - full.start);
+                    self.regex
+                        .captures_at(&hay[..se], full.start)
+                        .and_then(|c| c.get(g))
+                        .map_or(full.clone(), |v| v.range())
+                }
             };
             let mut valid = self.valid(&hay[value.clone()]);
             let mut value = value;
@@ -193,28 +254,81 @@ impl Detector {
                 // a shorter match from the same start ending at a separator, but only with
                 // a common card length (15 or 16 digits), so a mistyped 16-digit number never
                 // yields a "valid" 12-digit prefix.
-                if let Some(shorter) = self.shorter_valid(hay, m.start(), m.end()) {
+                if let Some(shorter) = self.shorter_valid(hay, full.start, full.end) {
                     value = shorter;
                     valid = true;
                 }
             }
-            out.push(RawMatch {
-                valid,
-                full: m.range(),
-                value,
-                detector: index,
-            });
-            // Every start position is tried (not leftmost-first chaining), so a match that
-            // loses to another detector's overlapping match cannot hide a later one, and
-            // each candidate depends only on the text around it (what makes streamed
-            // masking equal to one-shot masking). Resolution picks among them.
-            let mut next = m.start() + 1;
-            while !hay.is_char_boundary(next) {
-                next += 1;
+            at = if valid && self.restarts_at_end() {
+                full.end
+            } else if self.check == Check::MaxLen {
+                // Too long: so is every match from a later start that ends at the same
+                // closing literal (the repetition is lazy), up to `max_len` before it.
+                ceil_char(hay, full.start + 1).max(floor_char(hay, full.end - self.max_len))
+            } else {
+                ceil_char(hay, full.start + 1)
+            };
+            if valid || keep_invalid {
+                out.push(RawMatch {
+                    valid,
+                    full,
+                    value,
+                    detector: index,
+                });
             }
-            at = next;
         }
     }
+
+    /// The leftmost match starting at or after `at`, found in bounded windows of `hay` so the
+    /// engine never examines more than the window (counted in [`work`]). A match found in
+    /// a window `[at, se)` is the same as in the whole text when the window reaches the end,
+    /// or extends past the match start by the longest match plus look-ahead, or the byte
+    /// after the match is outside the alphabet (no longer match from that start, and no match
+    /// from an earlier start, can cross it). Otherwise no match starts before `se - look`,
+    /// and the search moves there with a larger window.
+    fn next_match(&self, hay: &str, mut at: usize) -> Option<Range<usize>> {
+        let look = self.max_len + 4;
+        let len = hay.len();
+        let bytes = hay.as_bytes();
+        let mut w = (look + 32).min(256);
+        loop {
+            let se = ceil_char(hay, at.saturating_add(w));
+            work::add(se - at);
+            let found = self.regex.find_at(&hay[..se], at).map(|m| m.range());
+            match found {
+                Some(m)
+                    if se == len
+                        || se - m.start > look
+                        || (m.end < se && !self.allows(bytes[m.end])) =>
+                {
+                    return Some(m);
+                }
+                None if se == len => return None,
+                _ => {
+                    if se >= at + look {
+                        at = at.max(floor_char(hay, se - look));
+                    }
+                    w = w.saturating_mul(2).min(4 * look);
+                }
+            }
+        }
+    }
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
 }
 
 fn collect_alphabet(hir: &Hir, set: &mut [bool; 256]) {
@@ -447,14 +561,29 @@ pub fn builtin(entity: &str) -> Option<Detector> {
         _ => return None,
     };
     // Built-in patterns are fixed; a failure here is caught by the tests.
-    Detector::build(entity, &pattern, check, group, anchors, numeric).ok()
+    let mut d = Detector::build(entity, &pattern, check, group, anchors, numeric).ok()?;
+    d.digit_prefixes = entity == "card";
+    if entity == "private_key" {
+        // The body's `{0,8000}?` counts in the automaton: with several `-----BEGIN ` in
+        // reach the lazy DFA's states multiply until it gives up and the search falls back
+        // to an engine that pays the repetition's size per byte (measured: seconds per
+        // 64 KiB). The same lazy body without a count, plus a length check, matches the same
+        // blocks: from a header, up to the first footer, if within the bound.
+        d.regex = Regex::new(&pattern.replace("{0,8000}?", "*?")).ok()?;
+        d.check = Check::MaxLen;
+    }
+    Some(d)
 }
 
 /// The detectors one policy runs, with a combined prefilter.
 #[derive(Debug)]
 pub struct DetectorSet {
     detectors: Vec<Arc<Detector>>,
-    prefilter: Option<RegexSet>,
+    /// Combined automaton over the detectors with short matches, and which detector each
+    /// of its patterns is.
+    prefilter: Option<(RegexSet, Vec<usize>)>,
+    /// Longest match among the prefiltered detectors.
+    prefilter_len: usize,
     /// Longest match over all detectors (the stream hold-back bound before clusters).
     pub max_len: usize,
 }
@@ -462,11 +591,26 @@ pub struct DetectorSet {
 impl DetectorSet {
     /// A set from detectors in priority order.
     pub fn new(detectors: Vec<Arc<Detector>>) -> DetectorSet {
-        let prefilter = RegexSet::new(detectors.iter().map(|d| d.pattern.as_str())).ok();
+        // Long bounded repetitions (PEM bodies, JWT segments) multiply the states of a
+        // combined automaton until the lazy DFA gives up and the search falls back to a slow
+        // engine (measured: 2.3 s per 256 KiB of `eyJ-`); those detectors run on their own,
+        // where each has a literal prefix the regex crate scans for.
+        let short: Vec<usize> = (0..detectors.len())
+            .filter(|&i| detectors[i].max_len <= PREFILTER_MAX_LEN)
+            .collect();
+        let prefilter = RegexSet::new(short.iter().map(|&i| detectors[i].pattern.as_str()))
+            .ok()
+            .map(|set| (set, short.clone()));
+        let prefilter_len = short
+            .iter()
+            .map(|&i| detectors[i].max_len)
+            .max()
+            .unwrap_or(0);
         let max_len = detectors.iter().map(|d| d.max_len).max().unwrap_or(0);
         DetectorSet {
             detectors,
             prefilter,
+            prefilter_len,
             max_len,
         }
     }
@@ -478,27 +622,73 @@ impl DetectorSet {
 
     /// Every regex match (validated or not) at or after `from`, sorted by start.
     pub fn find(&self, hay: &str, from: usize) -> Vec<RawMatch> {
+        self.collect(hay, from, true)
+    }
+
+    /// The validated matches at or after `from`, sorted by start: what masking needs.
+    /// Memory is proportional to the values found, not to the candidates tried (a 4 MiB
+    /// run of `:` is four million invalid IPv6 candidates and no valid one).
+    pub fn find_valid(&self, hay: &str, from: usize) -> Vec<RawMatch> {
+        self.collect(hay, from, false)
+    }
+
+    fn collect(&self, hay: &str, from: usize, keep_invalid: bool) -> Vec<RawMatch> {
         let mut out = Vec::new();
         if self.detectors.is_empty() || from >= hay.len() {
             return out;
         }
-        match &self.prefilter {
-            Some(set) => {
-                let hits = set.matches_at(hay, from);
-                for i in hits.iter() {
-                    self.detectors[i].find(hay, from, i, &mut out);
-                }
-            }
-            None => {
-                for (i, d) in self.detectors.iter().enumerate() {
-                    d.find(hay, from, i, &mut out);
-                }
+        let may = self.may_match(hay, from);
+        for (i, d) in self.detectors.iter().enumerate() {
+            if may.get(i).copied().unwrap_or(true) {
+                d.scan(hay, from, i, keep_invalid, &mut out);
             }
         }
         out.sort_by_key(|m| (m.full.start, m.full.end));
         out
     }
+
+    fn may_match(&self, hay: &str, from: usize) -> Vec<bool> {
+        let n = self.detectors.len();
+        let Some((set, which)) = &self.prefilter else {
+            return vec![true; n];
+        };
+        let mut hit = vec![true; n];
+        for &i in which {
+            hit[i] = false;
+        }
+        let mut left = which.len();
+        if left == 0 {
+            return hit;
+        }
+        // Windows overlapping by the longest match: every match lies wholly inside one,
+        // and the combined automaton never runs over more than one window at a time.
+        let look = self.prefilter_len + 4;
+        let mut at = from;
+        loop {
+            let se = ceil_char(hay, at.saturating_add(PREFILTER_WINDOW + look));
+            work::add(se - at);
+            for k in set.matches_at(&hay[..se], at).iter() {
+                if let Some(h) = which.get(k).and_then(|&i| hit.get_mut(i))
+                    && !*h
+                {
+                    *h = true;
+                    left -= 1;
+                }
+            }
+            if left == 0 || se == hay.len() {
+                return hit;
+            }
+            at = floor_char(hay, at + PREFILTER_WINDOW).max(at + 1);
+            at = ceil_char(hay, at);
+        }
+    }
 }
+
+/// Detectors with longer matches are not in the combined prefilter.
+const PREFILTER_MAX_LEN: usize = 512;
+
+/// Bytes per prefilter window (plus the longest match of overlap).
+const PREFILTER_WINDOW: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests;

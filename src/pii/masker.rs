@@ -182,7 +182,7 @@ pub fn resolve(raw: &[RawMatch]) -> Vec<RawMatch> {
 impl Masker {
     /// Masks a whole text (the non-streamed path).
     pub fn mask(&self, text: &str, state: &mut MaskState) -> String {
-        let raw = self.set.find(text, 0);
+        let raw = self.set.find_valid(text, 0);
         let kept = resolve(&raw);
         let mut out = String::with_capacity(text.len());
         self.render(text, 0..text.len(), &kept, state, &mut out);

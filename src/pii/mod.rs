@@ -9,7 +9,9 @@
 //! - [`stream`]: the incremental masker for streamed text with a bounded hold-back.
 //!
 //! Invariants: masking is deterministic; streamed masking of any split equals masking the
-//! whole text; no function here logs or returns a raw value except in masked output.
+//! whole text (or, past the hold bound, ends the stream instead of releasing a value raw);
+//! work and memory are linear in the text ([`work`] counts it); no function here logs or
+//! returns a raw value except in masked output.
 //! Known misses: values longer than a detector's bound, obfuscated values (spelled-out
 //! digits, values split by markup), phone formats outside the listed Korean/E.164/NANP
 //! shapes, names and addresses (no NER).
@@ -18,6 +20,7 @@ pub mod detect;
 pub mod masker;
 pub mod stream;
 pub mod validate;
+pub mod work;
 
 pub use detect::{BUILTIN, Detector, DetectorError, DetectorSet};
 pub use masker::{Action, MaskState, Masker};
@@ -69,7 +72,7 @@ pub fn builtin_masker(action: Action) -> Masker {
 /// Findings and masked text as JSON (the `tollgate pii-scan` output line). Offsets are
 /// bytes into `text`.
 pub fn scan(masker: &Masker, text: &str) -> serde_json::Value {
-    let raw = masker.set.find(text, 0);
+    let raw = masker.set.find_valid(text, 0);
     let kept = masker::resolve(&raw);
     let findings: Vec<serde_json::Value> = kept
         .iter()

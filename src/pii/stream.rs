@@ -13,27 +13,50 @@
 //! 3. `d` has anchors (every match starts with one) and none occurs between it and the
 //!    end, not even as a partial anchor at the very end.
 //!
-//! `p` is the minimum over detectors of their safe prefix, then moved left while a raw
-//! match (valid or not) straddles it, so every detector's search restarts where the
-//! one-shot search would and overlap resolution sees the same candidates on both sides of
-//! the cut. Matches entirely before `p` are final: they are the ones the one-shot search
-//! finds. The property tests check this equivalence for arbitrary splits.
+//! `p` is the minimum over detectors of their safe prefix, then moved left while a
+//! *blocking* match straddles it: a match that overlap resolution keeps, or any match of a
+//! detector without a check. Detectors with a check restart one character after every
+//! candidate's start and the others at the end of a match ([`super::detect`]), so a cut
+//! that no blocking match straddles is a point every detector's one-shot search also passes
+//! through: the searches restarted there find what the one-shot search finds. Candidates
+//! starting before `p` are determined (rules 1–3) and so is their resolution, which runs
+//! left to right; none that it keeps crosses `p`, so both sides resolve alone. Matches
+//! entirely before `p` are final. The property tests check this equivalence for arbitrary
+//! splits.
+//!
+//! ## Linear work
+//! Each scan costs time linear in the pending text (bounded regex windows, one backwards
+//! pass over the candidates for the straddler retreat). A scan runs only once pending has
+//! grown by as much as it held after the previous scan (at most by an eighth of the cut
+//! bound), so each byte pays for O(1) scans whatever the chunking: a long held-back run
+//! (`|:---:|` tables, base64, `password=` and a long token) no longer rescans its whole
+//! tail per delta. Invalid candidates are dropped at once, so memory is the pending text
+//! plus the valid values in it. [`super::work`] counts it; the property tests assert
+//! work ≤ C·n on adversarial alphabets.
 //!
 //! ## Bounds and latency
-//! Held-back bytes never exceed [`StreamMasker::hold_bound`] = 2 × the longest detector
-//! match. In practice prose is held back by one word (rule 2), so time-to-first-token grows
-//! by about one token. Worst cases: a long run of digits and spaces (phone/card detectors:
-//! up to ~40 bytes), text right after `password` or `-----BEGIN ` (up to that detector's
-//! `max_len`: 8 KiB for PEM blocks). If overlapping candidate matches ever chain beyond the
-//! bound, the masker releases at the bound anyway (counted in `forced_cuts`): the bound wins
-//! over exactness in that pathological case, and the text is still masked where matches
-//! were found.
+//! The cut bound is 2 × the longest detector match: a value that long, held whole, plus as
+//! much again of text that could still extend a neighbour. Held-back bytes never exceed
+//! [`StreamMasker::hold_bound`] (the cut bound plus the eighth by which a scan may lag). In
+//! practice prose is held back by one word (rule 2), so time-to-first-token grows by about
+//! one token. Worst cases: a long run of digits and spaces (phone/card detectors: up to ~40
+//! bytes), text right after `password` or `-----BEGIN ` (up to that detector's `max_len`:
+//! 8 KiB for PEM blocks).
+//!
+//! If valid matches chain (overlap one another) over more than the cut bound, no exact cut
+//! exists. The masker then releases the exact prefix before the chain, drops the rest and
+//! sets [`MaskState::blocked`] to the chain's entity: the guard ends the stream with an
+//! error event in the client's dialect. A value straddling the bound is never released
+//! raw. Counted in `forced_cuts`; ordinary text, markdown, code and keys never get there
+//! (one detector's valid matches never overlap; it takes several detectors' values
+//! overlapping back to back).
 //!
 //! Known limits: a value split between `delta.content` and tool-call arguments, or across
 //! choices, is not joined (each text channel has its own masker).
 
 use super::detect::RawMatch;
 use super::masker::{MaskState, Masker, resolve};
+use super::work;
 
 /// Incremental masker for one text channel (one choice's content, one tool call's args).
 #[derive(Debug, Default, Clone)]
@@ -42,15 +65,25 @@ pub struct StreamMasker {
     buf: String,
     /// Bytes of `buf` that are context.
     ctx: usize,
-    /// Times the hold bound forced a cut.
+    /// Pending bytes at which the next scan runs (0: at the next push).
+    next_scan: usize,
+    /// The cut bound was exceeded: the stream is being ended, nothing more is released.
+    pub overflowed: bool,
+    /// Times the cut bound was exceeded (0 or 1: the stream ends).
     pub forced_cuts: u64,
     /// Largest hold-back seen (bytes), for tests and benchmarks.
     pub max_held: usize,
 }
 
 impl StreamMasker {
-    /// The hold-back limit for a masker.
+    /// The hold-back limit for a masker: pending text never exceeds it.
     pub fn hold_bound(m: &Masker) -> usize {
+        let cut = Self::cut_bound(m);
+        cut + cut / 8
+    }
+
+    /// Longest chain of valid matches that can be held whole before the stream is ended.
+    pub fn cut_bound(m: &Masker) -> usize {
         2 * m.set.max_len.max(1)
     }
 
@@ -61,55 +94,85 @@ impl StreamMasker {
 
     /// Adds a delta; returns the text that is now safe to release (possibly empty).
     pub fn push(&mut self, m: &Masker, state: &mut MaskState, delta: &str) -> String {
+        if self.overflowed {
+            return String::new();
+        }
         self.buf.push_str(delta);
-        let out = self.release(m, state, false);
+        let out = if self.held() >= self.next_scan {
+            self.release(m, state, false)
+        } else {
+            String::new()
+        };
         self.max_held = self.max_held.max(self.held());
         out
     }
 
     /// End of text: releases everything.
     pub fn finish(&mut self, m: &Masker, state: &mut MaskState) -> String {
+        if self.overflowed {
+            return String::new();
+        }
         self.release(m, state, true)
     }
 
     fn release(&mut self, m: &Masker, state: &mut MaskState, last: bool) -> String {
         let end = self.buf.len();
         if end == self.ctx {
+            self.next_scan = 0;
             return String::new();
         }
-        let raw = m.set.find(&self.buf, self.ctx);
-        let mut p = if last { end } else { self.safe_prefix(m) };
+        let raw = m.set.find_valid(&self.buf, self.ctx);
+        let kept = resolve(&raw);
+        work::add(raw.len());
+        let mut p = end;
         if !last {
-            // Never cut inside a match: its detector's search must restart where the
-            // one-shot search would.
-            loop {
-                let straddler = raw
-                    .iter()
-                    .filter(|r| r.full.start < p && p < r.full.end)
-                    .map(|r| r.full.start)
-                    .min();
-                match straddler {
-                    Some(s) => p = s,
-                    None => break,
-                }
-            }
-            if end - p > Self::hold_bound(m) {
+            // Never cut inside a kept match, nor inside a match of a detector whose search
+            // restarts at match ends: the search must restart where the one-shot one would.
+            let mut blocking: Vec<&RawMatch> = raw
+                .iter()
+                .filter(|r| m.set.detectors()[r.detector].restarts_at_end())
+                .chain(kept.iter())
+                .collect();
+            blocking.sort_by_key(|r| (r.full.start, r.full.end));
+            p = unstraddled(&blocking, self.safe_prefix(m));
+            if end - p.max(self.ctx) > Self::cut_bound(m) {
+                self.overflowed = true;
                 self.forced_cuts += 1;
-                p = floor_char(&self.buf, end - Self::hold_bound(m));
+                let entity = raw
+                    .iter()
+                    .find(|r| r.full.start >= p)
+                    .or(raw.last())
+                    .map(|r| m.set.detectors()[r.detector].entity.clone());
+                if let Some(e) = entity {
+                    state.blocked.get_or_insert(e);
+                }
             }
         }
         p = p.max(self.ctx);
-        if p == self.ctx {
-            return String::new();
+        let mut out = String::new();
+        if p > self.ctx {
+            let kept: Vec<RawMatch> = kept.into_iter().filter(|r| r.full.end <= p).collect();
+            out.reserve(p - self.ctx);
+            m.render(&self.buf, self.ctx..p, &kept, state, &mut out);
         }
-        let before: Vec<RawMatch> = raw.into_iter().filter(|r| r.full.end <= p).collect();
-        let kept = resolve(&before);
-        let mut out = String::with_capacity(p - self.ctx);
-        m.render(&self.buf, self.ctx..p, &kept, state, &mut out);
-        // Keep one character of context for `\b` look-behind.
-        let keep_from = floor_char(&self.buf, p.saturating_sub(1));
-        self.buf.drain(..keep_from);
-        self.ctx = p - keep_from;
+        if self.overflowed {
+            self.buf = String::new();
+            self.ctx = 0;
+            return out;
+        }
+        if p > self.ctx {
+            // Keep one character of context for `\b` look-behind.
+            let keep_from = floor_char(&self.buf, p.saturating_sub(1));
+            work::add(self.buf.len() - keep_from);
+            self.buf.drain(..keep_from);
+            self.ctx = p - keep_from;
+        }
+        let h = self.held();
+        self.next_scan = if h == 0 {
+            0
+        } else {
+            (2 * h).min(h + Self::cut_bound(m) / 8).max(h + 1)
+        };
         out
     }
 
@@ -120,6 +183,7 @@ impl StreamMasker {
         let mut p = end;
         for d in m.set.detectors() {
             let window_start = end.saturating_sub(d.max_len).max(self.ctx);
+            work::add((end - window_start) * (1 + d.anchors().len()));
             // Rule 1.
             let mut safe = end.saturating_sub(d.max_len);
             // Rule 2: just after the last byte outside the alphabet.
@@ -141,6 +205,18 @@ impl StreamMasker {
         }
         p
     }
+}
+
+/// The largest position `<= p` that no match in `raw` (sorted by start) strictly contains.
+/// One backwards pass: once the cut moves to a match's start, matches starting at or after
+/// it can no longer contain it.
+fn unstraddled(raw: &[&RawMatch], mut p: usize) -> usize {
+    for r in raw.iter().rev() {
+        if r.full.start < p && p < r.full.end {
+            p = r.full.start;
+        }
+    }
+    p
 }
 
 fn first_anchor(window: &[u8], anchors: &[&str]) -> Option<usize> {

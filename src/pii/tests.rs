@@ -194,3 +194,243 @@ proptest! {
         let _ = m.mask(&text, &mut MaskState::default());
     }
 }
+
+// Adversarial inputs: work is counted (`pii::work`), never timed.
+
+/// `n` bytes or a little more of `atoms` picked by a xorshift from `seed`; a longer text
+/// from the same seed extends a shorter one.
+fn adversarial(atoms: &[&str], seed: u64, n: usize) -> String {
+    let mut x = seed | 1;
+    let mut s = String::with_capacity(n + 64);
+    while s.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.push_str(atoms[(x % atoms.len() as u64) as usize]);
+    }
+    s
+}
+
+const ALPHABETS: &[(&str, &[&str])] = &[
+    ("colon", &[":"]),
+    ("table", &["|", ":", "-", "|:---:", ":---:|", " "]),
+    (
+        "base64",
+        &["A", "Q", "z", "9", "+", "/", "=", "QUJD", "eyJ"],
+    ),
+    ("jwt", &["eyJ", "-", "_", ".", "a", "Z", "0", "eyJhbGciOi."]),
+    (
+        "password",
+        &[
+            "password=",
+            "xY7_",
+            "xY7_xY7_",
+            "x",
+            "Y",
+            "7",
+            "xY7_xY7_xY7_xY7_",
+        ],
+    ),
+    ("digits", &["0", "1", "4", "9", " ", "-", "."]),
+    (
+        "pem",
+        &[
+            "-----BEGIN PRIVATE KEY-----\n",
+            "QUJD",
+            "\n",
+            "-----BEGIN ",
+            "AAAA",
+            "/+",
+        ],
+    ),
+    ("hex", &["1", ":", "a", "::", "f:", "2001:db8::1"]),
+    (
+        "mixed",
+        &[
+            ":",
+            "|:---:|",
+            "eyJ",
+            ".",
+            "password=",
+            "xY7_",
+            "1",
+            " ",
+            "-",
+            "@",
+            "sk-",
+            "AKIA",
+            "x.io",
+            "010-",
+            "4111 ",
+            "-----BEGIN ",
+            "QUJD",
+            "\n",
+            "+82",
+            "안",
+        ],
+    ),
+];
+
+/// Streams `text` in pieces of 1 to 16 bytes (chosen from `seed`); returns the work spent,
+/// the output and the masker's final state.
+fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState, StreamMasker) {
+    let mut x = seed | 1;
+    let mut sm = StreamMasker::default();
+    let mut st = MaskState::default();
+    let mut out = String::new();
+    let before = crate::pii::work::total();
+    let mut at = 0;
+    while at < text.len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut next = (at + 1 + (x % 16) as usize).min(text.len());
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        out.push_str(&sm.push(m, &mut st, &text[at..next]));
+        at = next;
+    }
+    out.push_str(&sm.finish(m, &mut st));
+    (crate::pii::work::total() - before, out, st, sm)
+}
+
+fn whole_counted(m: &Masker, text: &str) -> (u64, String) {
+    let before = crate::pii::work::total();
+    let out = m.mask(text, &mut MaskState::default());
+    (crate::pii::work::total() - before, out)
+}
+
+/// Work units per byte of text that no input may exceed (stream or one-shot).
+const WORK_PER_BYTE: u64 = 400;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4))]
+
+    // Sizes straddle the hold bound (~16 KiB), where the old masker rescanned its whole
+    // held-back tail on every delta.
+    #[test]
+    fn work_is_linear_on_adversarial_alphabets(seed in any::<u64>(), chunks in any::<u64>()) {
+        let m = &maskers()[0].1;
+        for (name, atoms) in ALPHABETS {
+            let small = adversarial(atoms, seed, 20_000);
+            let large = adversarial(atoms, seed, 40_000);
+            let (ws, ..) = stream_counted(m, &small, chunks);
+            let (wl, ..) = stream_counted(m, &large, chunks);
+            let (os, _) = whole_counted(m, &small);
+            let (ol, _) = whole_counted(m, &large);
+            for (w, n, what) in [(ws, small.len(), "stream"), (wl, large.len(), "stream"), (os, small.len(), "whole"), (ol, large.len(), "whole")] {
+                prop_assert!(w <= WORK_PER_BYTE * n as u64, "{name} {what}: {w} units for {n} bytes");
+            }
+            // Twice the text, about twice the work (2.6: slack for where the runs fall).
+            prop_assert!(wl * 10 <= ws * 26 + 100_000, "{name}: stream {ws} -> {wl}");
+            prop_assert!(ol * 10 <= os * 26 + 100_000, "{name}: whole {os} -> {ol}");
+        }
+    }
+
+    #[test]
+    fn streamed_is_never_less_masked_on_adversarial_text(
+        seed in any::<u64>(),
+        chunks in any::<u64>(),
+        which in 0..ALPHABETS.len(),
+        n in 1usize..24_000,
+        at in any::<prop::sample::Index>(),
+        secret in prop::sample::select(vec![
+            "sk-proj-abcdefghijklmnopqrstuvwx1234",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl",
+            "kim.minsu@example.com",
+            "4111 1111 1111 1111",
+            "password=hunter2hunter2",
+        ]),
+    ) {
+        let mut text = adversarial(ALPHABETS[which].1, seed, n);
+        let mut i = at.index(text.len() + 1);
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        text.insert_str(i, &format!(" {secret} "));
+        for (action, m) in maskers() {
+            let mut whole_state = MaskState::default();
+            let whole = m.mask(&text, &mut whole_state);
+            let (_, streamed, st, sm) = stream_counted(m, &text, chunks);
+            prop_assert!(sm.max_held <= StreamMasker::hold_bound(m));
+            if sm.overflowed {
+                // Ended at the bound: what was released is exactly the start of the
+                // one-shot result, and the guard is told to end the stream.
+                prop_assert!(whole.starts_with(&streamed), "{streamed:?} vs {whole:?}");
+                prop_assert!(st.blocked.is_some());
+            } else {
+                prop_assert_eq!(&streamed, &whole);
+                prop_assert_eq!(&st.counts, &whole_state.counts);
+            }
+            let raw = secret.trim_start_matches("password=");
+            if *action != Action::Partial && !whole.contains(raw) {
+                prop_assert!(!streamed.contains(raw), "{raw} released in {streamed:?}");
+            }
+        }
+    }
+}
+
+/// Two check-free detectors whose values overlap back to back: no exact cut exists, so at
+/// the bound the stream must end (never release the straddling value raw).
+#[test]
+fn a_chain_longer_than_the_bound_ends_the_stream_without_releasing_it() {
+    let dets = vec![
+        (
+            Arc::new(Detector::custom("ta", "a[ab]{9}", None).expect("pattern")),
+            Action::Mask,
+        ),
+        (
+            Arc::new(Detector::custom("tb", "b[ab]{9}", None).expect("pattern")),
+            Action::Mask,
+        ),
+    ];
+    let m = masker(dets, Arc::from(&b"k"[..]), false);
+    let text = format!("clean prefix {} tail", "ab".repeat(200));
+    let whole = m.mask(&text, &mut MaskState::default());
+    assert!(!whole.contains("ab"), "{whole}");
+    for chunk in [1, 3, 7, 64] {
+        let pieces = splits(&text, &(0..text.len()).step_by(chunk).collect::<Vec<_>>());
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let mut st = MaskState::default();
+        let mut sm = StreamMasker::default();
+        let mut out = String::new();
+        for p in &refs {
+            out.push_str(&sm.push(&m, &mut st, p));
+        }
+        out.push_str(&sm.finish(&m, &mut st));
+        assert!(sm.overflowed, "chunk {chunk}");
+        assert!(st.blocked.is_some());
+        assert!(whole.starts_with(&out), "{out:?}");
+        assert!(!out.contains("ab"), "{out:?}");
+        assert!(out.starts_with("clean prefix"), "{out:?}");
+        assert!(sm.max_held <= StreamMasker::hold_bound(&m));
+    }
+}
+
+/// The old masker scanned its whole held-back tail on every delta: 64 KiB of `:` in
+/// 4-byte deltas cost ~16 KiB per delta. Now the work per byte stays small and fixed.
+#[test]
+fn colon_runs_stream_with_little_work_and_hold_back() {
+    let m = &maskers()[0].1;
+    let text = ":".repeat(64 * 1024);
+    let (w, out, _, sm) = stream_counted(m, &text, 7);
+    // Only the final `::` is an address (the unspecified one).
+    assert!(
+        out == m.mask(&text, &mut MaskState::default()),
+        "streamed differs"
+    );
+    assert!(out.ends_with(":[IPV6]") && out.len() == text.len() - 2 + "[IPV6]".len());
+    assert!(!sm.overflowed);
+    assert!(sm.max_held < 1024, "{}", sm.max_held);
+    assert!(w <= 200 * text.len() as u64, "{w}");
+}
+
+/// A body of `:` is one IPv6 candidate per byte, all invalid but the final `::`; only that
+/// one is kept (a 4 MiB body allocated ~600 MB of candidates before).
+#[test]
+fn a_large_colon_body_keeps_no_candidates() {
+    let m = &maskers()[0].1;
+    let text = ":".repeat(1 << 20);
+    assert_eq!(m.set.find_valid(&text, 0).len(), 1);
+}

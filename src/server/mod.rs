@@ -3,6 +3,13 @@
 //! The response stream is an `unfold` over the inbound messages that owns the exchange,
 //! so hyper's per-stream task drives it, and when Envoy cancels or resets the stream the
 //! exchange is dropped with it — nothing to leak, no extra task or channel per request.
+//!
+//! A body message of [`OFFLOAD_BYTES`] or more, and the last chunk of a response (where a
+//! buffered answer is masked whole), are answered on the blocking pool instead: masking is
+//! linear in the body, but a 4 MiB body costs tens of milliseconds, and on the
+//! current-thread runtime (one CPU) that time would stall every other stream and the admin
+//! health endpoint. Other messages (streamed chunks) stay on the reactor, where bounded
+//! work per message keeps each one cheap.
 
 pub mod attempt;
 pub mod exchange;
@@ -22,6 +29,20 @@ use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
+
+/// Body messages at least this large are processed off the reactor.
+pub const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// Whether answering `msg` may mask a large body: a large body message, or the last chunk of
+/// a response, where the guard masks a whole buffered (non-streamed) answer at once.
+fn heavy(msg: &ProcessingRequest) -> bool {
+    use crate::proto::processing_request::Request as R;
+    match &msg.request {
+        Some(R::RequestBody(b)) => b.body.len() >= OFFLOAD_BYTES,
+        Some(R::ResponseBody(b)) => b.body.len() >= OFFLOAD_BYTES || b.end_of_stream,
+        _ => false,
+    }
+}
 
 /// The ext_proc service.
 #[derive(Clone)]
@@ -119,7 +140,23 @@ impl ExternalProcessor for ExtProc {
                         let phase = msg.request.as_ref().map(reply::Kind::of);
                         // Log lines written while answering carry the request and trace ids.
                         let span = exchange.log_span().clone();
-                        let answered = exchange.on_message(msg).instrument(span).await;
+                        let answered = if heavy(&msg) {
+                            let rt = tokio::runtime::Handle::current();
+                            let job = tokio::task::spawn_blocking(move || {
+                                let r = rt.block_on(exchange.on_message(msg).instrument(span));
+                                (exchange, r)
+                            });
+                            match job.await {
+                                Ok((ex, r)) => {
+                                    exchange = ex;
+                                    r
+                                }
+                                // The job panicked or the runtime is shutting down.
+                                Err(_) => return None,
+                            }
+                        } else {
+                            exchange.on_message(msg).instrument(span).await
+                        };
                         match answered {
                             Ok(reply) => {
                                 if let Some(p) = phase {
@@ -143,5 +180,40 @@ impl ExternalProcessor for ExtProc {
             }
         });
         Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::HttpBody;
+    use crate::proto::processing_request::Request as In;
+
+    fn body(request: bool, len: usize, end_of_stream: bool) -> ProcessingRequest {
+        let b = HttpBody {
+            body: vec![b':'; len],
+            end_of_stream,
+            ..Default::default()
+        };
+        ProcessingRequest {
+            request: Some(if request {
+                In::RequestBody(b)
+            } else {
+                In::ResponseBody(b)
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn large_bodies_and_a_responses_last_chunk_leave_the_reactor() {
+        assert!(heavy(&body(true, OFFLOAD_BYTES, true)));
+        assert!(!heavy(&body(true, OFFLOAD_BYTES - 1, true)));
+        assert!(heavy(&body(false, OFFLOAD_BYTES, false)));
+        // The last response chunk may mask a whole buffered answer.
+        assert!(heavy(&body(false, 10, true)));
+        // Streamed chunks stay on the reactor.
+        assert!(!heavy(&body(false, 10, false)));
+        assert!(!heavy(&ProcessingRequest::default()));
     }
 }

@@ -453,7 +453,7 @@ fn restrict_error(
 fn detected_entities(masker: Option<&crate::pii::Masker>, text: &str) -> Vec<String> {
     let Some(m) = masker else { return Vec::new() };
     let mut out: Vec<String> = Vec::new();
-    for hit in crate::pii::masker::resolve(&m.set.find(text, 0)) {
+    for hit in crate::pii::masker::resolve(&m.set.find_valid(text, 0)) {
         let entity = m.set.detectors()[hit.detector].entity.to_string();
         if !out.contains(&entity) {
             out.push(entity);
