@@ -195,7 +195,7 @@ pub fn mask(masker: &Masker, s: &str, state: &mut MaskState) -> Option<String> {
     let plain = masker.mask(s, state);
     let out = match view(&plain) {
         Some(v) => {
-            let kept = resolve(&masker.set.find(&v.text, 0));
+            let kept = resolve(&masker.set.find_valid(&v.text, 0));
             if kept.is_empty() {
                 plain
             } else {
