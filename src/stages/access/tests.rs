@@ -373,7 +373,7 @@ fn limits_follow_the_resolved_model() {
     let admit = |b: &[u8]| {
         let mut cx = run(&s, APP, &[], b, 0).unwrap();
         crate::stages::usage::request_body(&s, &mut cx, b);
-        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, &svc, &metrics))
+        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, b, &svc, &metrics))
             .map_err(|e| rescue(&e).status)
     };
     // Typing the capped model while a /model line sends elsewhere is never counted by it...
