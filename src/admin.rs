@@ -1,8 +1,10 @@
 //! Admin HTTP: `/healthz` (process alive), `/ready` (config loaded, gRPC serving, not
 //! draining; the body also reports the limits store: `limits: memory|up|down`) and
-//! `/metrics` (Prometheus text) and `/debug/state` (JSON: open ext_proc streams, live
-//! runtime tasks, outstanding limit reservations — what `make soak` checks returns to its
-//! baseline after load; the reservation sum scans every key, so it is not a metric).
+//! `/metrics` (Prometheus text) and, only with `server.debug_state: true`, `/debug/state`
+//! (JSON: open ext_proc streams, live runtime tasks, outstanding limit reservations — what
+//! `make soak` checks returns to its baseline after load; the reservation sum scans every
+//! key, so it is not a metric). Off by default: it is an unauthenticated, Redis-scanning
+//! endpoint, and anything served here is reachable by whatever reaches the metrics port.
 //!
 //! A Redis outage does not make the replica unready: with fail-open it keeps serving (the
 //! body says `limits: down`), with fail-closed it answers 503 per request itself — taking
@@ -71,14 +73,18 @@ struct AdminState {
     readiness: Arc<Readiness>,
 }
 
-/// The admin router.
-pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
-    Router::new()
+/// The admin router; `/debug/state` only when `debug_state` (404 otherwise).
+pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>, debug_state: bool) -> Router {
+    let r = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics_text))
-        .route("/debug/state", get(debug_state))
-        .with_state(AdminState { metrics, readiness })
+        .route("/metrics", get(metrics_text));
+    let r = if debug_state {
+        r.route("/debug/state", get(self::debug_state))
+    } else {
+        r
+    };
+    r.with_state(AdminState { metrics, readiness })
 }
 
 async fn ready(State(s): State<AdminState>) -> impl IntoResponse {

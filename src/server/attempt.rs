@@ -4,7 +4,11 @@
 //! before `upstream_codec`), after its load balancer picked an endpoint, so every retry
 //! gets its own stream here. The gRPC stream is marked by the `x-tollgate-filter: upstream`
 //! initial metadata. Per attempt:
-//! - request headers: chain and backend come from the picked endpoint's metadata
+//! - request headers: nothing acts before the attempt token ([`super::token`]) the
+//!   router-level exchange of the same request signed verifies: its request id must match,
+//!   the chain, client path and query come from it, and the backend the picked endpoint's
+//!   metadata names must be one it allows. A caller without a token gets no credential;
+//! - request headers: the backend comes from the picked endpoint's metadata
 //!   (`request_attributes: [xds.upstream_host_metadata]`, `filter_metadata.io.tollgate.
 //!   {chain, backend}`), not from request headers: Envoy gives every attempt the *same*
 //!   request header map (measured: a header removed by attempt 1 is gone for attempt 2),
@@ -26,11 +30,13 @@
 //! decision and an attempt applies the new chain definition to that attempt.
 
 use super::reply::{self, Kind};
+use super::token::{self, Grant, TokenError, TokenKey};
 use crate::config::Snapshot;
 use crate::error::{StageError, rescue};
 use crate::headers::Headers;
 use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch};
+use crate::metrics::Metrics;
 use crate::proto::*;
 use crate::providers::{self, Outbound};
 use crate::routing::health::Cooldown;
@@ -59,6 +65,8 @@ struct Target {
 pub struct Attempt {
     snap: Arc<Snapshot>,
     svc: Arc<Services>,
+    key: Arc<TokenKey>,
+    metrics: Arc<Metrics>,
     request_id: String,
     target: Option<Target>,
     /// The client called the Anthropic-native door: refusals in its error shape.
@@ -67,11 +75,18 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Starts an attempt exchange on a pinned snapshot.
-    pub fn new(snap: Arc<Snapshot>, svc: Arc<Services>) -> Self {
+    /// Starts an attempt exchange on a pinned snapshot; `key` checks attempt tokens.
+    pub fn new(
+        snap: Arc<Snapshot>,
+        svc: Arc<Services>,
+        key: Arc<TokenKey>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snap,
             svc,
+            key,
+            metrics,
             request_id: String::new(),
             target: None,
             anthropic_door: false,
@@ -116,10 +131,17 @@ impl Attempt {
         let headers = headers_of(h);
         self.request_id = headers.get("x-request-id").unwrap_or_default().to_owned();
         self.log_span.record("request_id", self.request_id.as_str());
+        let grant = match self.grant(meta) {
+            Ok(g) => g,
+            Err(e) => {
+                self.metrics.endpoint_refused("attempt_token");
+                return self.fail(StageError::Misconfigured(e.reason()));
+            }
+        };
         let table = &self.snap.routing;
-        let Some(chain) = endpoint_field(attributes, "chain").and_then(|c| table.chain(&c)) else {
+        let Some(chain) = table.chain(&grant.chain) else {
             return self.fail(StageError::Misconfigured(
-                "upstream-level filter: the endpoint metadata names no known chain (set filter_metadata io.tollgate {chain, backend} on every chain endpoint)",
+                "upstream-level filter: the attempt token names a chain this config does not have",
             ));
         };
         let Some(name) = backend_from_attributes(attributes) else {
@@ -127,6 +149,10 @@ impl Attempt {
                 "upstream-level filter: no io.tollgate backend in the endpoint metadata (set request_attributes: [xds.upstream_host_metadata] and filter_metadata on every chain endpoint)",
             ));
         };
+        if let Err(e) = grant.admits(&self.request_id, &name) {
+            self.metrics.endpoint_refused("attempt_token");
+            return self.fail(StageError::Misconfigured(e.reason()));
+        }
         let Some(pos) = chain
             .steps
             .iter()
@@ -137,14 +163,9 @@ impl Attempt {
             ));
         };
         let step = &chain.steps[pos];
-        // The client's path from the router-level metadata: `:path` may already be an
-        // earlier attempt's rewrite.
-        let Some(client_path) = meta.client_path.as_deref() else {
-            return self.fail(StageError::Misconfigured(
-                "upstream-level filter: no io.tollgate client_path metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
-            ));
-        };
-        let endpoint = match Endpoint::classify("POST", client_path) {
+        // The client's path as the router-level exchange signed it: `:path` may already be
+        // an earlier attempt's rewrite.
+        let endpoint = match Endpoint::classify("POST", &grant.path) {
             PathMatch::Endpoint(e) => e,
             PathMatch::WrongMethod(_) | PathMatch::Unknown => {
                 return self.fail(StageError::Misconfigured(
@@ -159,9 +180,15 @@ impl Attempt {
             // Empty: the model the router-level decision left in the body.
             upstream_model: step.upstream_model.clone().unwrap_or_default(),
             endpoint,
-            query: meta.client_query.clone().unwrap_or_default(),
+            query: grant.query,
         });
         reply::proceed(Kind::RequestHeaders, Mutations::default())
+    }
+
+    /// The router-level decision for this request, from its signed token.
+    fn grant(&self, meta: &RequestMeta) -> Result<Grant, TokenError> {
+        let t = meta.attempt_token.as_deref().ok_or(TokenError::Missing)?;
+        token::verify(&self.key, t, token::unix_ms(SystemTime::now()))
     }
 
     fn request_body(&mut self, body: &[u8]) -> ProcessingResponse {
@@ -260,8 +287,7 @@ impl Attempt {
 /// What the router-level exchange left in dynamic metadata for the attempts.
 #[derive(Debug, Default)]
 struct RequestMeta {
-    client_path: Option<String>,
-    client_query: Option<String>,
+    attempt_token: Option<String>,
 }
 
 fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
@@ -274,8 +300,7 @@ fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
             })
     };
     RequestMeta {
-        client_path: get("client_path"),
-        client_query: get("client_query"),
+        attempt_token: get(token::METADATA_KEY),
     }
 }
 
