@@ -4,7 +4,8 @@
 //! (JSON: open ext_proc streams, live runtime tasks, outstanding limit reservations — what
 //! `make soak` checks returns to its baseline after load; the reservation sum scans every
 //! key, so it is not a metric). Off by default: it is an unauthenticated, Redis-scanning
-//! endpoint, and anything served here is reachable by whatever reaches the metrics port.
+//! endpoint; and when on, it answers loopback peers only (404 to anyone else), so the
+//! metrics Service, which forwards to this port, never reaches it.
 //!
 //! A Redis outage does not make the replica unready: with fail-open it keeps serving (the
 //! body says `limits: down`), with fail-closed it answers 503 per request itself — taking
@@ -112,7 +113,13 @@ async fn metrics_text(State(s): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn debug_state(State(s): State<AdminState>) -> impl IntoResponse {
+async fn debug_state(
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    State(s): State<AdminState>,
+) -> axum::response::Response {
+    if !peer.ip().is_loopback() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let limiter = s.readiness.limiter.read().clone();
     let outstanding = match limiter {
         Some(l) => match l.outstanding("").await {
@@ -129,4 +136,5 @@ async fn debug_state(State(s): State<AdminState>) -> impl IntoResponse {
         "runtime_alive_tasks": tasks,
         "limits_outstanding": outstanding,
     }))
+    .into_response()
 }

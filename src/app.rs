@@ -70,7 +70,11 @@ pub async fn run(
     let admin_router = admin::router(metrics.clone(), readiness.clone(), settings.debug_state);
     let admin_stop = shutdown.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
+        // Peer addresses: /debug/state answers loopback peers only.
+        axum::serve(
+            admin_listener,
+            admin_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
