@@ -75,8 +75,8 @@ pub async fn run(
             admin_listener,
             admin_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await
+        .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+        .await
     });
 
     // Audit and span export start before serving, so a bad audit path or collector URL
@@ -215,12 +215,9 @@ pub async fn run(
 
 /// The gRPC listener's TLS: certificate and key, and with a client CA, required client
 /// certificates (mTLS: a caller without one fails the handshake).
-fn server_tls(
-    tls: &crate::config::GrpcTls,
-) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-    };
+fn server_tls(tls: &crate::config::GrpcTls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let identity =
         tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
     let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);

@@ -196,8 +196,7 @@ fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
             for w in tollgate::server::endpoint::security_warnings(&snap) {
                 println!("{}: {w}", file.display());
             }
-            if let Err(e) = tollgate::server::endpoint::listener_exposure(&snap.settings, false)
-            {
+            if let Err(e) = tollgate::server::endpoint::listener_exposure(&snap.settings, false) {
                 println!("{}: warning: {e}", file.display());
             }
             ExitCode::SUCCESS

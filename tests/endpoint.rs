@@ -186,7 +186,12 @@ fn sv(s: &str) -> Value {
 /// The attempt's first message as the upstream-level filter sends it: the picked endpoint's
 /// metadata (here forged by the caller) and, when given, an attempt token in the forwarded
 /// io.tollgate namespace.
-fn attempt_headers(rid: &str, chain: &str, backend: &str, token: Option<&str>) -> ProcessingRequest {
+fn attempt_headers(
+    rid: &str,
+    chain: &str,
+    backend: &str,
+    token: Option<&str>,
+) -> ProcessingRequest {
     let text = format!(
         r#"filter_metadata {{ key: "io.tollgate" value {{ fields {{ key: "backend" value {{ string_value: "{backend}" }} }} fields {{ key: "chain" value {{ string_value: "{chain}" }} }} }} }}"#
     );
@@ -234,9 +239,12 @@ fn authorization(replies: &[ProcessingResponse]) -> Option<String> {
 }
 
 fn refused(replies: &[ProcessingResponse]) -> bool {
-    replies
-        .iter()
-        .any(|r| matches!(r.response, Some(processing_response::Response::ImmediateResponse(_))))
+    replies.iter().any(|r| {
+        matches!(
+            r.response,
+            Some(processing_response::Response::ImmediateResponse(_))
+        )
+    })
 }
 
 /// The router-level exchange of a chain request: its replies, the token it issued, and the
@@ -336,11 +344,18 @@ async fn the_upstream_filter_acts_only_on_a_valid_token() {
     };
     let (rid, good) = route_chain(s.addr).await;
     let attempt = |rid: &str, chain: &str, backend: &str, token: Option<&str>| {
-        vec![attempt_headers(rid, chain, backend, token), body("resilient-model")]
+        vec![
+            attempt_headers(rid, chain, backend, token),
+            body("resilient-model"),
+        ]
     };
 
     // Forged chain and backend names, no token.
-    for (chain, backend) in [("resilient", "alpha"), ("resilient", "gamma"), ("x", "gamma")] {
+    for (chain, backend) in [
+        ("resilient", "alpha"),
+        ("resilient", "gamma"),
+        ("x", "gamma"),
+    ] {
         let r = exchange(s.addr, up, attempt(&rid, chain, backend, None))
             .await
             .unwrap();
@@ -354,9 +369,13 @@ async fn the_upstream_filter_acts_only_on_a_valid_token() {
     assert!(refused(&r));
     assert_no_key(&r, None);
     // The right token, for another request.
-    let r = exchange(s.addr, up, attempt("other-request", "resilient", "alpha", Some(&good)))
-        .await
-        .unwrap();
+    let r = exchange(
+        s.addr,
+        up,
+        attempt("other-request", "resilient", "alpha", Some(&good)),
+    )
+    .await
+    .unwrap();
     assert!(refused(&r));
     assert_no_key(&r, None);
     // Expired, widened, or signed by another deployment.

@@ -298,7 +298,8 @@ pub struct RawServer {
 pub struct RawGrpcAuth {
     /// Per-deployment shared secret every stream must carry as gRPC initial metadata
     /// `x-tollgate-secret` (Envoy: `grpc_service.initial_metadata`). Compared in constant
-    /// time. Also keys the attempt tokens, so every replica must share it.
+    /// time. Also keys the attempt tokens, so every replica must share it. Static: read at
+    /// start (a rotated secret needs a restart).
     pub secret: Option<SecretRef>,
     /// Serve gRPC over TLS; with `client_ca_file`, callers must present a certificate it
     /// signed (mTLS).

@@ -346,10 +346,10 @@ impl Exchange {
             query: query.to_owned(),
             exp: super::token::unix_ms(SystemTime::now() + ttl),
         };
-        self.cx.mutations.metadata.push((
-            super::token::METADATA_KEY,
-            super::token::issue(key, &grant),
-        ));
+        self.cx
+            .mutations
+            .metadata
+            .push((super::token::METADATA_KEY, super::token::issue(key, &grant)));
     }
 
     /// A successful local answer (e.g. the models list).

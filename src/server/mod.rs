@@ -57,9 +57,7 @@ impl ExtProc {
     pub fn with_grpc_auth(mut self, auth: &crate::config::GrpcAuth) -> Self {
         if let Some(secret) = &auth.secret {
             self.caller = Arc::new(endpoint::CallerCheck::new(secret));
-            self.token_key = Arc::new(token::TokenKey::from_secret(
-                secret.expose().as_bytes(),
-            ));
+            self.token_key = Arc::new(token::TokenKey::from_secret(secret.expose().as_bytes()));
         }
         self
     }

@@ -47,7 +47,9 @@ pub struct Grant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token in the attempt's metadata.
-    #[error("no attempt token: the upstream-level filter acts only for a request the router-level filter routed to a chain")]
+    #[error(
+        "no attempt token: the upstream-level filter acts only for a request the router-level filter routed to a chain"
+    )]
     Missing,
     /// Not a token of this form.
     #[error("malformed attempt token")]
@@ -199,7 +201,10 @@ mod tests {
         let g = grant();
         assert_eq!(g.admits("req-1", "alpha"), Ok(()));
         assert_eq!(g.admits("req-1", "claude-fallback"), Ok(()));
-        assert_eq!(g.admits("req-1", "beta"), Err(TokenError::BackendNotAllowed));
+        assert_eq!(
+            g.admits("req-1", "beta"),
+            Err(TokenError::BackendNotAllowed)
+        );
         assert_eq!(g.admits("req-2", "alpha"), Err(TokenError::OtherRequest));
     }
 

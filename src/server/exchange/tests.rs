@@ -272,7 +272,9 @@ fn a_client_request_id_is_replaced_unless_trusted() {
         services(),
         Arc::new(crate::observe::Discard),
     );
-    let r = ex.on_message_now(headers_with_id("victim-request-7")).unwrap();
+    let r = ex
+        .on_message_now(headers_with_id("victim-request-7"))
+        .unwrap();
     let set = set_headers(common(&r));
     let id = set
         .iter()
@@ -286,7 +288,11 @@ fn a_client_request_id_is_replaced_unless_trusted() {
     // Trusted: the client's id is kept as long as it is a plain token.
     let (mut ex, _) = exchange();
     let r = ex.on_message_now(headers_with_id("client-id-1")).unwrap();
-    assert!(set_headers(common(&r)).iter().all(|(k, _)| k != "x-request-id"));
+    assert!(
+        set_headers(common(&r))
+            .iter()
+            .all(|(k, _)| k != "x-request-id")
+    );
     assert_eq!(ex.cx.request_id, "client-id-1");
     let (mut ex, _) = exchange();
     ex.on_message_now(headers_with_id("two words")).unwrap();
