@@ -152,6 +152,12 @@ def test_a_client_request_id_is_not_trusted_by_default(make_stack: Any, tmp_path
     assert seen != "forged-id-of-another-request"
     entry = stack.wait_access_log(lambda e: e.get("request_id") == seen)
     assert entry["status"] == 200
+    # A chain: the attempts read the id tollgate set (the token is bound to it).
+    r = _chat(stack, "resilient-demo", **{"x-request-id": "forged-id-of-another-request"})
+    assert r.status == 200 and r.headers["x-demo-upstream"] == "alpha", r
+    assert stack.upstream_requests("alpha")[-1]["headers"]["x-request-id"] not in (
+        seen, "forged-id-of-another-request")
+    assert _refused(stack, "attempt_token") == 0
 
 
 def _tollgate(*args: str, env: dict[str, str] | None = None,
