@@ -138,3 +138,63 @@ async fn debug_state(
     }))
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::Request;
+    use std::net::SocketAddr;
+    use tower::ServiceExt;
+
+    async fn get(router: Router, path: &str, peer: &str) -> StatusCode {
+        let peer: SocketAddr = peer.parse().unwrap_or_else(|_| unreachable!());
+        let mut req = Request::get(path)
+            .body(Body::empty())
+            .unwrap_or_else(|_| unreachable!());
+        req.extensions_mut().insert(ConnectInfo(peer));
+        match router.oneshot(req).await {
+            Ok(r) => r.status(),
+            Err(e) => match e {},
+        }
+    }
+
+    fn ready_router(debug_state: bool) -> Router {
+        let readiness = Arc::new(Readiness::default());
+        readiness.set_serving();
+        router(Arc::new(Metrics::new()), readiness, debug_state)
+    }
+
+    #[tokio::test]
+    async fn debug_state_is_off_by_default_and_loopback_only_when_on() {
+        let off = ready_router(false);
+        assert_eq!(
+            get(off.clone(), "/debug/state", "127.0.0.1:5").await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(off.clone(), "/metrics", "10.1.2.3:5").await,
+            StatusCode::OK
+        );
+        assert_eq!(get(off, "/ready", "10.1.2.3:5").await, StatusCode::OK);
+        let on = ready_router(true);
+        assert_eq!(
+            get(on.clone(), "/debug/state", "127.0.0.1:5").await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(on.clone(), "/debug/state", "[::1]:5").await,
+            StatusCode::OK
+        );
+        // What the metrics Service forwards comes from a pod or node address.
+        assert_eq!(
+            get(on.clone(), "/debug/state", "10.1.2.3:5").await,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(on, "/debug/state", "[fd00::1]:5").await,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
