@@ -182,6 +182,30 @@ def test_validate_warns_when_credentials_meet_no_client_auth(tmp_path: Path) -> 
     assert r.returncode == 0 and "WARNING" not in r.stdout, r
 
 
+def test_serve_warns_at_start_up_when_credentials_meet_no_client_auth(tmp_path: Path) -> None:
+    cfg = tmp_path / "open.yaml"
+    cfg.write_text("version: 1\nbackends:\n  - name: openai\n    kind: openai\n"
+                   "    auth: { bearer: { env: OPENAI_KEY } }\nmodels:\n  - { name: m, backend: openai }\n")
+    exe = harness.require_binary(harness.target_dir() / "tollgate", "cargo build")
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(exe), "serve", "--config", str(cfg), "--grpc-listen", f"127.0.0.1:{free_port()}",
+             "--admin-listen", f"127.0.0.1:{free_port()}"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", "OPENAI_KEY": "sk-live-do-not-print"})
+        try:
+            harness.wait_until("the start-up warning",
+                               lambda: "tollgate serving" in log.read_text(), timeout=15)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    text = log.read_text()
+    assert "WARNING: client authentication is off" in text, text
+    assert text.index("WARNING: client authentication") < text.index("tollgate serving")
+    assert "sk-live-do-not-print" not in text
+
+
 def test_a_network_listener_without_caller_auth_refuses_to_start(tmp_path: Path) -> None:
     cfg = tmp_path / "t.yaml"
     cfg.write_text("version: 1\nbackends:\n  - { name: local, kind: openai }\n"
