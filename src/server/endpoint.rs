@@ -35,6 +35,17 @@ pub enum EndpointError {
     Unauthenticated(String),
 }
 
+impl EndpointError {
+    /// Metric label (`tollgate_endpoint_refused_total{reason}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndpointError::MissingSecret => "missing_secret",
+            EndpointError::WrongSecret => "wrong_secret",
+            EndpointError::Unauthenticated(_) => "unauthenticated_listener",
+        }
+    }
+}
+
 /// Checks the shared secret of each stream.
 pub struct CallerCheck {
     /// `None`: no secret configured, every caller passes this check.

@@ -122,10 +122,7 @@ impl ExternalProcessor for ExtProc {
             .get(endpoint::SECRET_METADATA_KEY)
             .map(|v| v.as_bytes());
         if let Err(e) = self.caller.check(presented) {
-            self.metrics.endpoint_refused(match e {
-                endpoint::EndpointError::MissingSecret => "missing_secret",
-                _ => "wrong_secret",
-            });
+            self.metrics.endpoint_refused(e.label());
             tracing::warn!(error = %e, "ext_proc stream refused");
             return Err(Status::unauthenticated(e.to_string()));
         }
