@@ -52,6 +52,8 @@ def soak_config() -> dict[str, Any]:
                 rule[key] = 10**10
             elif key.startswith("cost_per"):
                 rule[key] = 10.0**6
+    # The soak reads /debug/state (off by default; loopback peers only).
+    cfg.setdefault("server", {})["debug_state"] = True
     return cfg
 
 

@@ -41,6 +41,7 @@ OWN_SCHEMAS = {
     ("gateway.kgateway.dev/v1alpha1", "GatewayExtension"): "gatewayextension.schema.json",
     ("gateway.kgateway.dev/v1alpha1", "TrafficPolicy"): "trafficpolicy.schema.json",
     ("gateway.kgateway.dev/v1alpha1", "DirectResponse"): "directresponse.schema.json",
+    ("gateway.kgateway.dev/v1alpha1", "BackendConfigPolicy"): "backendconfigpolicy.schema.json",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute.schema.json",
 }
 # Not Kubernetes objects: kustomize's own file.
@@ -50,6 +51,8 @@ NOT_OBJECTS = {"kustomization.yaml"}
 CHART_CASES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "standalone": {"mode": "standalone", "replicaCount": 3},
+    "standalone-shared-secret": {"mode": "standalone", "grpcAuth": {
+        "tlsSecret": "", "secret": {"name": "tg-grpc", "key": "secret"}}},
     "everything-on": {
         "telemetry": {
             "otlp": {"endpoint": "http://otel-collector.observability:4318", "protocol": "http",
@@ -76,6 +79,7 @@ CHART_BAD: dict[str, dict[str, Any]] = {
         {"name": "OpenAI", "kind": "openai", "host": "api.openai.com", "port": 443}]},
     "typo in a value": {"replicas": 2},
     "OTLP endpoint without scheme": {"telemetry": {"otlp": {"endpoint": "collector:4317"}}},
+    "debug state as a string": {"server": {"debugState": "yes"}},
 }
 
 
@@ -177,8 +181,14 @@ class Checker:
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             self.fail(where, f"tollgate validate failed:\n{r.stdout}{r.stderr}")
+        elif "warning:" in r.stdout.lower():
+            # Shipped defaults are secure: client auth on, no unauthenticated network gRPC.
+            self.fail(where, f"tollgate validate warns:\n{r.stdout}")
         else:
             self.ok("tollgate.yaml (tollgate validate)")
+        cfg = yaml.safe_load(text)
+        if (cfg.get("server") or {}).get("debug_state"):
+            self.fail(where, "server.debug_state must stay off in shipped configs")
 
     # ---- sources
 
@@ -194,6 +204,11 @@ class Checker:
         for res in kust["resources"]:
             if not (K8S / res).is_file():
                 self.fail("k8s/kustomization.yaml", f"resource {res} does not exist")
+        for d in (K8S, K8S / "kgateway"):
+            kinds = [doc.get("kind") for f in sorted(d.glob("*.yaml")) if f.name not in NOT_OBJECTS
+                     for doc in yaml.safe_load_all(f.read_text()) if doc]
+            if "NetworkPolicy" not in kinds:
+                self.fail(str(d.relative_to(REPO)), "needs a NetworkPolicy")
 
     def chart(self) -> None:
         import helm_python
@@ -226,6 +241,8 @@ class Checker:
                 self.fail(f"helm render [{case}]", f"missing kinds: {want - set(kinds)}")
             if sidecar and kinds.count("ConfigMap") != 2:
                 self.fail(f"helm render [{case}]", "sidecar mode needs the Envoy ConfigMap")
+            if "NetworkPolicy" not in kinds:
+                self.fail(f"helm render [{case}]", "needs a NetworkPolicy")
             if ("PodDisruptionBudget" in kinds) != (values.get("replicaCount", 2) > 1):
                 self.fail(f"helm render [{case}]", "a PDB belongs with more than one replica only")
             self.ok("helm render")

@@ -26,8 +26,18 @@ pub async fn run(
     config_path: PathBuf,
     snapshot: Snapshot,
     file_settings: StaticSettings,
+    insecure_grpc: bool,
 ) -> anyhow::Result<()> {
     let settings = snapshot.settings.clone();
+    // Before binding anything: a network listener without caller authentication would hand
+    // provider credentials to whoever connects.
+    let exposure = crate::server::endpoint::listener_exposure(&settings, insecure_grpc)?;
+    if exposure == crate::server::endpoint::Exposure::Insecure {
+        tracing::error!(grpc = %settings.grpc_listen, "INSECURE: the ext_proc gRPC listener is reachable from the network without caller authentication (--insecure-unauthenticated-grpc); any process that reaches it obtains provider credentials");
+    }
+    for w in crate::server::endpoint::security_warnings(&snapshot) {
+        tracing::warn!("{w}");
+    }
     // The first snapshot was compiled before the runtime existed: start its token refreshes.
     crate::providers::gemini::start_token_refresh(&snapshot.routing.backends);
     let metrics = Arc::new(Metrics::new());
@@ -57,12 +67,16 @@ pub async fn run(
     let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("binding admin listener {}", settings.admin_listen))?;
-    let admin_router = admin::router(metrics.clone(), readiness.clone());
+    let admin_router = admin::router(metrics.clone(), readiness.clone(), settings.debug_state);
     let admin_stop = shutdown.clone();
     let admin = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_router)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await
+        // Peer addresses: /debug/state answers loopback peers only.
+        axum::serve(
+            admin_listener,
+            admin_router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+        .await
     });
 
     // Audit and span export start before serving, so a bad audit path or collector URL
@@ -85,7 +99,9 @@ pub async fn run(
     };
     let observer = Arc::new(Observer::new(metrics.clone(), audit, span_queue));
     let service = ExtProcServer::new(
-        ExtProc::new(store, metrics.clone(), svc).with_sink(observer),
+        ExtProc::new(store, metrics.clone(), svc)
+            .with_sink(observer)
+            .with_grpc_auth(&settings.grpc_auth),
         64 << 20,
         64 << 20,
     );
@@ -93,9 +109,14 @@ pub async fn run(
         let s = shutdown.clone();
         async move { s.cancelled().await }
     };
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(service);
+    let mut builder =
+        tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let Some(tls) = &settings.grpc_auth.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .context("gRPC listener TLS")?;
+    }
+    let router = builder.add_service(service);
     let grpc = match &settings.grpc_listen {
         ListenAddr::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -190,6 +211,22 @@ pub async fn run(
     let _ = admin.await;
     let _ = watcher.await;
     Ok(())
+}
+
+/// The gRPC listener's TLS: certificate and key, and with a client CA, required client
+/// certificates (mTLS: a caller without one fails the handshake).
+fn server_tls(tls: &crate::config::GrpcTls) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let identity =
+        tonic::transport::Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(config)
 }
 
 async fn shutdown_signal() {

@@ -28,6 +28,11 @@ pub enum Command {
         /// Override `server.admin_listen`: host:port.
         #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", value_name = "ADDR")]
         admin_listen: Option<String>,
+        /// Start a non-loopback gRPC listener without caller authentication (no
+        /// `server.grpc_auth.secret`, no client CA). Anyone who reaches it obtains provider
+        /// credentials: for isolated test networks only.
+        #[arg(long)]
+        insecure_unauthenticated_grpc: bool,
     },
     /// Check a config file; print every problem with its YAML path. Exit 1 if invalid.
     Validate {

@@ -54,7 +54,13 @@ fn main() -> ExitCode {
             config,
             grpc_listen,
             admin_listen,
-        } => serve(config, grpc_listen, admin_listen),
+            insecure_unauthenticated_grpc,
+        } => serve(
+            config,
+            grpc_listen,
+            admin_listen,
+            insecure_unauthenticated_grpc,
+        ),
     }
 }
 
@@ -187,6 +193,12 @@ fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     match config::load(file, &opts) {
         Ok(snap) => {
             println!("{}: ok: {}", file.display(), snap.summary());
+            for w in tollgate::server::endpoint::security_warnings(&snap) {
+                println!("{}: {w}", file.display());
+            }
+            if let Err(e) = tollgate::server::endpoint::listener_exposure(&snap.settings, false) {
+                println!("{}: warning: {e}", file.display());
+            }
             ExitCode::SUCCESS
         }
         Err(config::LoadError::Invalid { errors, .. }) => {
@@ -208,7 +220,12 @@ fn validate(file: &std::path::Path, skip_secrets: bool) -> ExitCode {
     }
 }
 
-fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) -> ExitCode {
+fn serve(
+    path: std::path::PathBuf,
+    grpc: Option<String>,
+    admin: Option<String>,
+    insecure_grpc: bool,
+) -> ExitCode {
     let mut snap = match config::load(&path, &CompileOptions::from_process()) {
         Ok(s) => s,
         Err(e) => {
@@ -245,7 +262,7 @@ fn serve(path: std::path::PathBuf, grpc: Option<String>, admin: Option<String>) 
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tollgate::app::run(path, snap, file_settings)) {
+    match runtime.block_on(tollgate::app::run(path, snap, file_settings, insecure_grpc)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -27,6 +27,7 @@ pub struct Metrics {
     guard_detections: IntCounterVec,
     guard_blocked: IntCounterVec,
     usage: UsageMetrics,
+    endpoint_refused: IntCounterVec,
 }
 
 /// GenAI semantic-convention metrics and the telemetry pipeline's own counters.
@@ -218,7 +219,19 @@ impl Metrics {
             registry.register(c).expect("distinct metric names");
         }
         let usage = UsageMetrics::new(&registry);
+        let endpoint_refused = IntCounterVec::new(
+            Opts::new(
+                "tollgate_endpoint_refused_total",
+                "ext_proc streams or fallback attempts refused for their caller: missing_secret, wrong_secret, attempt_token",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(endpoint_refused.clone()))
+            .expect("distinct metric names");
         Self {
+            endpoint_refused,
             usage,
             registry,
             requests,
@@ -324,6 +337,11 @@ impl Metrics {
         self.message_seconds
             .with_label_values(&[phase])
             .observe(took.as_secs_f64());
+    }
+
+    /// A stream or an attempt refused for its caller (`reason`: a fixed label).
+    pub fn endpoint_refused(&self, reason: &'static str) {
+        self.endpoint_refused.with_label_values(&[reason]).inc();
     }
 
     /// Tracks open streams.

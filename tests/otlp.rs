@@ -34,6 +34,8 @@ fn config(endpoint: &str, protocol: &str) -> String {
     format!(
         r#"
 version: 1
+# The span's request id is the caller's here (tollgate replaces an untrusted one).
+server: {{ trust_request_id: true }}
 telemetry:
   traces: {{ enabled: true, endpoint: "{endpoint}", protocol: {protocol}, sampling_ratio: 0.0, service_name: tollgate-test, export_timeout: 2s }}
 backends:

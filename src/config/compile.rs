@@ -269,7 +269,7 @@ impl Cx {
                 ),
             );
         }
-        let settings = self.settings(raw);
+        let settings = self.settings(raw, opts);
         let max_request_body = match &raw.server.max_request_body {
             None => super::DEFAULT_MAX_REQUEST_BODY,
             Some(size) => self
@@ -330,7 +330,7 @@ impl Cx {
         })
     }
 
-    fn settings(&mut self, raw: &RawConfig) -> StaticSettings {
+    fn settings(&mut self, raw: &RawConfig, opts: &CompileOptions<'_>) -> StaticSettings {
         let grpc = raw
             .server
             .grpc_listen
@@ -361,7 +361,11 @@ impl Cx {
         if let Err(e) = check_log_filter(&log_level) {
             self.err("log.level", e);
         }
+        let grpc_auth = self.grpc_auth(&raw.server.grpc_auth, opts);
         StaticSettings {
+            grpc_auth,
+            debug_state: raw.server.debug_state.unwrap_or(false),
+            trust_request_id: raw.server.trust_request_id.unwrap_or(false),
             grpc_listen,
             admin_listen,
             drain_timeout,
@@ -370,6 +374,53 @@ impl Cx {
             traces: self.traces(&raw.telemetry.traces),
             time_to_first_token: raw.telemetry.metrics.time_to_first_token.unwrap_or(false),
             audit: self.audit(&raw.audit),
+        }
+    }
+
+    fn grpc_auth(
+        &mut self,
+        raw: &super::raw::RawGrpcAuth,
+        opts: &CompileOptions<'_>,
+    ) -> super::GrpcAuth {
+        let secret = raw.secret.as_ref().map(|r| {
+            if !opts.resolve_secrets {
+                return crate::secret::Secret::new("<unresolved>");
+            }
+            let v = self
+                .secret("server.grpc_auth.secret", r, opts)
+                .unwrap_or_default();
+            // Envoy sends it as a header-like metadata value; short secrets are guessable.
+            if !v.is_empty() && v.len() < 16 {
+                self.err(
+                    "server.grpc_auth.secret",
+                    "the secret is shorter than 16 bytes; use e.g. `openssl rand -hex 32`",
+                );
+            }
+            if v.bytes().any(|c| !(0x21..0x7f).contains(&c)) {
+                self.err(
+                    "server.grpc_auth.secret",
+                    "the secret must be printable ASCII without spaces (it travels as gRPC metadata)",
+                );
+            }
+            crate::secret::Secret::new(v)
+        });
+        let tls = raw.tls.as_ref().map(|t| super::GrpcTls {
+            cert_file: std::path::PathBuf::from(&t.cert_file),
+            key_file: std::path::PathBuf::from(&t.key_file),
+            client_ca_file: t.client_ca_file.as_ref().map(std::path::PathBuf::from),
+        });
+        let attempt_token_ttl = self.duration(
+            "server.grpc_auth.attempt_token_ttl",
+            raw.attempt_token_ttl.as_deref(),
+            Duration::from_secs(300),
+        );
+        if attempt_token_ttl.is_zero() {
+            self.err("server.grpc_auth.attempt_token_ttl", "must be above zero");
+        }
+        super::GrpcAuth {
+            secret,
+            tls,
+            attempt_token_ttl,
         }
     }
 

@@ -95,6 +95,44 @@ pub struct StaticSettings {
     pub time_to_first_token: bool,
     /// Audit log; `None` when off.
     pub audit: Option<AuditSettings>,
+    /// Who may call the ext_proc endpoint.
+    pub grpc_auth: GrpcAuth,
+    /// `/debug/state` is served.
+    pub debug_state: bool,
+    /// A client-sent `x-request-id` is used as the request id.
+    pub trust_request_id: bool,
+}
+
+/// Caller authentication of the ext_proc endpoint, as compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcAuth {
+    /// Shared secret callers send as `x-tollgate-secret` metadata.
+    pub secret: Option<crate::secret::Secret>,
+    /// TLS files.
+    pub tls: Option<GrpcTls>,
+    /// Lifetime of attempt tokens.
+    pub attempt_token_ttl: Duration,
+}
+
+impl Default for GrpcAuth {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            tls: None,
+            attempt_token_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// TLS files for the gRPC listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTls {
+    /// Certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Private key (PEM).
+    pub key_file: PathBuf,
+    /// Client CA (PEM): callers need a certificate it signed.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 pub use raw::OtlpProtocol;

@@ -283,6 +283,47 @@ pub struct RawServer {
     pub max_request_body: Option<ByteSize>,
     /// How long a shutdown waits for in-flight streams, e.g. `30s`. Default `30s`.
     pub drain_timeout: Option<String>,
+    /// Who may call the ext_proc gRPC endpoint. A listener on a non-loopback address needs
+    /// `secret` and/or `tls.client_ca_file`; loopback and Unix sockets may run without.
+    #[serde(default)]
+    pub grpc_auth: RawGrpcAuth,
+    /// Serve `/debug/state` on the admin listener (open streams, tasks, reservations).
+    /// Default `false`: the admin listener serves probes and `/metrics` only.
+    pub debug_state: Option<bool>,
+    /// Use a client-sent `x-request-id` as the request id. Default `false`: tollgate makes
+    /// its own and overwrites the header, since Envoy passes a client's value through unless
+    /// its listener sanitises it (`use_remote_address` on an edge listener).
+    pub trust_request_id: Option<bool>,
+}
+
+/// Caller authentication of the ext_proc gRPC endpoint.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcAuth {
+    /// Per-deployment shared secret every stream must carry as gRPC initial metadata
+    /// `x-tollgate-secret` (Envoy: `grpc_service.initial_metadata`). Compared in constant
+    /// time. Also keys the attempt tokens, so every replica must share it. Static: read at
+    /// start (a rotated secret needs a restart).
+    pub secret: Option<SecretRef>,
+    /// Serve gRPC over TLS; with `client_ca_file`, callers must present a certificate it
+    /// signed (mTLS).
+    pub tls: Option<RawGrpcTls>,
+    /// How long the attempt token the router-level stream issues for a fallback chain stays
+    /// valid, e.g. `2m`. Cover every attempt's timeout. Default `5m`.
+    pub attempt_token_ttl: Option<String>,
+}
+
+/// TLS for the ext_proc gRPC listener (PEM files, read at start).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpcTls {
+    /// Server certificate chain.
+    pub cert_file: String,
+    /// Server private key.
+    pub key_file: String,
+    /// CA whose certificates callers must present (mTLS). Without it any TLS client may
+    /// connect, which does not count as caller authentication.
+    pub client_ca_file: Option<String>,
 }
 
 /// A size in bytes: an integer, or a string such as `512KiB`, `4MiB`, `1MB`.

@@ -4,7 +4,11 @@
 //! before `upstream_codec`), after its load balancer picked an endpoint, so every retry
 //! gets its own stream here. The gRPC stream is marked by the `x-tollgate-filter: upstream`
 //! initial metadata. Per attempt:
-//! - request headers: chain and backend come from the picked endpoint's metadata
+//! - request headers: nothing acts before the attempt token ([`super::token`]) the
+//!   router-level exchange of the same request signed verifies: its request id must match,
+//!   the chain, client path and query come from it, and the backend the picked endpoint's
+//!   metadata names must be one it allows. A caller without a token gets no credential;
+//! - request headers: the backend comes from the picked endpoint's metadata
 //!   (`request_attributes: [xds.upstream_host_metadata]`, `filter_metadata.io.tollgate.
 //!   {chain, backend}`), not from request headers: Envoy gives every attempt the *same*
 //!   request header map (measured: a header removed by attempt 1 is gone for attempt 2),
@@ -26,11 +30,13 @@
 //! decision and an attempt applies the new chain definition to that attempt.
 
 use super::reply::{self, Kind};
+use super::token::{self, Grant, TokenError, TokenKey};
 use crate::config::Snapshot;
 use crate::error::{StageError, rescue};
 use crate::headers::Headers;
 use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch};
+use crate::metrics::Metrics;
 use crate::proto::*;
 use crate::providers::{self, Outbound};
 use crate::routing::health::Cooldown;
@@ -61,6 +67,8 @@ struct Target {
 pub struct Attempt {
     snap: Arc<Snapshot>,
     svc: Arc<Services>,
+    key: Arc<TokenKey>,
+    metrics: Arc<Metrics>,
     request_id: String,
     target: Option<Target>,
     /// The client called the Anthropic-native door: refusals in its error shape.
@@ -69,11 +77,18 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Starts an attempt exchange on a pinned snapshot.
-    pub fn new(snap: Arc<Snapshot>, svc: Arc<Services>) -> Self {
+    /// Starts an attempt exchange on a pinned snapshot; `key` checks attempt tokens.
+    pub fn new(
+        snap: Arc<Snapshot>,
+        svc: Arc<Services>,
+        key: Arc<TokenKey>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             snap,
             svc,
+            key,
+            metrics,
             request_id: String::new(),
             target: None,
             anthropic_door: false,
@@ -118,10 +133,17 @@ impl Attempt {
         let headers = headers_of(h);
         self.request_id = headers.get("x-request-id").unwrap_or_default().to_owned();
         self.log_span.record("request_id", self.request_id.as_str());
+        let grant = match self.grant(meta) {
+            Ok(g) => g,
+            Err(e) => {
+                self.metrics.endpoint_refused("attempt_token");
+                return self.fail(StageError::Misconfigured(e.reason()));
+            }
+        };
         let table = &self.snap.routing;
-        let Some(chain) = endpoint_field(attributes, "chain").and_then(|c| table.chain(&c)) else {
+        let Some(chain) = table.chain(&grant.chain) else {
             return self.fail(StageError::Misconfigured(
-                "upstream-level filter: the endpoint metadata names no known chain (set filter_metadata io.tollgate {chain, backend} on every chain endpoint)",
+                "upstream-level filter: the attempt token names a chain this config does not have",
             ));
         };
         let Some(name) = backend_from_attributes(attributes) else {
@@ -129,6 +151,10 @@ impl Attempt {
                 "upstream-level filter: no io.tollgate backend in the endpoint metadata (set request_attributes: [xds.upstream_host_metadata] and filter_metadata on every chain endpoint)",
             ));
         };
+        if let Err(e) = grant.admits(&self.request_id, &name) {
+            self.metrics.endpoint_refused("attempt_token");
+            return self.fail(StageError::Misconfigured(e.reason()));
+        }
         let Some(pos) = chain
             .steps
             .iter()
@@ -139,14 +165,9 @@ impl Attempt {
             ));
         };
         let step = &chain.steps[pos];
-        // The client's path from the router-level metadata: `:path` may already be an
-        // earlier attempt's rewrite.
-        let Some(client_path) = meta.client_path.as_deref() else {
-            return self.fail(StageError::Misconfigured(
-                "upstream-level filter: no io.tollgate client_path metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
-            ));
-        };
-        let endpoint = match Endpoint::classify("POST", client_path) {
+        // The client's path as the router-level exchange signed it: `:path` may already be
+        // an earlier attempt's rewrite.
+        let endpoint = match Endpoint::classify("POST", &grant.path) {
             PathMatch::Endpoint(e) => e,
             PathMatch::WrongMethod(_) | PathMatch::Unknown => {
                 return self.fail(StageError::Misconfigured(
@@ -155,26 +176,22 @@ impl Attempt {
             }
         };
         self.anthropic_door = endpoint == Endpoint::Messages;
-        let Some(approved) = meta.chain_steps.as_deref() else {
-            return self.fail(StageError::Misconfigured(
-                "upstream-level filter: no io.tollgate chain_steps metadata (forward the io.tollgate namespace: metadata_options.forwarding_namespaces.untyped)",
-            ));
-        };
-        let approved = approved
-            .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .map(|(b, m)| (b.to_owned(), m.to_owned()))
-            .collect();
         self.target = Some(Target {
-            approved,
+            approved: grant.steps,
             chain: chain.name.clone(),
             backend: step.backend,
             // Empty: the model the router-level decision left in the body.
             upstream_model: step.upstream_model.clone().unwrap_or_default(),
             endpoint,
-            query: meta.client_query.clone().unwrap_or_default(),
+            query: grant.query,
         });
         reply::proceed(Kind::RequestHeaders, Mutations::default())
+    }
+
+    /// The router-level decision for this request, from its signed token.
+    fn grant(&self, meta: &RequestMeta) -> Result<Grant, TokenError> {
+        let t = meta.attempt_token.as_deref().ok_or(TokenError::Missing)?;
+        token::verify(&self.key, t, token::unix_ms(SystemTime::now()))
     }
 
     fn request_body(&mut self, body: &[u8]) -> ProcessingResponse {
@@ -285,9 +302,7 @@ impl Attempt {
 /// What the router-level exchange left in dynamic metadata for the attempts.
 #[derive(Debug, Default)]
 struct RequestMeta {
-    client_path: Option<String>,
-    client_query: Option<String>,
-    chain_steps: Option<String>,
+    attempt_token: Option<String>,
 }
 
 fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
@@ -300,9 +315,7 @@ fn request_metadata(m: Option<&Metadata>) -> RequestMeta {
             })
     };
     RequestMeta {
-        client_path: get("client_path"),
-        client_query: get("client_query"),
-        chain_steps: get("chain_steps"),
+        attempt_token: get(token::METADATA_KEY),
     }
 }
 
@@ -427,9 +440,10 @@ mod tests {
         }
     }
 
-    /// An attempt sends only what the router-level access check approved
-    /// (`chain_steps`): a step missing from it (the chain changed by a reload, or metadata
-    /// an earlier filter forged) fails closed instead of reaching the provider.
+    /// An attempt sends only the steps the router-level access check approved, as its signed
+    /// token lists them: a step missing from it (the chain changed by a reload since the
+    /// decision) fails closed instead of reaching the provider, and without a token nothing
+    /// is prepared at all.
     #[test]
     fn an_attempt_outside_the_approved_steps_fails_closed() {
         use crate::config::{CompileOptions, compile};
@@ -461,7 +475,9 @@ routes:
             .expect("valid"),
         );
         let svc = Services::new(Arc::new(crate::limits::memory::MemoryLimiter::new())).0;
-        let run = |backend: &str, steps: Option<&str>| {
+        let key = Arc::new(TokenKey::random());
+        let metrics = Arc::new(Metrics::new());
+        let run = |backend: &str, steps: Option<&[(&str, &str)]>| {
             let text = format!(
                 r#"filter_metadata {{ key: "io.tollgate" value {{ fields {{ key: "backend" value {{ string_value: "{backend}" }} }} fields {{ key: "chain" value {{ string_value: "resilient" }} }} }} }}"#
             );
@@ -470,18 +486,36 @@ routes:
                     .into_iter()
                     .collect(),
             };
-            let mut ns = vec![("client_path", sv("/v1/chat/completions"))];
-            if let Some(s) = steps {
-                ns.push(("chain_steps", sv(s)));
+            let mut ns = vec![];
+            if let Some(steps) = steps {
+                let grant = Grant {
+                    rid: "r1".into(),
+                    chain: "resilient".into(),
+                    steps: steps
+                        .iter()
+                        .map(|(b, m)| ((*b).to_owned(), (*m).to_owned()))
+                        .collect(),
+                    path: "/v1/chat/completions".into(),
+                    query: String::new(),
+                    exp: token::unix_ms(SystemTime::now()) + 60_000,
+                };
+                ns.push((token::METADATA_KEY, sv(&token::issue(&key, &grant))));
             }
             let Some(ValueKind::StructValue(ns)) = st(ns).kind else {
                 unreachable!()
             };
-            let mut a = Attempt::new(snap.clone(), svc.clone());
+            let mut a = Attempt::new(snap.clone(), svc.clone(), key.clone(), metrics.clone());
             let headers = a.on_message(ProcessingRequest {
-                request: Some(processing_request::Request::RequestHeaders(
-                    HttpHeaders::default(),
-                )),
+                request: Some(processing_request::Request::RequestHeaders(HttpHeaders {
+                    headers: Some(HeaderMap {
+                        headers: vec![HeaderValue {
+                            key: "x-request-id".into(),
+                            raw_value: b"r1".to_vec(),
+                            ..Default::default()
+                        }],
+                    }),
+                    ..Default::default()
+                })),
                 attributes: [("envoy.filters.http.ext_proc".to_owned(), attr)]
                     .into_iter()
                     .collect(),
@@ -510,14 +544,14 @@ routes:
             };
             (refused(&headers), refused(&body))
         };
-        let approved = "alpha\techo\nclaude\tclaude-demo";
+        let approved: &[(&str, &str)] = &[("alpha", "echo"), ("claude", "claude-demo")];
         assert_eq!(run("alpha", Some(approved)), (false, false));
         assert_eq!(run("claude", Some(approved)), (false, false));
-        // Only step 1 approved: step 2 is refused at its body, before any provider.
-        assert_eq!(run("claude", Some("alpha\techo")), (false, true));
-        // Same backend, another model than approved.
-        assert_eq!(run("alpha", Some("alpha\tgpt-4o")), (false, true));
-        // No approval at all: refused at headers.
+        // Only step 1 approved: step 2's backend is refused at headers, before any provider.
+        assert!(run("claude", Some(&[("alpha", "echo")])).0);
+        // Same backend, another model than approved: refused at its body.
+        assert_eq!(run("alpha", Some(&[("alpha", "gpt-4o")])), (false, true));
+        // No token at all: refused at headers.
         assert!(run("alpha", None).0);
     }
 

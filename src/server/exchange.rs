@@ -92,6 +92,9 @@ pub struct Exchange {
     settled: Option<(crate::observe::Usage, Option<f64>, bool)>,
     /// Guard-masked messages for the audit line (`audit.include_payload`).
     payload: Option<serde_json::Value>,
+    /// Signs the attempt token of a chain-routed request; without one no token is issued
+    /// and the upstream-level filter refuses every attempt (fail closed).
+    token_key: Option<Arc<super::token::TokenKey>>,
 }
 
 impl Exchange {
@@ -121,12 +124,19 @@ impl Exchange {
             first_body: None,
             settled: None,
             payload: None,
+            token_key: None,
             log_span: tracing::info_span!(
                 "request",
                 request_id = tracing::field::Empty,
                 trace_id = tracing::field::Empty
             ),
         }
+    }
+
+    /// Signs attempt tokens with `key` (see [`super::token`]).
+    pub fn with_token_key(mut self, key: Arc<super::token::TokenKey>) -> Self {
+        self.token_key = Some(key);
+        self
     }
 
     /// The `tracing` span that log lines about this request belong to.
@@ -195,13 +205,24 @@ impl Exchange {
         if let Some(v) = headers.get(":path") {
             path = v.to_owned();
         }
-        if let Some(v) = headers
-            .get("x-request-id")
-            .filter(|v| !v.is_empty() && v.len() <= 200)
+        // A client-sent id is taken only when trusted (Envoy passes it through unless its
+        // listener sanitises it): else a client could collide or forge ids in the audit log
+        // and across the attempts of other requests.
+        if self.snap.settings.trust_request_id
+            && let Some(v) = headers
+                .get("x-request-id")
+                .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(is_id_byte))
         {
             request_id = Some(v.to_owned());
         }
+        let own_id = request_id.is_none();
         self.cx.request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if own_id {
+            // Upstream, the attempts and the logs all see tollgate's id.
+            self.cx
+                .mutations
+                .set("x-request-id", self.cx.request_id.as_bytes());
+        }
         self.start_trace(&headers);
         self.cx.method = method;
         self.cx.path = path;
@@ -295,6 +316,7 @@ impl Exchange {
         {
             return self.refuse_admitted(e);
         }
+        self.issue_attempt_token();
         if let Some(who) = &self.cx.identity {
             self.cx
                 .mutations
@@ -306,6 +328,43 @@ impl Exchange {
         }
         self.phase = Phase::Forwarded;
         reply::proceed(Kind::RequestBody, self.cx.mutations.take())
+    }
+
+    /// For a chain-routed request: signs what the decision allowed (this request id, the
+    /// chain, the steps access control approved, the client's path and query) for the
+    /// upstream-level filter.
+    fn issue_attempt_token(&mut self) {
+        let (Some(key), Some(routed)) = (&self.token_key, self.cx.routed.as_ref()) else {
+            return;
+        };
+        let Some(chain) = routed.chain.as_deref() else {
+            return;
+        };
+        let table = &self.snap.routing;
+        let Some(chain) = table.chain(chain) else {
+            return;
+        };
+        let (path, query) = self
+            .cx
+            .path
+            .split_at(self.cx.path.find('?').unwrap_or(self.cx.path.len()));
+        let ttl = self.snap.settings.grpc_auth.attempt_token_ttl;
+        let grant = super::token::Grant {
+            rid: self.cx.request_id.clone(),
+            chain: chain.name.clone(),
+            steps: routed
+                .destinations
+                .iter()
+                .map(|d| (table.backends[d.backend].name.clone(), d.model.clone()))
+                .collect(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            exp: super::token::unix_ms(SystemTime::now() + ttl),
+        };
+        self.cx
+            .mutations
+            .metadata
+            .push((super::token::METADATA_KEY, super::token::issue(key, &grant)));
     }
 
     /// A successful local answer (e.g. the models list).
@@ -741,3 +800,9 @@ impl Drop for Exchange {
 
 #[cfg(test)]
 mod tests;
+
+/// Request-id characters taken from a trusted client: printable ASCII without spaces, so
+/// an id cannot split a log line or a header.
+fn is_id_byte(b: u8) -> bool {
+    (0x21..0x7f).contains(&b)
+}

@@ -12,9 +12,11 @@
 //! work per message keeps each one cheap.
 
 pub mod attempt;
+pub mod endpoint;
 pub mod exchange;
 pub mod grpc;
 pub mod reply;
+pub mod token;
 
 use crate::config::Snapshot;
 use crate::metrics::Metrics;
@@ -51,6 +53,8 @@ pub struct ExtProc {
     metrics: Arc<Metrics>,
     svc: Arc<Services>,
     sink: Arc<dyn RecordSink>,
+    caller: Arc<endpoint::CallerCheck>,
+    token_key: Arc<token::TokenKey>,
 }
 
 impl ExtProc {
@@ -63,7 +67,20 @@ impl ExtProc {
             metrics,
             svc,
             sink: Arc::new(Discard),
+            caller: Arc::new(endpoint::CallerCheck::open()),
+            token_key: Arc::new(token::TokenKey::random()),
         }
+    }
+
+    /// Requires the per-deployment secret of `auth` on every stream, and keys attempt tokens
+    /// with it (the same on every replica). Without a secret: every caller passes (mTLS or a
+    /// local listener guards the endpoint) and the token key stays per-process random.
+    pub fn with_grpc_auth(mut self, auth: &crate::config::GrpcAuth) -> Self {
+        if let Some(secret) = &auth.secret {
+            self.caller = Arc::new(endpoint::CallerCheck::new(secret));
+            self.token_key = Arc::new(token::TokenKey::from_secret(secret.expose().as_bytes()));
+        }
+        self
     }
 
     /// Sends each finished request's record to `sink` (audit, spans, GenAI metrics).
@@ -78,7 +95,12 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<ProcessingResponse, Status>>
 impl ExtProc {
     /// The stream of the upstream-level filter (one fallback-chain attempt).
     fn attempt_stream(&self, inbound: Streaming<ProcessingRequest>) -> ReplyStream {
-        let exchange = attempt::Attempt::new(self.store.load_full(), self.svc.clone());
+        let exchange = attempt::Attempt::new(
+            self.store.load_full(),
+            self.svc.clone(),
+            self.token_key.clone(),
+            self.metrics.clone(),
+        );
         let metrics = self.metrics.clone();
         Box::pin(futures::stream::unfold(
             Some((inbound, exchange)),
@@ -115,6 +137,16 @@ impl ExternalProcessor for ExtProc {
         &self,
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
+        // Before anything is read: a caller without the secret gets no stream at all.
+        let presented = request
+            .metadata()
+            .get(endpoint::SECRET_METADATA_KEY)
+            .map(|v| v.as_bytes());
+        if let Err(e) = self.caller.check(presented) {
+            self.metrics.endpoint_refused(e.label());
+            tracing::warn!(error = %e, "ext_proc stream refused");
+            return Err(Status::unauthenticated(e.to_string()));
+        }
         let upstream_level = request
             .metadata()
             .get(attempt::FILTER_METADATA_KEY)
@@ -128,7 +160,8 @@ impl ExternalProcessor for ExtProc {
             self.metrics.clone(),
             self.svc.clone(),
             self.sink.clone(),
-        );
+        )
+        .with_token_key(self.token_key.clone());
         let metrics = self.metrics.clone();
         let replies = futures::stream::unfold(Some((inbound, exchange)), move |state| {
             let metrics = metrics.clone();

@@ -227,23 +227,10 @@ pub fn request_body(
         ("route_reason", routed.reason.clone()),
         ("request_model", requested.unwrap_or_default().to_owned()),
     ]);
+    // What the upstream-level attempts may do (the approved steps, path and query) travels
+    // in the signed attempt token the exchange issues, not in plain metadata.
     if let Some(c) = &routed.chain {
-        // For the upstream-level filter, which sees request headers earlier attempts changed.
-        let (p, q) = cx.path.split_at(cx.path.find('?').unwrap_or(cx.path.len()));
-        // The steps access control approved (backend TAB model, one a line: names hold no
-        // control characters): an attempt for anything else fails closed, even if a reload
-        // changed the chain between this decision and the attempt.
-        let steps: Vec<String> = routed
-            .destinations
-            .iter()
-            .map(|d| format!("{}\t{}", table.backends[d.backend].name, d.model))
-            .collect();
-        m.metadata.extend([
-            ("chain_steps", steps.join("\n")),
-            ("chain", c.clone()),
-            ("client_path", p.to_owned()),
-            ("client_query", q.to_owned()),
-        ]);
+        m.metadata.push(("chain", c.clone()));
     }
     cx.routed = Some(routed);
     cx.output_limit = view.output;

@@ -201,6 +201,10 @@ static_resources:
           common_tls_context:
             validation_context:
               trusted_ca: { filename: /etc/ssl/certs/ca-certificates.crt }
+              # Verify the provider's hostname, not only the chain.
+              match_typed_subject_alt_names:
+                - san_type: DNS
+                  matcher: { exact: {{ .host }} }
       {{- end }}
 {{- end }}
 {{- end -}}

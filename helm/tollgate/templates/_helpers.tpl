@@ -37,6 +37,36 @@ server:
   admin_listen: 0.0.0.0:9090
   max_request_body: {{ .Values.server.maxRequestBody }}
   drain_timeout: {{ .Values.server.drainTimeout }}
+  {{- if .Values.server.debugState }}
+  debug_state: true
+  {{- end }}
+  {{- if ne .Values.mode "sidecar" }}
+  {{- if not (or .Values.grpcAuth.tlsSecret .Values.grpcAuth.secret) }}
+  {{- fail "standalone mode serves gRPC on the network: set grpcAuth.tlsSecret and/or grpcAuth.secret" }}
+  {{- end }}
+  grpc_auth:
+    {{- if .Values.grpcAuth.secret }}
+    secret: { file: /var/run/secrets/tollgate-grpc/secret }
+    {{- end }}
+    {{- if .Values.grpcAuth.tlsSecret }}
+    tls:
+      cert_file: /var/run/secrets/tollgate-grpc-tls/tls.crt
+      key_file: /var/run/secrets/tollgate-grpc-tls/tls.key
+      client_ca_file: /var/run/secrets/tollgate-grpc-tls/ca.crt
+    {{- end }}
+    {{- with .Values.grpcAuth.attemptTokenTtl }}
+    attempt_token_ttl: {{ . }}
+    {{- end }}
+  {{- end }}
+{{- if .Values.clientAuth.enabled }}
+auth:
+  mode: api_key
+  key_file: /var/run/secrets/tollgate-client/keys
+consumers:
+  {{- range .Values.clientAuth.consumers }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
 log:
   level: {{ .Values.log.level }}
   format: {{ .Values.log.format }}

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 const CONFIG: &str = r#"
 version: 1
-server: { max_request_body: 1KiB }
+server: { max_request_body: 1KiB, trust_request_id: true }
 backends:
   - name: alpha
     kind: openai
@@ -253,6 +253,62 @@ fn metadata(reply: &ProcessingResponse) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+#[test]
+fn a_client_request_id_is_replaced_unless_trusted() {
+    let env = |_: &str| Some("sk-x".to_owned());
+    let untrusted = compile(
+        &CONFIG.replace("trust_request_id: true", "trust_request_id: false"),
+        &CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        },
+    )
+    .expect("valid test config");
+    let mut ex = Exchange::new(
+        Arc::new(untrusted),
+        Arc::new(Metrics::new()),
+        services(),
+        Arc::new(crate::observe::Discard),
+    );
+    let r = ex
+        .on_message_now(headers_with_id("victim-request-7"))
+        .unwrap();
+    let set = set_headers(common(&r));
+    let id = set
+        .iter()
+        .find(|(k, _)| k == "x-request-id")
+        .map(|(_, v)| v.clone())
+        .expect("tollgate sets its own request id upstream");
+    assert_ne!(id, "victim-request-7");
+    assert_eq!(ex.cx.request_id, id);
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+
+    // Trusted: the client's id is kept as long as it is a plain token.
+    let (mut ex, _) = exchange();
+    let r = ex.on_message_now(headers_with_id("client-id-1")).unwrap();
+    assert!(
+        set_headers(common(&r))
+            .iter()
+            .all(|(k, _)| k != "x-request-id")
+    );
+    assert_eq!(ex.cx.request_id, "client-id-1");
+    let (mut ex, _) = exchange();
+    ex.on_message_now(headers_with_id("two words")).unwrap();
+    assert_ne!(ex.cx.request_id, "two words");
+}
+
+fn headers_with_id(id: &str) -> ProcessingRequest {
+    msg(In::RequestHeaders(HttpHeaders {
+        headers: Some(header_map(&[
+            (":method", "POST"),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gateway"),
+            ("x-request-id", id),
+        ])),
+        ..Default::default()
+    }))
 }
 
 #[test]
