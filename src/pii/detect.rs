@@ -315,7 +315,8 @@ impl Detector {
     }
 }
 
-fn floor_char(s: &str, mut i: usize) -> usize {
+/// The char boundary at or before `i` (clamped to the text).
+pub(crate) fn floor_char(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
         i -= 1;
@@ -323,7 +324,8 @@ fn floor_char(s: &str, mut i: usize) -> usize {
     i
 }
 
-fn ceil_char(s: &str, mut i: usize) -> usize {
+/// The char boundary at or after `i` (clamped to the text).
+pub(crate) fn ceil_char(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
         i += 1;

@@ -54,7 +54,7 @@
 //! Known limits: a value split between `delta.content` and tool-call arguments, or across
 //! choices, is not joined (each text channel has its own masker).
 
-use super::detect::RawMatch;
+use super::detect::{RawMatch, ceil_char, floor_char};
 use super::masker::{MaskState, Masker, resolve};
 use super::work;
 
@@ -240,20 +240,4 @@ fn partial_anchor_tail(window: &[u8], anchors: &[&str]) -> usize {
         }
     }
     0
-}
-
-fn floor_char(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-fn ceil_char(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    i
 }
