@@ -188,6 +188,7 @@ def test_a_frozen_or_dead_redis_applies_the_fail_mode_and_state_reads_never_trip
         "breaker_cooldown": "30s",
         "key_prefix": "e2e",
     }
+    cfg.setdefault("server", {})["debug_state"] = True  # off by default; this test reads it
     s = make_stack(tollgate_config=cfg)
     wait_for("limits store up", lambda: s.metric("tollgate_limits_store_up") == 1, 10)
     assert chat_status(s) == 200
@@ -340,6 +341,7 @@ def test_a_client_gone_while_redis_holds_its_reserve_releases_the_reservation(
     # A command timeout longer than the pause: the reserve is in flight when the client goes.
     cfg["limits"]["redis"] = {"url": f"redis://127.0.0.1:{redis.port}", "command_timeout": "5s",
                               "failure_mode": "closed", "key_prefix": "e2e"}
+    cfg.setdefault("server", {})["debug_state"] = True  # off by default; this test reads it
     s = make_stack(tollgate_config=cfg)
     wait_for("limits store up", lambda: s.metric("tollgate_limits_store_up") == 1, 10)
 
