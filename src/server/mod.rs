@@ -4,8 +4,9 @@
 //! so hyper's per-stream task drives it, and when Envoy cancels or resets the stream the
 //! exchange is dropped with it — nothing to leak, no extra task or channel per request.
 //!
-//! A body message of [`OFFLOAD_BYTES`] or more, and the last chunk of a response (where a
-//! buffered answer is masked whole), are answered on the blocking pool instead: masking is
+//! A body message of [`OFFLOAD_BYTES`] or more, and the last chunk of a response of that
+//! size in all (where a buffered answer is masked whole), are answered on the blocking pool
+//! instead: masking is
 //! linear in the body, but a 4 MiB body costs tens of milliseconds, and on the
 //! current-thread runtime (one CPU) that time would stall every other stream and the admin
 //! health endpoint. Other messages (streamed chunks) stay on the reactor, where bounded
@@ -36,13 +37,26 @@ use tracing::Instrument;
 pub const OFFLOAD_BYTES: usize = 256 * 1024;
 
 /// Whether answering `msg` may mask a large body: a large body message, or the last chunk of
-/// a response, where the guard masks a whole buffered (non-streamed) answer at once.
-fn heavy(msg: &ProcessingRequest) -> bool {
+/// a large response (`response_seen`: its bytes before this message), where the guard masks
+/// a whole buffered (non-streamed) answer at once. Small answers stay on the reactor: a hop to
+/// the blocking pool costs more than masking them.
+fn heavy(msg: &ProcessingRequest, response_seen: usize) -> bool {
     use crate::proto::processing_request::Request as R;
     match &msg.request {
         Some(R::RequestBody(b)) => b.body.len() >= OFFLOAD_BYTES,
-        Some(R::ResponseBody(b)) => b.body.len() >= OFFLOAD_BYTES || b.end_of_stream,
+        Some(R::ResponseBody(b)) => {
+            b.body.len() >= OFFLOAD_BYTES
+                || (b.end_of_stream && response_seen.saturating_add(b.body.len()) >= OFFLOAD_BYTES)
+        }
         _ => false,
+    }
+}
+
+/// Response body bytes in `msg` (0 for other messages).
+fn response_bytes(msg: &ProcessingRequest) -> usize {
+    match &msg.request {
+        Some(crate::proto::processing_request::Request::ResponseBody(b)) => b.body.len(),
+        _ => 0,
     }
 }
 
@@ -163,17 +177,19 @@ impl ExternalProcessor for ExtProc {
         )
         .with_token_key(self.token_key.clone());
         let metrics = self.metrics.clone();
-        let replies = futures::stream::unfold(Some((inbound, exchange)), move |state| {
+        let replies = futures::stream::unfold(Some((inbound, exchange, 0usize)), move |state| {
             let metrics = metrics.clone();
             async move {
-                let (mut inbound, mut exchange) = state?;
+                let (mut inbound, mut exchange, mut response_seen) = state?;
                 match inbound.message().await {
                     Ok(Some(msg)) => {
                         let started = Instant::now();
                         let phase = msg.request.as_ref().map(reply::Kind::of);
                         // Log lines written while answering carry the request and trace ids.
                         let span = exchange.log_span().clone();
-                        let answered = if heavy(&msg) {
+                        let is_heavy = heavy(&msg, response_seen);
+                        response_seen = response_seen.saturating_add(response_bytes(&msg));
+                        let answered = if is_heavy {
                             let rt = tokio::runtime::Handle::current();
                             let job = tokio::task::spawn_blocking(move || {
                                 let r = rt.block_on(exchange.on_message(msg).instrument(span));
@@ -195,7 +211,7 @@ impl ExternalProcessor for ExtProc {
                                 if let Some(p) = phase {
                                     metrics.message_handled(p.label(), started.elapsed());
                                 }
-                                Some((Ok(reply), Some((inbound, exchange))))
+                                Some((Ok(reply), Some((inbound, exchange, response_seen))))
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "ext_proc protocol error; closing the stream");
@@ -239,14 +255,19 @@ mod tests {
     }
 
     #[test]
-    fn large_bodies_and_a_responses_last_chunk_leave_the_reactor() {
-        assert!(heavy(&body(true, OFFLOAD_BYTES, true)));
-        assert!(!heavy(&body(true, OFFLOAD_BYTES - 1, true)));
-        assert!(heavy(&body(false, OFFLOAD_BYTES, false)));
-        // The last response chunk may mask a whole buffered answer.
-        assert!(heavy(&body(false, 10, true)));
+    fn large_bodies_and_a_large_responses_last_chunk_leave_the_reactor() {
+        assert!(heavy(&body(true, OFFLOAD_BYTES, true), 0));
+        assert!(!heavy(&body(true, OFFLOAD_BYTES - 1, true), 0));
+        assert!(heavy(&body(false, OFFLOAD_BYTES, false), 0));
+        // The last chunk of a large response may mask a whole buffered answer...
+        assert!(heavy(&body(false, 10, true), OFFLOAD_BYTES - 10));
+        // ...that of a small one stays on the reactor.
+        assert!(!heavy(&body(false, 10, true), OFFLOAD_BYTES - 11));
+        assert!(!heavy(&body(false, 10, true), 0));
         // Streamed chunks stay on the reactor.
-        assert!(!heavy(&body(false, 10, false)));
-        assert!(!heavy(&ProcessingRequest::default()));
+        assert!(!heavy(&body(false, 10, false), OFFLOAD_BYTES));
+        assert!(!heavy(&ProcessingRequest::default(), 0));
+        assert_eq!(response_bytes(&body(false, 7, false)), 7);
+        assert_eq!(response_bytes(&body(true, 7, false)), 0);
     }
 }
