@@ -242,3 +242,26 @@ def test_signed_thinking_with_a_value_is_dropped_whole_and_streamed(clean: Stack
     assert [b.type for b in final.content] == ["thinking", "text"]
     assert final.content[0].thinking == "The user wrote: hello"
     assert final.content[0].signature.startswith("EqQB")
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS[1:])
+@pytest.mark.parametrize("model", ["echo-raw", "field-reasoning_content"])
+def test_encoded_spellings_in_answers_are_masked_streamed_as_whole(
+    clean: Stack, client: Any, model: str, spelling: str
+) -> None:
+    """An answer that spells a value encoded (the upstream got it unmasked) is masked on the
+    way out, streamed in 3-character events exactly as whole: the guard's stream masker decodes
+    the view of what it releases and holds a possibly unfinished unit back."""
+    prompt = f"reach me at {spelling} today"
+    path = ("content",) if model == "echo-raw" else FIELDS[model]
+    resp = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
+    sent = json.loads(received(clean))["messages"][0]["content"]
+    assert spelling in sent, "request masking is off for this model"
+    whole = dig(resp.model_dump()["choices"][0]["message"], path)
+    assert whole == "reach me at [EMAIL] today", whole
+    clean.clear_upstreams()
+    chunks = [c.model_dump() for c in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], stream=True)]
+    assert_no_raw(json.dumps(chunks))
+    pieces = [dig(c["choices"][0]["delta"], path) for c in chunks if c["choices"]]
+    assert "".join(p or "" for p in pieces) == whole

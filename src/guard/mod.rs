@@ -14,7 +14,6 @@
 //! Invariant: no raw detected value is ever logged, counted in a label or put in an error.
 
 pub mod blocked;
-pub mod encoded;
 pub mod request;
 pub mod response;
 #[cfg(test)]

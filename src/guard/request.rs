@@ -18,7 +18,8 @@
 //! refuses), system prompts (added after masking: operator text is not scanned).
 
 use super::walk::{self, Signed, Visit};
-use super::{GuardError, OnDenied, Policy, Shape, Thinking, encoded};
+use super::{GuardError, OnDenied, Policy, Shape, Thinking};
+use crate::pii::encoded;
 use crate::pii::{Action, MaskState, Masker};
 use serde_json::{Map, Value};
 

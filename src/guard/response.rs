@@ -9,7 +9,7 @@
 //! - **SSE** (`text/event-stream`): events are decoded incrementally ([`crate::llm::sse`]);
 //!   every string of a choice's `delta` (content, refusal, reasoning, tool-call and legacy
 //!   function-call arguments, audio transcript, fields nobody listed; not ids, enums or tool
-//!   names) is one text channel keyed by its path, with its own [`StreamMasker`], so a value
+//!   names) is one text channel keyed by its path, with its own [`DecodingStreamMasker`], so a value
 //!   split over many events is masked exactly as in the whole text. Every other string of a
 //!   chunk is masked on its own, and `logprobs` are set to null while masking (their tokens
 //!   spell the text one token at a time). Held-back text is emitted with the choice's
@@ -42,9 +42,10 @@ mod anthropic;
 
 use super::request::thinking_verdict;
 use super::walk::{self, Signed, Visit};
-use super::{GuardError, Policy, Shape, encoded};
+use super::{GuardError, Policy, Shape};
 use crate::llm::sse::{Decoder, Event};
-use crate::pii::{MaskState, Masker, StreamMasker};
+use crate::pii::encoded;
+use crate::pii::{DecodingStreamMasker, MaskState, Masker};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -64,7 +65,7 @@ enum Mode {
 
 #[derive(Debug, Default)]
 struct Channel {
-    masker: StreamMasker,
+    masker: DecodingStreamMasker,
     tail: String,
 }
 

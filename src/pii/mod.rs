@@ -17,6 +17,7 @@
 //! shapes, names and addresses (no NER).
 
 pub mod detect;
+pub mod encoded;
 pub mod masker;
 pub mod stream;
 pub mod validate;
@@ -24,7 +25,7 @@ pub mod work;
 
 pub use detect::{BUILTIN, Detector, DetectorError, DetectorSet};
 pub use masker::{Action, MaskState, Masker};
-pub use stream::StreamMasker;
+pub use stream::{DecodingStreamMasker, StreamMasker};
 
 use std::sync::Arc;
 

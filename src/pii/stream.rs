@@ -51,10 +51,19 @@
 //! (one detector's valid matches never overlap; it takes several detectors' values
 //! overlapping back to back).
 //!
+//! ## Encoded spellings
+//! [`DecodingStreamMasker`] chains two of these, as [`super::encoded::mask`] chains two
+//! passes: the first masks the plain text, the second (`view` mode) runs the same algorithm
+//! on the decoded view of what the first released (`%40`, `&#64;`, `\u0040` read as `@`),
+//! with matches and safe prefixes mapped back to the original bytes, and holds back a
+//! possible encoded unit at the end ([`super::encoded::unit_tail`]) until it is complete.
+//! It renders only matches holding a decoded unit, like the one-shot second pass.
+//!
 //! Known limits: a value split between `delta.content` and tool-call arguments, or across
 //! choices, is not joined (each text channel has its own masker).
 
 use super::detect::{RawMatch, ceil_char, floor_char};
+use super::encoded;
 use super::masker::{MaskState, Masker, resolve};
 use super::work;
 
@@ -73,6 +82,9 @@ pub struct StreamMasker {
     pub forced_cuts: u64,
     /// Largest hold-back seen (bytes), for tests and benchmarks.
     pub max_held: usize,
+    /// Detect on the decoded view of the text (the second stage of a
+    /// [`DecodingStreamMasker`]).
+    view: bool,
 }
 
 impl StreamMasker {
@@ -121,7 +133,27 @@ impl StreamMasker {
             self.next_scan = 0;
             return String::new();
         }
-        let raw = m.set.find_valid(&self.buf, self.ctx);
+        let Scan {
+            raw,
+            safe,
+            decoded,
+            view,
+        } = if self.view {
+            view_scan(m, &self.buf, self.ctx, !last)
+        } else {
+            let raw = m.set.find_valid(&self.buf, self.ctx);
+            let safe = if last {
+                end
+            } else {
+                safe_prefix(m, &self.buf, self.ctx)
+            };
+            Scan {
+                raw,
+                safe,
+                decoded: None,
+                view: None,
+            }
+        };
         let kept = resolve(&raw);
         work::add(raw.len());
         let mut p = end;
@@ -134,7 +166,7 @@ impl StreamMasker {
                 .chain(kept.iter())
                 .collect();
             blocking.sort_by_key(|r| (r.full.start, r.full.end));
-            p = unstraddled(&blocking, self.safe_prefix(m));
+            p = unstraddled(&blocking, safe);
             if end - p.max(self.ctx) > Self::cut_bound(m) {
                 self.overflowed = true;
                 self.forced_cuts += 1;
@@ -151,7 +183,13 @@ impl StreamMasker {
         p = p.max(self.ctx);
         let mut out = String::new();
         if p > self.ctx {
-            let kept: Vec<RawMatch> = kept.into_iter().filter(|r| r.full.end <= p).collect();
+            // In view mode only matches holding a decoded unit are rendered (see
+            // `encoded::mask`); the others are the first stage's.
+            let kept: Vec<RawMatch> = kept
+                .into_iter()
+                .filter(|r| r.full.end <= p)
+                .filter(|r| decoded.as_ref().is_none_or(|d| d.contains(&r.full)))
+                .collect();
             out.reserve(p - self.ctx);
             m.render(&self.buf, self.ctx..p, &kept, state, &mut out);
         }
@@ -161,8 +199,15 @@ impl StreamMasker {
             return out;
         }
         if p > self.ctx {
-            // Keep one character of context for `\b` look-behind.
-            let keep_from = floor_char(&self.buf, p.saturating_sub(1));
+            // Keep one character of context for `\b` look-behind: in view mode the whole
+            // unit that decodes to it (its last byte alone would read as another letter).
+            let keep_from = match &view {
+                Some(v) => {
+                    let vp = v.origin.partition_point(|&o| o < p);
+                    v.origin[floor_char(&v.text, vp.saturating_sub(1))]
+                }
+                None => floor_char(&self.buf, p.saturating_sub(1)),
+            };
             work::add(self.buf.len() - keep_from);
             self.buf.drain(..keep_from);
             self.ctx = p - keep_from;
@@ -175,35 +220,158 @@ impl StreamMasker {
         };
         out
     }
+}
 
-    /// The smallest per-detector safe prefix (rules 1–3 in the module doc), in bytes of buf.
-    fn safe_prefix(&self, m: &Masker) -> usize {
-        let bytes = self.buf.as_bytes();
-        let end = bytes.len();
-        let mut p = end;
-        for d in m.set.detectors() {
-            let window_start = end.saturating_sub(d.max_len).max(self.ctx);
-            work::add((end - window_start) * (1 + d.anchors().len()));
-            // Rule 1.
-            let mut safe = end.saturating_sub(d.max_len);
-            // Rule 2: just after the last byte outside the alphabet.
-            if let Some(j) = bytes[window_start..]
-                .iter()
-                .rposition(|&b| !d.allows(b))
-                .map(|j| j + window_start)
-            {
-                safe = safe.max(ceil_char(&self.buf, j + 1));
-            }
-            // Rule 3.
-            if !d.anchors().is_empty() {
-                let window = &bytes[window_start..];
-                let first = first_anchor(window, d.anchors()).map(|i| i + window_start);
-                let partial = partial_anchor_tail(window, d.anchors());
-                safe = safe.max(first.unwrap_or(end - partial));
-            }
-            p = p.min(floor_char(&self.buf, safe.min(end)));
+/// The smallest per-detector safe prefix (rules 1–3 in the module doc) of `text`, whose
+/// first `ctx` bytes are released context.
+fn safe_prefix(m: &Masker, text: &str, ctx: usize) -> usize {
+    let bytes = text.as_bytes();
+    let end = bytes.len();
+    let mut p = end;
+    for d in m.set.detectors() {
+        let window_start = end.saturating_sub(d.max_len).max(ctx);
+        work::add((end - window_start) * (1 + d.anchors().len()));
+        // Rule 1.
+        let mut safe = end.saturating_sub(d.max_len);
+        // Rule 2: just after the last byte outside the alphabet.
+        if let Some(j) = bytes[window_start..]
+            .iter()
+            .rposition(|&b| !d.allows(b))
+            .map(|j| j + window_start)
+        {
+            safe = safe.max(ceil_char(text, j + 1));
         }
-        p
+        // Rule 3.
+        if !d.anchors().is_empty() {
+            let window = &bytes[window_start..];
+            let first = first_anchor(window, d.anchors()).map(|i| i + window_start);
+            let partial = partial_anchor_tail(window, d.anchors());
+            safe = safe.max(first.unwrap_or(end - partial));
+        }
+        p = p.min(floor_char(text, safe.min(end)));
+    }
+    p
+}
+
+/// What one scan of the pending text found.
+struct Scan {
+    /// Valid matches, over `buf`'s bytes.
+    raw: Vec<RawMatch>,
+    /// The safe prefix (rules 1–3), over `buf`'s bytes.
+    safe: usize,
+    /// View mode: the spans of the matches that hold a decoded unit (the only ones rendered).
+    decoded: Option<Vec<std::ops::Range<usize>>>,
+    /// View mode: the decoded view (`None`: `buf` holds no unit).
+    view: Option<encoded::View>,
+}
+
+/// View mode's scan of `buf` (context `ctx`): matches and safe prefix found on its decoded
+/// view, mapped back to `buf`'s bytes.
+/// Without any unit the view is `buf` itself: its matches still align the cut with the
+/// one-shot second pass, but none is rendered.
+fn view_scan(m: &Masker, buf: &str, ctx: usize, need_safe: bool) -> Scan {
+    // A unit that may still be unfinished at the end: the safe prefix is that of the text
+    // before it (whatever follows may decode to a character a value needs, such as `@`).
+    let tail = encoded::unit_tail(buf);
+    let Some(v) = encoded::view(buf) else {
+        let raw = m.set.find_valid(buf, ctx);
+        let safe = if need_safe {
+            safe_prefix(m, &buf[..tail], ctx.min(tail))
+        } else {
+            buf.len()
+        };
+        return Scan {
+            raw,
+            safe,
+            decoded: Some(Vec::new()),
+            view: None,
+        };
+    };
+    work::add(buf.len());
+    // The decoded byte where the context ends (`ctx` is a unit boundary: units are held
+    // back until complete).
+    let vctx = v.origin.partition_point(|&o| o < ctx);
+    let mut decoded = Vec::new();
+    let raw = m
+        .set
+        .find_valid(&v.text, vctx)
+        .into_iter()
+        .map(|r| match v.map_decoded(r.clone()) {
+            Some(mapped) => {
+                decoded.push(mapped.full.clone());
+                mapped
+            }
+            None => RawMatch {
+                value: v.span(&r.value),
+                full: v.span(&r.full),
+                ..r
+            },
+        })
+        .collect();
+    let safe = if need_safe {
+        let vtail = v.origin.partition_point(|&o| o < tail);
+        let sp = safe_prefix(m, &v.text[..vtail], vctx.min(vtail));
+        v.origin[sp].min(tail)
+    } else {
+        buf.len()
+    };
+    Scan {
+        raw,
+        safe,
+        decoded: Some(decoded),
+        view: Some(v),
+    }
+}
+
+/// The stream masker the guard runs per text channel: the plain stage, then the decoded
+/// view of what it released, as [`encoded::mask`] does for a whole text.
+#[derive(Debug, Clone)]
+pub struct DecodingStreamMasker {
+    plain: StreamMasker,
+    decoded: StreamMasker,
+}
+
+impl Default for DecodingStreamMasker {
+    fn default() -> Self {
+        Self {
+            plain: StreamMasker::default(),
+            decoded: StreamMasker {
+                view: true,
+                ..StreamMasker::default()
+            },
+        }
+    }
+}
+
+impl DecodingStreamMasker {
+    /// Adds a delta; returns the text that is now safe to release (possibly empty).
+    pub fn push(&mut self, m: &Masker, state: &mut MaskState, delta: &str) -> String {
+        let plain = self.plain.push(m, state, delta);
+        if plain.is_empty() || self.plain.overflowed {
+            return String::new();
+        }
+        self.decoded.push(m, state, &plain)
+    }
+
+    /// End of text: releases everything.
+    pub fn finish(&mut self, m: &Masker, state: &mut MaskState) -> String {
+        let plain = self.plain.finish(m, state);
+        if self.plain.overflowed {
+            return String::new();
+        }
+        let mut out = self.decoded.push(m, state, &plain);
+        out.push_str(&self.decoded.finish(m, state));
+        out
+    }
+
+    /// Bytes held back now, in both stages.
+    pub fn held(&self) -> usize {
+        self.plain.held() + self.decoded.held()
+    }
+
+    /// Either stage exceeded its cut bound: the stream is being ended.
+    pub fn overflowed(&self) -> bool {
+        self.plain.overflowed || self.decoded.overflowed
     }
 }
 

@@ -233,6 +233,12 @@ const ALPHABETS: &[(&str, &[&str])] = &[
     ),
     ("digits", &["0", "1", "4", "9", " ", "-", "."]),
     (
+        "encoded",
+        &[
+            "%", "%4", "%40", "&#", "&#6", "&amp;", "&commat", "\\u00", "\\", "kim", "@", ".", "a",
+        ],
+    ),
+    (
         "pem",
         &[
             "-----BEGIN PRIVATE KEY-----\n",
@@ -295,6 +301,28 @@ fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState,
     (crate::pii::work::total() - before, out, st, sm)
 }
 
+/// [`stream_counted`] through the guard's two-stage (plain, then decoded view) masker.
+fn decoding_stream_counted(m: &Masker, text: &str, seed: u64) -> u64 {
+    let mut x = seed | 1;
+    let mut sm = crate::pii::DecodingStreamMasker::default();
+    let mut st = MaskState::default();
+    let before = crate::pii::work::total();
+    let mut at = 0;
+    while at < text.len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut next = (at + 1 + (x % 16) as usize).min(text.len());
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        let _ = sm.push(m, &mut st, &text[at..next]);
+        at = next;
+    }
+    let _ = sm.finish(m, &mut st);
+    crate::pii::work::total() - before
+}
+
 fn whole_counted(m: &Masker, text: &str) -> (u64, String) {
     let before = crate::pii::work::total();
     let out = m.mask(text, &mut MaskState::default());
@@ -328,6 +356,11 @@ proptest! {
             // Twice the text, about twice the work (2.6: slack for the seam between copies).
             prop_assert!(wl * 10 <= ws * 26 + 100_000, "{name}: stream {ws} -> {wl}");
             prop_assert!(ol * 10 <= os * 26 + 100_000, "{name}: whole {os} -> {ol}");
+            // The guard's two-stage masker: at most both stages' bound, just as linear.
+            let ds = decoding_stream_counted(m, &small, chunks);
+            let dl = decoding_stream_counted(m, &large, chunks);
+            prop_assert!(dl <= 2 * WORK_PER_BYTE * large.len() as u64, "{name} decoding: {dl} units");
+            prop_assert!(dl * 10 <= ds * 26 + 100_000, "{name}: decoding stream {ds} -> {dl}");
         }
     }
 

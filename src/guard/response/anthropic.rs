@@ -1,5 +1,5 @@
 //! The response guard for Anthropic Messages bodies (`/v1/messages`): an adapter that feeds
-//! each content block's text to the same per-channel [`crate::pii::StreamMasker`] the
+//! each content block's text to the same per-channel [`crate::pii::DecodingStreamMasker`] the
 //! OpenAI path uses, keyed `(0, Some(block index))`.
 //!
 //! Streams: `content_block_start` records the block's delta type (and checks a `tool_use`

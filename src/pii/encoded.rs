@@ -12,8 +12,8 @@
 //! the surrogate range, `\/ \" \\ \n \r \t \b \f`). Known limit: `%XX` of non-ASCII bytes
 //! and named entities outside the table are left as written.
 
-use crate::pii::masker::resolve;
-use crate::pii::{MaskState, Masker};
+use super::masker::resolve;
+use super::{MaskState, Masker};
 
 /// Nested encodings peeled.
 pub const LAYERS: usize = 3;
@@ -68,9 +68,38 @@ pub struct View {
 
 impl View {
     /// The original span of decoded range `r` (both ends on unit boundaries).
-    fn span(&self, r: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+    pub fn span(&self, r: &std::ops::Range<usize>) -> std::ops::Range<usize> {
         self.origin[r.start]..self.origin[r.end]
     }
+
+    /// `m` (found in the decoded text) over the original bytes, when it holds a decoded
+    /// unit; `None` for a match in literal text.
+    pub fn map_decoded(
+        &self,
+        mut m: crate::pii::detect::RawMatch,
+    ) -> Option<crate::pii::detect::RawMatch> {
+        let full = self.span(&m.full);
+        if full.len() == m.full.len() {
+            return None;
+        }
+        m.value = self.span(&m.value);
+        m.full = full;
+        Some(m)
+    }
+}
+
+/// Longest encoded unit, in bytes, times [`LAYERS`]: a unit start this close to the end of
+/// a text may still be completed (or nest) by what follows.
+pub const UNIT_TAIL: usize = 12 * LAYERS;
+
+/// The start of the earliest byte among the last [`UNIT_TAIL`] bytes of `s` that may begin
+/// an encoded unit (`%`, `&`, `\`), or `s.len()`: a stream must hold back from there.
+pub fn unit_tail(s: &str) -> usize {
+    let from = s.len().saturating_sub(UNIT_TAIL);
+    s.as_bytes()[from..]
+        .iter()
+        .position(|b| matches!(b, b'%' | b'&' | b'\\'))
+        .map_or(s.len(), |i| from + i)
 }
 
 /// Whether `s` can contain an encoded unit at all (the cheap test before decoding).
@@ -191,22 +220,21 @@ pub fn view(s: &str) -> Option<View> {
 
 /// Masks `s` as [`Masker::mask`] does and, in a second pass, every value that only its
 /// decoded view reveals (the original encoded span is replaced). `None`: unchanged.
+///
+/// The second pass renders only matches holding at least one decoded unit (values in
+/// literal text are the first pass's; its placeholders are never masked again). A unit is
+/// always longer than what it decodes to, so such a match is the one whose original span
+/// is longer than its decoded one. [`crate::pii::stream::DecodingStreamMasker`] does the
+/// same over a stream.
 pub fn mask(masker: &Masker, s: &str, state: &mut MaskState) -> Option<String> {
     let plain = masker.mask(s, state);
     let out = match view(&plain) {
         Some(v) => {
             let kept = resolve(&masker.set.find_valid(&v.text, 0));
-            if kept.is_empty() {
+            let mapped: Vec<_> = kept.into_iter().filter_map(|m| v.map_decoded(m)).collect();
+            if mapped.is_empty() {
                 plain
             } else {
-                let mapped: Vec<_> = kept
-                    .into_iter()
-                    .map(|mut m| {
-                        m.value = v.span(&m.value);
-                        m.full = v.span(&m.full);
-                        m
-                    })
-                    .collect();
                 let mut out = String::with_capacity(plain.len());
                 masker.render(&plain, 0..plain.len(), &mapped, state, &mut out);
                 out
@@ -276,6 +304,72 @@ mod tests {
                 }
             }
             let _ = masked(&s);
+        }
+
+        /// Streamed through [`crate::pii::DecodingStreamMasker`] in any pieces, a text with
+        /// encoded values comes out exactly as the one-shot two passes mask it.
+        #[test]
+        fn streamed_decoding_equals_the_whole_two_passes(
+            atoms in prop::collection::vec(prop::sample::select(vec![
+                // Whole values in every spelling, so values form often...
+                "kim.minsu%40example.com", "kim.minsu&#64;example.com", "kim&#x40example.com",
+                "kim&commat;example&period;com", "kim\\u0040example.com", "kim%2540example.com",
+                "kim&amp;#64;example.com", "010&#45;1234&#45;5678", "a@b.io",
+                "4111 1111 1111 1111",
+                // ...and pieces and look-alikes that are none.
+                "kim", "%40", "&#64;", "example", ".com", " ", "\\n", "mail ", "%", "&", "\\",
+                "100% ", "&#", "#", ";", "&amp;", "-",
+            ]), 0..24),
+            cuts in prop::collection::vec(1usize..12, 0..60),
+        ) {
+            let text: String = atoms.concat();
+            for action in [Action::Mask, Action::Partial, Action::Redact] {
+                let m = builtin_masker(action);
+                let whole = mask(&m, &text, &mut MaskState::default()).unwrap_or_else(|| text.clone());
+                let mut sm = crate::pii::DecodingStreamMasker::default();
+                let mut st = MaskState::default();
+                let mut out = String::new();
+                let mut at = 0;
+                for c in cuts.iter().cycle().take(text.len() + 1) {
+                    if at >= text.len() {
+                        break;
+                    }
+                    let mut next = (at + c).min(text.len());
+                    while !text.is_char_boundary(next) {
+                        next += 1;
+                    }
+                    out.push_str(&sm.push(&m, &mut st, &text[at..next]));
+                    at = next;
+                }
+                if at < text.len() {
+                    out.push_str(&sm.push(&m, &mut st, &text[at..]));
+                }
+                out.push_str(&sm.finish(&m, &mut st));
+                prop_assert_eq!(&out, &whole, "{:?} as {:?}", text, action);
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_encoded_value_is_masked_whatever_the_split() {
+        let m = builtin_masker(Action::Mask);
+        let text = "write kim.minsu%40example.com or kim.minsu&#64;example.com or \
+                    kim&commat;example.com or kim\\u0040example.com.";
+        let want = "write [EMAIL] or [EMAIL] or [EMAIL] or [EMAIL].";
+        // One cut anywhere, and pieces of every size from 1 to 8 bytes (SSE deltas).
+        let one_cut = (1..text.len()).map(|c| vec![c]);
+        let pieces = (1..=8).map(|n| (n..text.len()).step_by(n).collect::<Vec<_>>());
+        for cuts in one_cut.chain(pieces) {
+            let mut sm = crate::pii::DecodingStreamMasker::default();
+            let mut st = MaskState::default();
+            let mut out = String::new();
+            let mut at = 0;
+            for &c in cuts.iter().chain(std::iter::once(&text.len())) {
+                out.push_str(&sm.push(&m, &mut st, &text[at..c]));
+                at = c;
+            }
+            out.push_str(&sm.finish(&m, &mut st));
+            assert_eq!(out, want, "cuts {cuts:?}");
         }
     }
 }
