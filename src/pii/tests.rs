@@ -277,14 +277,10 @@ const ALPHABETS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Streams `text` in pieces of 1 to 16 bytes (chosen from `seed`); returns the work spent,
-/// the output and the masker's final state.
-fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState, StreamMasker) {
+/// `text` in pieces of 1 to 16 bytes, chosen from `seed`.
+fn pieces(text: &str, seed: u64) -> Vec<&str> {
     let mut x = seed | 1;
-    let mut sm = StreamMasker::default();
-    let mut st = MaskState::default();
-    let mut out = String::new();
-    let before = crate::pii::work::total();
+    let mut out = Vec::new();
     let mut at = 0;
     while at < text.len() {
         x ^= x << 13;
@@ -294,8 +290,21 @@ fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState,
         while !text.is_char_boundary(next) {
             next += 1;
         }
-        out.push_str(&sm.push(m, &mut st, &text[at..next]));
+        out.push(&text[at..next]);
         at = next;
+    }
+    out
+}
+
+/// Streams `text` in [`pieces`]; returns the work spent, the output and the masker's final
+/// state.
+fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState, StreamMasker) {
+    let mut sm = StreamMasker::default();
+    let mut st = MaskState::default();
+    let mut out = String::new();
+    let before = crate::pii::work::total();
+    for p in pieces(text, seed) {
+        out.push_str(&sm.push(m, &mut st, p));
     }
     out.push_str(&sm.finish(m, &mut st));
     (crate::pii::work::total() - before, out, st, sm)
@@ -303,21 +312,11 @@ fn stream_counted(m: &Masker, text: &str, seed: u64) -> (u64, String, MaskState,
 
 /// [`stream_counted`] through the guard's two-stage (plain, then decoded view) masker.
 fn decoding_stream_counted(m: &Masker, text: &str, seed: u64) -> u64 {
-    let mut x = seed | 1;
     let mut sm = crate::pii::DecodingStreamMasker::default();
     let mut st = MaskState::default();
     let before = crate::pii::work::total();
-    let mut at = 0;
-    while at < text.len() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let mut next = (at + 1 + (x % 16) as usize).min(text.len());
-        while !text.is_char_boundary(next) {
-            next += 1;
-        }
-        let _ = sm.push(m, &mut st, &text[at..next]);
-        at = next;
+    for p in pieces(text, seed) {
+        let _ = sm.push(m, &mut st, p);
     }
     let _ = sm.finish(m, &mut st);
     crate::pii::work::total() - before
