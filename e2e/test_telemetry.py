@@ -175,6 +175,8 @@ def test_audit_lines_for_success_stream_and_refusal(obs: Obs) -> None:
     assert ok["requested_model"] == "mini"
     assert ok["model"] == "gpt-4o-mini"
     assert ok["upstream_model"] == "demo-small-2025"
+    # What the answer itself named (read with its usage), not what tollgate asked for.
+    assert ok["response_model"] == "demo-small-2025"
     assert ok["backend"] == "alpha"
     assert ok["provider"] == "openai"
     assert ok["rule"] == "catalogue"
@@ -191,6 +193,7 @@ def test_audit_lines_for_success_stream_and_refusal(obs: Obs) -> None:
     assert text == "stream to the audit log", "timing the first token must not change the body"
     st = obs.audit_for(stream.headers["x-request-id"])
     assert st["stream"] is True
+    assert st["response_model"] == "echo"
     assert 0 < st["ttft_ms"] <= st["latency_ms"]
 
     with pytest.raises(openai.NotFoundError) as ei:

@@ -67,12 +67,25 @@ pub struct StreamMeter {
     text: String,
     overflow_bytes: u64,
     errored: bool,
+    model: Option<String>,
+}
+
+/// Longest response model name kept (it reaches audit lines and spans).
+pub const MAX_MODEL_LEN: usize = 256;
+
+/// The model a response names, when it is a plausible name: at most [`MAX_MODEL_LEN`] bytes,
+/// no control characters (an upstream's string reaches audit lines and spans).
+pub fn plausible_model(s: &str) -> Option<String> {
+    (!s.is_empty() && s.len() <= MAX_MODEL_LEN && !s.chars().any(char::is_control))
+        .then(|| s.to_owned())
 }
 
 #[derive(Deserialize)]
 struct Chunk<'a> {
     #[serde(default, rename = "type")]
     kind: Option<&'a str>,
+    #[serde(default, borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
@@ -95,6 +108,8 @@ struct Choice {
 struct Message {
     #[serde(default)]
     usage: Option<Value>,
+    #[serde(default)]
+    model: Option<String>,
 }
 
 fn num(v: &Value, path: &[&str]) -> Option<u64> {
@@ -161,6 +176,14 @@ impl StreamMeter {
             return Verdict::Keep;
         };
         let kind = chunk.kind.or(ev.event.as_deref());
+        if self.model.is_none() {
+            // OpenAI chunks name it at the top; Anthropic's message_start in its message.
+            let named = chunk
+                .model
+                .as_deref()
+                .or_else(|| chunk.message.as_ref().and_then(|m| m.model.as_deref()));
+            self.model = named.and_then(plausible_model);
+        }
         match kind {
             Some("message_start") => {
                 if let Some(u) = chunk.message.as_ref().and_then(|m| m.usage.as_ref()) {
@@ -226,6 +249,11 @@ impl StreamMeter {
         }
     }
 
+    /// The model the response named (first event that names a plausible one).
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Whether an error event was seen.
     pub fn errored(&self) -> bool {
         self.errored
@@ -260,19 +288,33 @@ impl StreamMeter {
 
 /// Usage from a whole JSON response body, if it reports one.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
+    read_json(body).0
+}
+
+/// Usage and the response's model from a whole JSON response body, in one parse.
+pub fn read_json(body: &[u8]) -> (Option<Usage>, Option<String>) {
     #[derive(Deserialize)]
     struct Body {
         #[serde(default)]
         usage: Option<Value>,
+        #[serde(default)]
+        model: Option<String>,
     }
-    let u = serde_json::from_slice::<Body>(body).ok()?.usage?;
+    let Ok(b) = serde_json::from_slice::<Body>(body) else {
+        return (None, None);
+    };
+    let model = b.model.as_deref().and_then(plausible_model);
+    (b.usage.and_then(|u| usage_of(&u)), model)
+}
+
+fn usage_of(u: &Value) -> Option<Usage> {
     let mut m = StreamMeter::new();
     if u.get("prompt_tokens").is_some() {
-        m.openai_usage(&u);
+        m.openai_usage(u);
         // Embeddings report no completion tokens.
         m.output_reported.get_or_insert(0);
     } else if u.get("input_tokens").is_some() {
-        m.anthropic_usage(&u, true);
+        m.anthropic_usage(u, true);
     } else {
         return None;
     }

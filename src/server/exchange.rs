@@ -689,7 +689,11 @@ impl Exchange {
             operation: self.cx.endpoint.map(semconv::operation),
             provider,
             routed: self.cx.routed.take(),
-            response_model: None,
+            response_model: self
+                .cx
+                .charge
+                .as_mut()
+                .and_then(|c| c.response_model.take()),
             status: self.status,
             error_code: self.error_code,
             time_to_first_token: self.first_body,

@@ -83,6 +83,8 @@ pub struct Charge {
     pub usage: Option<Usage>,
     /// Settled (reconciled or refunded) already.
     pub settled: bool,
+    /// The model the response named, when its body was read (for audit lines and spans).
+    pub response_model: Option<String>,
 }
 
 /// Request body, after routing and access: sets up [`Charge`] and asks for streamed usage.
@@ -155,6 +157,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
         status: None,
         usage: None,
         settled: false,
+        response_model: None,
     }));
 }
 
@@ -368,21 +371,27 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
         }
     }
     if end_of_stream {
-        let usage = match &charge.body {
+        let (usage, model) = match &charge.body {
             BodyMeter::Json {
                 buf,
                 overflow: false,
-            } => usage::from_json(buf).unwrap_or_else(|| Usage {
-                input: charge.prompt_tokens(),
-                ..Usage::default()
-            }),
-            BodyMeter::Json { overflow: true, .. } => charge.reserved_usage(),
-            BodyMeter::Sse { meter, .. } => {
-                meter.finish(charge.encoding, || charge.prompt_tokens())
+            } => {
+                let (usage, model) = usage::read_json(buf);
+                let usage = usage.unwrap_or_else(|| Usage {
+                    input: charge.prompt_tokens(),
+                    ..Usage::default()
+                });
+                (usage, model)
             }
-            BodyMeter::Off => Usage::default(),
+            BodyMeter::Json { overflow: true, .. } => (charge.reserved_usage(), None),
+            BodyMeter::Sse { meter, .. } => (
+                meter.finish(charge.encoding, || charge.prompt_tokens()),
+                meter.model().map(str::to_owned),
+            ),
+            BodyMeter::Off => (Usage::default(), None),
         };
         charge.usage = Some(usage);
+        charge.response_model = model;
     }
     replacement
 }

@@ -148,3 +148,58 @@ fn usage_null_chunks_are_kept() {
     assert_eq!(m.observe(&ev), Verdict::Keep);
     assert!(!m.reported());
 }
+
+#[test]
+fn the_response_model_is_read_from_recorded_streams_and_bodies() {
+    let read = |n: &str| std::fs::read(fixtures().join(n)).expect("fixture");
+    for (name, model) in [
+        ("openai_stream_with_usage.sse", "gpt-4o-mini-2024-07-18"),
+        (
+            "openai_stream_cached_reasoning_tools.sse",
+            "o4-mini-2025-04-16",
+        ),
+        ("anthropic_stream.sse", "claude-sonnet-4-20250514"),
+    ] {
+        let bytes = read(name);
+        // Any split: the first event that names a model decides.
+        for cut in [1, 7, bytes.len() / 2] {
+            let mut dec = SseDecoder::default();
+            let mut meter = StreamMeter::new();
+            for ev in dec
+                .push(&bytes[..cut])
+                .into_iter()
+                .chain(dec.push(&bytes[cut..]))
+            {
+                meter.observe(&ev);
+            }
+            assert_eq!(meter.model(), Some(model), "{name} cut at {cut}");
+        }
+    }
+    assert_eq!(
+        read_json(&read("openai_json.json")).1.as_deref(),
+        Some("gpt-4o-mini-2024-07-18")
+    );
+    assert_eq!(read_json(b"not json"), (None, None));
+}
+
+#[test]
+fn an_implausible_response_model_is_not_kept() {
+    let long = "m".repeat(MAX_MODEL_LEN + 1);
+    for bad in ["", "gpt\r\nx-injected: 1", "a\u{0}b", long.as_str()] {
+        let body = serde_json::json!({"model": bad, "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+        let (usage, model) = read_json(body.to_string().as_bytes());
+        assert!(usage.is_some(), "usage still read");
+        assert_eq!(model, None, "{bad:?}");
+        let sse = format!("data: {body}\n\n");
+        let mut dec = SseDecoder::default();
+        let mut meter = StreamMeter::new();
+        for ev in dec.push(sse.as_bytes()) {
+            meter.observe(&ev);
+        }
+        assert_eq!(meter.model(), None, "{bad:?}");
+    }
+    assert_eq!(
+        plausible_model(&"m".repeat(MAX_MODEL_LEN)).map(|m| m.len()),
+        Some(MAX_MODEL_LEN)
+    );
+}
