@@ -615,21 +615,10 @@ impl Exchange {
     fn refuse(&mut self, err: StageError) -> ProcessingResponse {
         if let StageError::Guard(g) = &err {
             let policy = self
-                .snap
-                .guard
-                .select(
-                    self.cx
-                        .routed
-                        .as_ref()
-                        .map(|r| r.rule.as_str())
-                        .unwrap_or_default(),
-                    &[self
-                        .cx
-                        .routed
-                        .as_ref()
-                        .map(|r| r.model_label.as_str())
-                        .unwrap_or_default()],
-                )
+                .cx
+                .routed
+                .as_ref()
+                .and_then(|r| crate::stages::guard::policy_for(&self.snap, r))
                 .map(|p| p.name.clone())
                 .unwrap_or_default();
             self.metrics

@@ -6,10 +6,21 @@
 //! the upstream is asked for an uncompressed response (`accept-encoding: identity`) so the
 //! response can be scanned; a compressed answer anyway is refused, never passed unscanned.
 
-use super::RequestCtx;
+use super::{RequestCtx, Routed};
 use crate::config::Snapshot;
 use crate::error::StageError;
-use crate::guard::{GuardCtx, request};
+use crate::guard::{GuardCtx, Policy, request};
+use std::sync::Arc;
+
+/// The guard policy of a routed request: by its rule and the model it resolved to
+/// (catalogue name, then upstream name), never the name the client typed. The one place the
+/// selection is made (the request guard, and the refusal metric's label).
+pub fn policy_for(snap: &Snapshot, routed: &Routed) -> Option<Arc<Policy>> {
+    snap.guard.select(
+        &routed.rule,
+        &[routed.model_label.as_str(), routed.upstream_model.as_str()],
+    )
+}
 
 /// Request body phase, after routing. `original` is the body Envoy sent.
 pub fn request_body(
@@ -20,10 +31,7 @@ pub fn request_body(
     let Some(routed) = &cx.routed else {
         return Ok(());
     };
-    let Some(policy) = snap.guard.select(
-        &routed.rule,
-        &[routed.model_label.as_str(), routed.upstream_model.as_str()],
-    ) else {
+    let Some(policy) = policy_for(snap, routed) else {
         return Ok(());
     };
     let body = cx.mutations.body.as_deref().unwrap_or(original);

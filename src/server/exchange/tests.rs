@@ -735,6 +735,43 @@ fn guard_masks_the_request_and_restores_pseudonyms_in_the_stream() {
 }
 
 #[test]
+fn a_refusal_by_a_policy_matched_on_the_upstream_model_is_counted_under_its_name() {
+    // The policy names gpt-4o-mini's upstream model only; the client types the alias.
+    let config = CONFIG.replace(
+        "guard:\n  policies:\n",
+        "guard:\n  policies:\n    - name: upstream-guard\n      match: { models: [small-2025] }\n      blocked: { words: [verboten] }\n",
+    );
+    let env = |k: &str| (k == "ALPHA_KEY" || k == "BETA_KEY").then(|| "sk".to_owned());
+    let snap = compile(
+        &config,
+        &CompileOptions {
+            resolve_secrets: true,
+            env: &env,
+        },
+    )
+    .expect("valid test config");
+    let metrics = Arc::new(Metrics::new());
+    let mut ex = Exchange::new(
+        Arc::new(snap),
+        metrics.clone(),
+        services(),
+        Arc::new(crate::observe::Discard),
+    );
+    ex.on_message_now(chat_headers(&[])).expect("reply");
+    let r = ex
+        .on_message_now(body(
+            r#"{"model":"mini","messages":[{"role":"user","content":"this is verboten"}]}"#,
+        ))
+        .expect("reply");
+    assert_eq!(immediate(&r).0, 400);
+    assert!(
+        metrics.render().contains(r#"tollgate_guard_blocked_total{direction="request",mode="enforce",policy="upstream-guard",reason="content"} 1"#),
+        "{}",
+        metrics.render()
+    );
+}
+
+#[test]
 fn guard_refuses_blocked_words_with_400() {
     let (mut ex, metrics) = exchange();
     ex.on_message_now(chat_headers(&[])).expect("reply");
