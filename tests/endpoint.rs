@@ -7,14 +7,9 @@
 mod common;
 use common::header_map;
 
-use arc_swap::ArcSwap;
 use prost::Message;
-use std::sync::Arc;
 use tokio_stream::StreamExt;
-use tollgate::metrics::Metrics;
 use tollgate::proto::*;
-use tollgate::server::ExtProc;
-use tollgate::server::grpc::ExtProcServer;
 use tollgate::server::token::{self, Grant, TokenKey};
 
 const SECRET: &str = "deployment-secret-0123456789abcdef";
@@ -42,13 +37,7 @@ routes:
   - { name: resilient, match: { models: ["resilient-*"] }, chain: resilient }
 "#;
 
-struct Running {
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start() -> Running {
+async fn start() -> common::Running {
     let env = |k: &str| match k {
         "GRPC_SECRET" => Some(SECRET.to_owned()),
         "ALPHA" => Some(KEYS[0].to_owned()),
@@ -64,36 +53,7 @@ async fn start() -> Running {
         },
     )
     .expect("valid test config");
-    let auth = snap.settings.grpc_auth.clone();
-    let metrics = Arc::new(Metrics::new());
-    let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
-    let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
-    let svc = ExtProc::new(
-        Arc::new(ArcSwap::from_pointee(snap)),
-        metrics.clone(),
-        services,
-    )
-    .with_grpc_auth(&auth);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ExtProcServer::new(svc, 1 << 20, 1 << 20))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = rx.await;
-                },
-            ),
-    );
-    Running {
-        addr,
-        metrics,
-        _stop: tx,
-    }
+    common::serve(snap).await
 }
 
 /// Who the raw client pretends to be.

@@ -6,13 +6,9 @@
 mod common;
 use common::{compile_test_config, free_port, header_map, http_get, open_stream};
 
-use arc_swap::ArcSwap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use tollgate::metrics::Metrics;
 use tollgate::proto::*;
-use tollgate::server::ExtProc;
 
 const CONFIG: &str = r#"
 version: 1
@@ -22,42 +18,9 @@ models:
   - { name: mini, backend: alpha, upstream_model: small-2025 }
 "#;
 
-struct Running {
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start() -> Running {
+async fn start() -> common::Running {
     let snap = compile_test_config(CONFIG);
-    let metrics = Arc::new(Metrics::new());
-    let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
-    let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
-    let svc = ExtProc::new(
-        Arc::new(ArcSwap::from_pointee(snap)),
-        metrics.clone(),
-        services,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ExternalProcessorServer::new(svc))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = rx.await;
-                },
-            ),
-    );
-    Running {
-        addr,
-        metrics,
-        _stop: tx,
-    }
+    common::serve(snap).await
 }
 
 async fn client(addr: std::net::SocketAddr) -> ExternalProcessorClient<tonic::transport::Channel> {

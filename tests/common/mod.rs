@@ -72,3 +72,50 @@ pub async fn open_stream(
         .into_inner();
     (tx, replies)
 }
+
+/// An in-process ext_proc server on a loopback port, as `tollgate serve` builds it (its
+/// codec wrapper, the snapshot's `server.grpc_auth`); stops when dropped.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub metrics: std::sync::Arc<tollgate::metrics::Metrics>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts [`Running`] on `snap` with the in-memory limiter.
+pub async fn serve(snap: tollgate::config::Snapshot) -> Running {
+    use std::sync::Arc;
+    let auth = snap.settings.grpc_auth.clone();
+    let metrics = Arc::new(tollgate::metrics::Metrics::new());
+    let limiter = Arc::new(tollgate::limits::memory::MemoryLimiter::new());
+    let (services, _settlements) = tollgate::stages::limits::Services::new(limiter);
+    let svc = tollgate::server::ExtProc::new(
+        Arc::new(arc_swap::ArcSwap::from_pointee(snap)),
+        metrics.clone(),
+        services,
+    )
+    .with_grpc_auth(&auth);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tollgate::server::grpc::ExtProcServer::new(
+                svc,
+                1 << 20,
+                1 << 20,
+            ))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    Running {
+        addr,
+        metrics,
+        _stop: tx,
+    }
+}
