@@ -242,16 +242,21 @@ def secrets_config(tmp: Path, key_file: Path, provider_key: Path) -> Any:
     return cfg
 
 
+def secret_files(tmp: Path, keys: str, provider_key: str) -> tuple[Path, Path]:
+    """A key file and a provider key file in their own directory (as a mounted Secret)."""
+    secrets = tmp / "secrets"
+    secrets.mkdir()
+    (secrets / "keys.txt").write_text(keys)
+    (secrets / "alpha-key").write_text(provider_key)
+    return secrets / "keys.txt", secrets / "alpha-key"
+
+
 def test_key_file_revocation_and_provider_key_rotation_apply_without_restart(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    key_file = secrets / "keys.txt"
-    provider_key = secrets / "alpha-key"
     second = "tollgate-second-key"
-    key_file.write_text(f"demo-app {sha(DEMO_CLIENT_KEY)}\ndemo-app {sha(second)}\n")
-    provider_key.write_text("sk-stale\n")
+    key_file, provider_key = secret_files(
+        tmp_path, f"demo-app {sha(DEMO_CLIENT_KEY)}\ndemo-app {sha(second)}\n", "sk-stale\n")
     s = make_stack(tollgate_config=secrets_config(tmp_path, key_file, provider_key),
                    keys={"alpha": "sk-rotated", "beta": "beta-key"})
     pid = s.procs["tollgate"].pid
@@ -274,12 +279,8 @@ def test_key_file_revocation_and_provider_key_rotation_apply_without_restart(
 def test_a_reload_refused_while_a_secret_file_was_missing_is_retried(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    key_file = secrets / "keys.txt"
-    provider_key = secrets / "alpha-key"
-    key_file.write_text(f"demo-app {sha(DEMO_CLIENT_KEY)}\n")
-    provider_key.write_text("alpha-key\n")
+    key_file, provider_key = secret_files(
+        tmp_path, f"demo-app {sha(DEMO_CLIENT_KEY)}\n", "alpha-key\n")
     cfg = secrets_config(tmp_path, key_file, provider_key)
     s = make_stack(tollgate_config=cfg, keys={"alpha": "alpha-key", "beta": "beta-key"})
     assert chat_status(s) == 200
