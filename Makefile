@@ -53,8 +53,9 @@ validate-deploy: build venv ## Offline: helm lint/render, Kubernetes schemas, en
 schema: build ## Regenerate docs/config.schema.json
 	./target/debug/tollgate schema > docs/config.schema.json
 
-bench: build-release venv redis ## Load benchmark, six systems in one run (ARGS=--quick to smoke-test); results in bench/results/latest
+bench: build-release venv redis ## Load benchmark, seven systems + Envoy's per-phase ext_proc cost in one run (ARGS=--quick to smoke-test); results in bench/results/latest
 	python3 bench/install_litellm.py --venv .venv-bench
+	python3 bench/install_portkey.py --dir .bench-portkey
 	@$(PY) -c "import matplotlib" 2>/dev/null || $(VENV)/bin/pip install --quiet matplotlib
 	$(PY) bench/run.py --target-dir target/release $(ARGS)
 
