@@ -37,7 +37,8 @@ LiteLLM and Portkey take the fixed-rate scenario at min(rate, half their own sat
 `phases` (its own systems, not in --systems): Envoy + the empty ext_proc server under four
 processing modes, each adding one ext_proc phase — request headers; + request body BUFFERED;
 + response headers; + response body STREAMED — next to Envoy alone, 1 KiB chat at saturation
-and the 200-event stream. Envoy's CPU per request of one mode minus the previous one is what
+and the 200-event stream; for the stream also tollgate's own way, body mode NONE switched to
+STREAMED by mode_override for SSE (null-extproc --stream-sse). Envoy's CPU per request of one mode minus the previous one is what
 that phase costs Envoy; ext_proc messages per request come from Envoy's own counters. This is
 the part of every ext_proc design's cost that no processor can remove.
 
@@ -195,7 +196,14 @@ PHASE_MODES: list[tuple[str, str, dict[str, str] | None]] = [
                                        "response_header_mode": "SEND", "response_body_mode": "NONE"}),
     ("ph-rbody", "+ response body STREAMED", {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
                                               "response_header_mode": "SEND", "response_body_mode": "STREAMED"}),
+    # tollgate's own way (stream scenario only): body mode NONE, switched to STREAMED by
+    # mode_override in the response-headers answer for SSE (null-extproc --stream-sse).
+    ("ph-sse", "response headers, SSE body STREAMED by mode_override",
+     {"request_header_mode": "SEND", "request_body_mode": "BUFFERED",
+      "response_header_mode": "SEND", "response_body_mode": "NONE"}),
 ]
+PHASE_SAT = ("ph-none", "ph-hdr", "ph-body", "ph-resp", "ph-rbody")
+PHASE_STREAM = ("ph-none", "ph-resp", "ph-rbody", "ph-sse")
 
 
 def set_processing_mode(cfg: Any, mode: dict[str, str]) -> Any:
@@ -256,7 +264,8 @@ class System:
             self._start_portkey()
             return self.verify()
         if self.name == "null" or (self.name.startswith("ph-") and self.phase_mode):
-            self._spawn("null", [str(self.target / "null-extproc"), "--listen", f"127.0.0.1:{self.grpc}"])
+            extra = ["--stream-sse"] if self.name == "ph-sse" else []
+            self._spawn("null", [str(self.target / "null-extproc"), "--listen", f"127.0.0.1:{self.grpc}", *extra])
             harness.wait_until("null-extproc", lambda: harness._port_open(self.grpc), timeout=10)
         elif self.name in ("route", "full", "redis"):
             self._start_tollgate()
@@ -481,7 +490,6 @@ def run_phases(runner: Runner, target: Path, work: Path, ups: dict[str, int], ar
     processing mode of PHASE_MODES, with the empty ext_proc server, in interleaved rounds."""
     live: dict[str, System] = {}
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name, _, _ in PHASE_MODES}
-    stream_modes = ("ph-none", "ph-resp", "ph-rbody")  # the response body mode is what differs
     try:
         for name, _, mode in PHASE_MODES:
             print(f"starting {name} ...", flush=True)
@@ -495,7 +503,7 @@ def run_phases(runner: Runner, target: Path, work: Path, ups: dict[str, int], ar
                 order.reverse()
             for scen in ("sat", "stream"):
                 for name, sysm in order:
-                    if scen == "stream" and name not in stream_modes:
+                    if name not in (PHASE_STREAM if scen == "stream" else PHASE_SAT):
                         continue
                     mode = ["closed", "--connections", "32"] if scen == "sat" else ["stream", "--concurrency", "32"]
                     c0 = ext_proc_counters(sysm)
@@ -527,6 +535,9 @@ def phase_table(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, An
             s = summ.get(name, {}).get(scen)
             if not s:
                 continue
+            if name == "ph-sse":
+                # Compared with the static response-headers mode, like ph-rbody.
+                prev = next((r for r in out[scen] if r["mode"] == "ph-resp"), prev)
             runs = raw[name][scen]
             msgs = med([r["ext_proc"].get("stream_msgs_sent", 0) / max(r[unit], 1) for r in runs])
             row = {"mode": name, "label": label, "envoy_us": s["cpu_us_per_unit"].get("envoy"),
@@ -537,7 +548,7 @@ def phase_table(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, An
                 row["processor_delta_us"] = row["processor_us"] - prev["processor_us"]
                 dm = msgs - prev["msgs"]
                 row["msgs_delta"] = dm
-                row["envoy_us_per_msg"] = row["envoy_delta_us"] / dm if dm > 0.01 else None
+                row["envoy_us_per_msg"] = row["envoy_delta_us"] / dm if dm >= 0.1 else None
             out[scen].append(row)
             prev = row
     return out
@@ -765,10 +776,11 @@ def targets(summary: dict[str, Any], rat: dict[str, Any], phases: dict[str, Any]
             f"{fmt(get('null', 'stream', 'cpu_us_total'), '.1f')}")
     floor_ev = get("null", "stream", "cpu_us_total")
     streamed = {r["mode"]: r for r in (phases or {}).get("stream", [])}
-    if floor_ev and "ph-rbody" in streamed and streamed["ph-rbody"].get("envoy_delta_us") is not None:
+    body = streamed.get("ph-sse") or streamed.get("ph-rbody")
+    if floor_ev and body and body.get("envoy_delta_us") is not None:
         # The floor leaves the response body to Envoy (mode NONE); reading a stream needs it
         # STREAMED, and that phase alone costs Envoy the delta below, whatever the processor does.
-        d = streamed["ph-rbody"]["envoy_delta_us"]
+        d = body["envoy_delta_us"]
         note += (f"; Envoy's own STREAMED-body cost is {d:+.1f} µs/event, so no processor that "
                  f"reads the stream gets below {(floor_ev + d) / floor_ev:.2f}× this floor")
     t("all features streamed CPU per event (Envoy + tollgate) ÷ floor", "≤ 1.5", v, lambda x: x <= 1.5, note)
