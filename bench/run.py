@@ -38,14 +38,15 @@ LiteLLM and Portkey take the fixed-rate scenario at min(rate, half their own sat
 processing modes, each adding one ext_proc phase — request headers; + request body BUFFERED;
 + response headers; + response body STREAMED — next to Envoy alone, 1 KiB chat at saturation
 and the 200-event stream; for the stream also tollgate's own way, body mode NONE switched to
-STREAMED by mode_override for SSE (null-extproc --stream-sse). Envoy's CPU per request of one mode minus the previous one is what
-that phase costs Envoy; ext_proc messages per request come from Envoy's own counters. This is
-the part of every ext_proc design's cost that no processor can remove.
+STREAMED by mode_override for SSE (null-extproc --stream-sse). Envoy's CPU per request of one
+mode minus the previous one is what that phase costs Envoy; ext_proc messages per request come
+from Envoy's own counters. This is the part of every ext_proc design's cost that no processor
+can remove (docs/benchmark.md says how to read it).
 
 Results: bench/results/<UTC timestamp>/{results.json,results.md,bench.png} and
 bench/results/latest -> that dir. bench/results is git-ignored except bench/results/published/.
 
-    make bench                       # full run (~15 min)
+    make bench                       # full run (~20 min)
     make bench ARGS=--quick          # smoke test of the harness (~2 min)
     .venv/bin/python bench/run.py --systems envoy,null,route --scenarios sat,rate
 """
@@ -185,7 +186,7 @@ def raise_circuit_breakers(cfg: Any) -> Any:
 
 
 # The `phases` scenario: Envoy + the empty ext_proc server, each mode adding one ext_proc phase
-# to the one before (None: no ext_proc filter, Envoy alone). Static modes, no mode_override.
+# to the one before (None: no ext_proc filter, Envoy alone). Static modes, except ph-sse.
 PHASE_MODES: list[tuple[str, str, dict[str, str] | None]] = [
     ("ph-none", "Envoy alone (no ext_proc)", None),
     ("ph-hdr", "request headers", {"request_header_mode": "SEND", "request_body_mode": "NONE",

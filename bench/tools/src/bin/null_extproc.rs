@@ -5,7 +5,9 @@
 //! does any work; `make bench` compares tollgate against it.
 //!
 //! `--stream-sse` mirrors tollgate's `mode_override` for SSE responses when guard or usage
-//! read them (response body STREAMED), for the streaming scenario's floor.
+//! read them (response body STREAMED): `make bench`'s `phases` scenario measures what that
+//! costs Envoy per event. TCP_NODELAY is set on every accepted connection (`--nagle` leaves it
+//! off, only to measure the difference).
 
 use clap::Parser;
 use envoy_types::pb::envoy::extensions::filters::http::ext_proc::v3::{
@@ -18,6 +20,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::{
     processing_request::Request as In,
     processing_response::Response as Out,
 };
+use futures::StreamExt;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use tonic::{Request, Response, Status, Streaming};
@@ -31,6 +34,9 @@ struct Args {
     /// Switch SSE response bodies to STREAMED (as tollgate does when it reads them).
     #[arg(long)]
     stream_sse: bool,
+    /// Leave Nagle's algorithm on (no TCP_NODELAY): only to measure what it costs.
+    #[arg(long)]
+    nagle: bool,
 }
 
 #[derive(Clone)]
@@ -101,17 +107,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("null-extproc listening on {}", listener.local_addr()?);
+    // TCP_NODELAY unless told otherwise: with Nagle on, a small answer written while the previous
+    // one is unacknowledged waits for Envoy's delayed ACK (up to 40 ms), and a floor that stalls
+    // like that would flatter every latency compared with it.
+    let nodelay = !args.nagle;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(nodelay);
+        })
+    });
     let svc = ExternalProcessorServer::new(Null {
         stream_sse: args.stream_sse,
     });
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
         .await?;
     Ok(())
 }
