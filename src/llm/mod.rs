@@ -3,8 +3,10 @@
 //! Only the fields tollgate acts on are typed; everything else in a body stays as the
 //! client sent it, byte for byte, because changes are made as splices ([`edit`]).
 
+pub mod body;
 pub mod edit;
 pub mod include_usage;
+pub mod json;
 pub mod openai;
 pub mod sse;
 pub mod sse_raw;

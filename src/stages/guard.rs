@@ -22,25 +22,23 @@ pub fn policy_for(snap: &Snapshot, routed: &Routed) -> Option<Arc<Policy>> {
     )
 }
 
-/// Request body phase, after routing. `original` is the body Envoy sent.
-pub fn request_body(
-    snap: &Snapshot,
-    cx: &mut RequestCtx,
-    original: &[u8],
-) -> Result<(), StageError> {
+/// Request body phase, after routing, on the body routing edited.
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageError> {
     let Some(routed) = &cx.routed else {
         return Ok(());
     };
     let Some(policy) = policy_for(snap, routed) else {
         return Ok(());
     };
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let body = cx
+        .body
+        .current()
+        .map_err(|e| StageError::Internal(e.to_string()))?;
     let outcome = request::apply_shaped(&policy, body, crate::guard::Shape::of(cx.endpoint))?;
-    let m = &mut cx.mutations;
     if let Some(new_body) = outcome.body {
-        m.set("content-length", new_body.len().to_string());
-        m.body = Some(new_body);
+        cx.body.rebase(new_body)?;
     }
+    let m = &mut cx.mutations;
     if policy.needs_response(&outcome.state) {
         m.set("accept-encoding", "identity");
     }

@@ -23,12 +23,7 @@ use crate::providers::{self, Outbound};
 use std::time::SystemTime;
 
 /// Request body phase, after every other stage admitted the request.
-pub fn request_body(
-    snap: &Snapshot,
-    cx: &mut RequestCtx,
-    original: &[u8],
-    now: SystemTime,
-) -> Result<(), StageError> {
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, now: SystemTime) -> Result<(), StageError> {
     let (Some(routed), Some(endpoint)) = (&cx.routed, cx.endpoint) else {
         return Ok(());
     };
@@ -38,7 +33,10 @@ pub fn request_body(
         .iter()
         .find(|b| b.name == routed.backend)
         .ok_or_else(|| StageError::Internal("routed to a backend not in the snapshot".into()))?;
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let body = cx
+        .body
+        .current()
+        .map_err(|e| StageError::Internal(e.to_string()))?;
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
     if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
         let steps: Vec<&crate::routing::Backend> = chain
@@ -99,8 +97,7 @@ pub fn request_body(
         m.set(&name, value);
     }
     if let Some(new_body) = prepared.body {
-        m.set("content-length", new_body.len().to_string());
-        m.body = Some(new_body);
+        cx.body.replace(new_body);
     }
     cx.translator = translator;
     Ok(())

@@ -336,10 +336,11 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
         vec![
             // `:path` is already the upstream's (`/v1/...`): not set again.
             ("x-tollgate-backend".into(), "alpha".into()),
-            ("content-length".into(), new_body.len().to_string()),
             // Usage is metered here: the answer must come uncompressed.
             ("accept-encoding".into(), "identity".into()),
             ("authorization".into(), "Bearer sk-alpha".into()),
+            // Set once, from the final body, after every stage edited it.
+            ("content-length".into(), new_body.len().to_string()),
         ]
     );
     assert_eq!(
