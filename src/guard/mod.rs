@@ -279,7 +279,11 @@ pub struct GuardCtx {
 /// shadow mode), so unmasked prompt text can never reach the audit log through here. `body`
 /// must be the body after the guard ran; it is read off its view, with its pending edits
 /// (no parse). Multi-part content keeps only its text parts.
-pub fn masked_payload(policy: &Policy, body: &crate::llm::body::Body) -> Option<serde_json::Value> {
+pub fn masked_payload(
+    policy: &Policy,
+    body: &crate::llm::body::Body,
+    shape: Shape,
+) -> Option<serde_json::Value> {
     use crate::llm::json::Kind;
     use serde_json::{Value, json};
     if policy.shadow || policy.request.is_none() {
@@ -287,7 +291,14 @@ pub fn masked_payload(policy: &Policy, body: &crate::llm::body::Body) -> Option<
     }
     let view = body.view()?;
     let (t, raw) = (&view.tree, body.raw());
-    let out: Vec<Value> = t
+    // The guard's system prompts are inserted messages of the OpenAI shape.
+    let added = |text: &Option<String>| {
+        text.as_ref()
+            .filter(|_| shape == Shape::OpenAi && policy.scans_role("system"))
+            .map(|t| json!({"role": "system", "content": t}))
+    };
+    let mut out: Vec<Value> = added(&policy.prepend_system).into_iter().collect();
+    let messages: Vec<Value> = t
         .children(view.messages?)
         .filter(|&m| !body.gone(m))
         .filter_map(|m| {
@@ -314,6 +325,8 @@ pub fn masked_payload(policy: &Policy, body: &crate::llm::body::Body) -> Option<
             Some(json!({"role": role, "content": content}))
         })
         .collect();
+    out.extend(messages);
+    out.extend(added(&policy.append_system));
     Some(Value::Array(out))
 }
 

@@ -43,8 +43,6 @@ pub struct Body {
     replaced: Option<Vec<u8>>,
     /// The rendered edits, while no new edit arrived.
     rendered: Option<Vec<u8>>,
-    /// `raw` is no longer what Envoy sent (see [`Body::rebase`]).
-    rebased: bool,
 }
 
 impl Body {
@@ -69,7 +67,7 @@ impl Body {
         self.view.as_ref()
     }
 
-    /// The bytes the view's spans index: what Envoy sent (unless rebased).
+    /// The bytes Envoy sent (the view's spans index them).
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
@@ -103,6 +101,31 @@ impl Body {
             at = nodes[at].parent;
         }
         false
+    }
+
+    /// Whether node `i` itself was removed.
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.removed.contains(&i)
+    }
+
+    /// The pending edits, to put back with [`Body::restore`] (a stage that must leave no
+    /// trace, the guard in shadow mode, works on the body and then restores).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            strings: self.strings.clone(),
+            values: self.values.clone(),
+            removed: self.removed.clone(),
+            inserts: self.inserts.clone(),
+        }
+    }
+
+    /// Puts back the edits of a [`Body::checkpoint`].
+    pub fn restore(&mut self, c: Checkpoint) {
+        self.rendered = None;
+        self.strings = c.strings;
+        self.values = c.values;
+        self.removed = c.removed;
+        self.inserts = c.inserts;
     }
 
     /// Sets string node `i` to `text`.
@@ -150,20 +173,6 @@ impl Body {
         }
     }
 
-    /// Makes `bytes` (the current body as a stage re-encoded it whole) the new base: the
-    /// pending edits are in it, and it is read again. Only the guard does this today, when it
-    /// changed something (it still rewrites a parsed document; see guard::request).
-    pub fn rebase(&mut self, bytes: Vec<u8>) -> Result<(), ParseError> {
-        let view = openai::parse(&bytes)?;
-        *self = Self {
-            raw: bytes,
-            view: Some(view),
-            ..Self::default()
-        };
-        self.rebased = true;
-        Ok(())
-    }
-
     /// A translator's new document, sent instead of the (edited) client body.
     pub fn replace(&mut self, bytes: Vec<u8>) {
         self.replaced = Some(bytes);
@@ -172,7 +181,6 @@ impl Body {
     /// Whether the upstream gets other bytes than the client sent.
     pub fn is_edited(&self) -> bool {
         self.replaced.is_some()
-            || self.rebased
             || !(self.strings.is_empty()
                 && self.values.is_empty()
                 && self.removed.is_empty()
@@ -314,6 +322,15 @@ impl Body {
         }
         out
     }
+}
+
+/// Pending edits saved by [`Body::checkpoint`].
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    strings: BTreeMap<usize, String>,
+    values: BTreeMap<usize, Vec<u8>>,
+    removed: BTreeSet<usize>,
+    inserts: Vec<(usize, At, Vec<u8>)>,
 }
 
 /// `text` as a JSON string.

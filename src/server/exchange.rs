@@ -294,7 +294,11 @@ impl Exchange {
             .is_some_and(|a| a.include_payload)
             && let Some(g) = &self.cx.guard
         {
-            self.payload = crate::guard::masked_payload(&g.policy, &self.cx.body);
+            self.payload = crate::guard::masked_payload(
+                &g.policy,
+                &self.cx.body,
+                crate::guard::Shape::of(self.cx.endpoint),
+            );
         }
         if let Err(e) = usage::request_body(&self.snap, &mut self.cx) {
             return self.refuse(e);

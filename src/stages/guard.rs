@@ -1,8 +1,7 @@
 //! Guard stage: picks the guard policy for the routed request and applies it to the
 //! request body; prepares the response side.
 //!
-//! Runs after routing on the body routing produced (see [`crate::guard::request`] for why
-//! the body is re-serialised only when the guard changes something). When a policy applies,
+//! Runs after routing, as edits on the body routing read (see [`crate::guard::request`]). When a policy applies,
 //! the upstream is asked for an uncompressed response (`accept-encoding: identity`) so the
 //! response can be scanned; a compressed answer anyway is refused, never passed unscanned.
 
@@ -30,14 +29,8 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageErr
     let Some(policy) = policy_for(snap, routed) else {
         return Ok(());
     };
-    let body = cx
-        .body
-        .current()
-        .map_err(|e| StageError::Internal(e.to_string()))?;
-    let outcome = request::apply_shaped(&policy, body, crate::guard::Shape::of(cx.endpoint))?;
-    if let Some(new_body) = outcome.body {
-        cx.body.rebase(new_body)?;
-    }
+    let (outcome, _) =
+        request::apply_body(&policy, &mut cx.body, crate::guard::Shape::of(cx.endpoint))?;
     let m = &mut cx.mutations;
     if policy.needs_response(&outcome.state) {
         m.set("accept-encoding", "identity");

@@ -54,9 +54,9 @@ enum BodyMeter {
 pub struct Charge {
     /// Encoding used when tollgate counts.
     pub encoding: Encoding,
-    /// The request body as sent upstream (for exact counting when the provider reports no
-    /// input usage).
-    prompt_body: Vec<u8>,
+    /// The prompt as sent upstream, before any translation (for exact counting when the
+    /// provider reports no input usage): taken off the view, not re-parsed.
+    prompt: Option<tokens::PromptParts>,
     /// Exact prompt count, when counted at admission.
     pub prompt_exact: Option<u64>,
     /// Prompt tokens reserved (exact count or the upper-bound estimate).
@@ -97,19 +97,21 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageErr
     let Some(routed) = &cx.routed else {
         return Ok(());
     };
-    let body = cx
-        .body
-        .current()
-        .map_err(|e| StageError::Internal(e.to_string()))?;
     let encoding = Encoding::for_model(&routed.upstream_model);
     // The model the request is sent to (catalogue name, then upstream name), never the
     // name the client typed: a `/model` line or a rule may have sent it elsewhere.
     let names = [routed.model_label.as_str(), routed.upstream_model.as_str()];
     let exact = snap.usage.exact_for(&routed.rule, &names);
+    let prompt = tokens::PromptParts::of(&cx.body);
     let prompt_exact = exact
-        .then(|| tokens::count_prompt(encoding, body))
+        .then(|| prompt.as_ref().map(|p| p.count(encoding)))
         .flatten();
-    let prompt_reserved = prompt_exact.unwrap_or_else(|| tokens::estimate(body));
+    let estimate = tokens::estimate(
+        cx.body
+            .current()
+            .map_err(|e| StageError::Internal(e.to_string()))?,
+    );
+    let prompt_reserved = prompt_exact.unwrap_or(estimate);
     let limits = cx.body.view().map(|v| v.output).unwrap_or_default();
     let named = limits.max_completion_tokens.or(limits.max_tokens);
     let default_ceiling = match (cx.endpoint, named) {
@@ -132,16 +134,9 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageErr
     if routed.stream && cx.endpoint == Some(crate::llm::Endpoint::ChatCompletions) {
         strip_usage = include_usage::ensure_in(&mut cx.body) == Asked::Added;
     }
-    // The OpenAI-shaped body (before any provider translation), kept for exact counting
-    // should the provider report no input usage.
-    let prompt_body = cx
-        .body
-        .current()
-        .map_err(|e| StageError::Internal(e.to_string()))?
-        .to_vec();
     cx.charge = Some(Box::new(Charge {
         encoding,
-        prompt_body,
+        prompt,
         prompt_exact,
         prompt_reserved,
         max_output,
@@ -192,7 +187,7 @@ impl Charge {
 
     fn prompt_tokens(&self) -> u64 {
         self.prompt_exact
-            .or_else(|| tokens::count_prompt(self.encoding, &self.prompt_body))
+            .or_else(|| self.prompt.as_ref().map(|p| p.count(self.encoding)))
             .unwrap_or(self.prompt_reserved)
     }
 
