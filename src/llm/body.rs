@@ -223,6 +223,84 @@ impl Body {
         self.render(Some(i)).ok().map(Cow::Owned)
     }
 
+    /// The current body as a document, built from the view and the edits (no parse of the
+    /// body; only the gateway's own small edit fragments are read). For translators that
+    /// build another shape. `None` past [`crate::guard::walk::MAX_DEPTH`] levels (serde_json's
+    /// limit, which the translators' own parse enforced) or for a lone surrogate.
+    pub fn to_value(&self) -> Option<serde_json::Value> {
+        self.view.as_ref()?;
+        self.value_of(Tree::ROOT, 0)
+    }
+
+    fn value_of(&self, i: usize, depth: usize) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        let view = self.view.as_ref()?;
+        let tree = &view.tree;
+        if let Some(json) = self.values.get(&i) {
+            return serde_json::from_slice(json).ok();
+        }
+        let node = tree.node(i);
+        let inserted = |at: At| {
+            let mut list: Vec<&[u8]> = self
+                .inserts
+                .iter()
+                .filter(|(n, a, _)| *n == i && *a == at)
+                .map(|(_, _, b)| b.as_slice())
+                .collect();
+            if at == At::Start {
+                list.reverse();
+            }
+            list
+        };
+        match node.kind {
+            Kind::String => self.string(i).map(|s| Value::String(s.into_owned())),
+            Kind::Number => serde_json::from_slice(&self.raw[node.span.clone()]).ok(),
+            Kind::Bool => Some(Value::Bool(&self.raw[node.span.clone()] == b"true")),
+            Kind::Null => Some(Value::Null),
+            Kind::Array | Kind::Object if depth >= crate::guard::walk::MAX_DEPTH => None,
+            Kind::Array => {
+                let mut items = Vec::new();
+                for b in inserted(At::Start) {
+                    items.push(serde_json::from_slice(b).ok()?);
+                }
+                for c in tree.children(i).filter(|c| !self.removed.contains(c)) {
+                    items.push(self.value_of(c, depth + 1)?);
+                }
+                for b in inserted(At::End) {
+                    items.push(serde_json::from_slice(b).ok()?);
+                }
+                Some(Value::Array(items))
+            }
+            Kind::Object => {
+                let mut map = serde_json::Map::new();
+                let add = |member: &[u8], map: &mut serde_json::Map<String, Value>| {
+                    let mut wrapped = Vec::with_capacity(member.len() + 2);
+                    wrapped.push(b'{');
+                    wrapped.extend_from_slice(member);
+                    wrapped.push(b'}');
+                    match serde_json::from_slice::<Value>(&wrapped) {
+                        Ok(Value::Object(m)) => {
+                            map.extend(m);
+                            Some(())
+                        }
+                        _ => None,
+                    }
+                };
+                for b in inserted(At::Start) {
+                    add(b, &mut map)?;
+                }
+                for c in tree.children(i).filter(|c| !self.removed.contains(c)) {
+                    let key = tree.key(c, &self.raw)?.into_owned();
+                    map.insert(key, self.value_of(c, depth + 1)?);
+                }
+                for b in inserted(At::End) {
+                    add(b, &mut map)?;
+                }
+                Some(Value::Object(map))
+            }
+        }
+    }
+
     /// Applies the edits inside node `only` (or everywhere) to its raw bytes.
     fn render(&self, only: Option<usize>) -> Result<Vec<u8>, OverlapError> {
         let Some(view) = &self.view else {

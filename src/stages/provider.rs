@@ -33,12 +33,31 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, now: SystemTime) -> Re
         .iter()
         .find(|b| b.name == routed.backend)
         .ok_or_else(|| StageError::Internal("routed to a backend not in the snapshot".into()))?;
+    let chain = routed.chain.as_deref().and_then(|c| snap.routing.chain(c));
+    // A translator that builds another shape reads the document built from the view (the
+    // body is not parsed again), built once for every step that needs it.
+    let builds = match chain {
+        Some(c) => c
+            .steps
+            .iter()
+            .any(|s| providers::builds_document(&snap.routing.backends[s.backend], endpoint)),
+        None => providers::builds_document(backend, endpoint),
+    };
+    let doc = if builds {
+        Some(cx.body.to_value().ok_or(StageError::Parse(
+            crate::llm::openai::ParseError::InvalidJson(
+                "the body is nested too deeply to translate".into(),
+            ),
+        ))?)
+    } else {
+        None
+    };
     let body = cx
         .body
         .current()
         .map_err(|e| StageError::Internal(e.to_string()))?;
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-    if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
+    if let Some(chain) = chain {
         let steps: Vec<&crate::routing::Backend> = chain
             .steps
             .iter()
@@ -55,6 +74,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, now: SystemTime) -> Re
                 let out = Outbound {
                     endpoint,
                     body,
+                    doc: doc.as_ref(),
                     upstream_model: step
                         .upstream_model
                         .as_deref()
@@ -75,6 +95,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, now: SystemTime) -> Re
     let out = Outbound {
         endpoint,
         body,
+        doc: doc.as_ref(),
         upstream_model: &routed.upstream_model,
         stream: routed.stream,
         query,
