@@ -135,7 +135,11 @@ pub fn request_view(data: &[u8]) {
         if n.kind == Kind::String
             && let Some(s) = tree.str(i, data)
         {
-            assert_eq!(Some(&*s), v.as_str(), "string span decodes as serde_json reads it");
+            assert_eq!(
+                Some(&*s),
+                v.as_str(),
+                "string span decodes as serde_json reads it"
+            );
         }
     }
     let mut body = Body::new(data.to_vec());
@@ -156,7 +160,10 @@ pub fn request_view(data: &[u8]) {
     }
     body.set_model("fuzz-model");
     let built = body.to_value();
-    let out = body.current().expect("edits of a read body never overlap").to_vec();
+    let out = body
+        .current()
+        .expect("edits of a read body never overlap")
+        .to_vec();
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) else {
         assert!(built.is_none(), "rendered edits are not JSON");
         return;

@@ -53,7 +53,8 @@ pub fn apply_shaped(
     shape: Shape,
 ) -> Result<RequestOutcome, GuardError> {
     let mut b = Body::new(body.to_vec());
-    b.read().map_err(|e| GuardError::Unreadable(e.to_string()))?;
+    b.read()
+        .map_err(|e| GuardError::Unreadable(e.to_string()))?;
     let (mut out, changed) = apply_body(policy, &mut b, shape)?;
     if changed {
         out.body = Some(
@@ -84,7 +85,11 @@ pub fn apply_body(
     }
 }
 
-fn edit(policy: &Policy, body: &mut Body, shape: Shape) -> Result<(RequestOutcome, bool), GuardError> {
+fn edit(
+    policy: &Policy,
+    body: &mut Body,
+    shape: Shape,
+) -> Result<(RequestOutcome, bool), GuardError> {
     if body.view().is_none() {
         return Err(GuardError::Unreadable("the body was not read".into()));
     }
@@ -231,7 +236,10 @@ fn edit(policy: &Policy, body: &mut Body, shape: Shape) -> Result<(RequestOutcom
         out.state = state;
     }
 
-    let (prepend, append) = (policy.prepend_system.as_deref(), policy.append_system.as_deref());
+    let (prepend, append) = (
+        policy.prepend_system.as_deref(),
+        policy.append_system.as_deref(),
+    );
     if shape == Shape::Anthropic && (prepend.is_some() || append.is_some()) {
         anthropic_system(body, prepend, append)?;
         changed = true;

@@ -326,11 +326,8 @@ impl Body {
             }
         }
         // Removals and inserts, per container: commas depend on what remains.
-        let mut containers: BTreeSet<usize> = self
-            .removed
-            .iter()
-            .map(|&i| tree.node(i).parent)
-            .collect();
+        let mut containers: BTreeSet<usize> =
+            self.removed.iter().map(|&i| tree.node(i).parent).collect();
         containers.extend(self.inserts.iter().map(|(c, _, _)| *c));
         for c in containers {
             if !within.contains(&c) || self.gone(c) || c >= tree.nodes().len() {
@@ -358,7 +355,10 @@ impl Body {
         if let Some(first_kept) = gone.iter().position(|g| !g) {
             if first_kept > 0 {
                 // Leading removed run: up to the first kept child.
-                out.push((whole(kids[0]).start..whole(kids[first_kept]).start, Vec::new()));
+                out.push((
+                    whole(kids[0]).start..whole(kids[first_kept]).start,
+                    Vec::new(),
+                ));
             }
             for j in first_kept + 1..kids.len() {
                 if gone[j] {
@@ -450,7 +450,10 @@ mod tests {
         let mut b = body("{}");
         b.set_model("m");
         b.insert_top("stream_options", br#"{"include_usage":true}"#, At::Start);
-        assert_eq!(cur(&mut b), r#"{"stream_options":{"include_usage":true},"model":"m"}"#);
+        assert_eq!(
+            cur(&mut b),
+            r#"{"stream_options":{"include_usage":true},"model":"m"}"#
+        );
     }
 
     #[test]

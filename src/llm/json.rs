@@ -407,7 +407,9 @@ impl Tree {
 
     /// How many members of object `i` are named `key`.
     pub fn count_key(&self, i: usize, key: &str, raw: &[u8]) -> usize {
-        self.children(i).filter(|&c| self.key_is(c, key, raw)).count()
+        self.children(i)
+            .filter(|&c| self.key_is(c, key, raw))
+            .count()
     }
 
     /// Whether member `i`'s key is `key`.
@@ -480,9 +482,31 @@ mod tests {
     #[test]
     fn validity_matches_serde_json_on_edge_cases() {
         for b in [
-            "", " ", "{}", "[]", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "01", "-", "-0",
-            "1.", "1.5e", "1e+5", "tru", "true false", "\"\\x\"", "\"\\u12\"", "\"a\nb\"",
-            "\"\\ud83d\\ude00\"", "{\"a\":[{\"b\":null}]}", "  {\"k\":\"v\"}  ", "{1:2}", "[\"\u{e9}\"]",
+            "",
+            " ",
+            "{}",
+            "[]",
+            "{",
+            "}",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "01",
+            "-",
+            "-0",
+            "1.",
+            "1.5e",
+            "1e+5",
+            "tru",
+            "true false",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a\nb\"",
+            "\"\\ud83d\\ude00\"",
+            "{\"a\":[{\"b\":null}]}",
+            "  {\"k\":\"v\"}  ",
+            "{1:2}",
+            "[\"\u{e9}\"]",
         ] {
             agrees(b.as_bytes());
         }
@@ -529,7 +553,10 @@ mod tests {
         match v {
             serde_json::Value::String(t) => s(t),
             serde_json::Value::Array(a) => {
-                format!("[{}]", a.iter().map(escape_all).collect::<Vec<_>>().join(" , "))
+                format!(
+                    "[{}]",
+                    a.iter().map(escape_all).collect::<Vec<_>>().join(" , ")
+                )
             }
             serde_json::Value::Object(m) => format!(
                 "{{ {} }}",
@@ -589,7 +616,10 @@ mod tests {
         spans_are_exact(b"\"\"");
         let big = format!(
             "[{}]",
-            (0..20_000).map(|i| format!("\"s{i}\"")).collect::<Vec<_>>().join(",")
+            (0..20_000)
+                .map(|i| format!("\"s{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let t = scan(big.as_bytes()).unwrap();
         assert_eq!(t.children(Tree::ROOT).count(), 20_000);

@@ -192,7 +192,13 @@ pub fn read(tree: json::Tree, body: &[u8]) -> Result<RequestView, ParseError> {
             "max_completion_tokens",
             0..=MAX_OUTPUT_TOKENS,
         )?,
-        max_tokens: bounded_u64(&tree, body, get("max_tokens"), "max_tokens", 0..=MAX_OUTPUT_TOKENS)?,
+        max_tokens: bounded_u64(
+            &tree,
+            body,
+            get("max_tokens"),
+            "max_tokens",
+            0..=MAX_OUTPUT_TOKENS,
+        )?,
         n: bounded_u64(&tree, body, get("n"), "n", 1..=MAX_CHOICES)?,
     };
     let root_node = tree.node(root);
@@ -269,13 +275,15 @@ fn string_at(
     node: usize,
     field: &'static str,
 ) -> Result<Spanned<String>, ParseError> {
-    let value = tree.str(node, body).ok_or_else(|| ParseError::InvalidField {
-        field,
-        problem: format!(
-            "expected a string, got {}",
-            preview(&String::from_utf8_lossy(tree.raw(node, body)))
-        ),
-    })?;
+    let value = tree
+        .str(node, body)
+        .ok_or_else(|| ParseError::InvalidField {
+            field,
+            problem: format!(
+                "expected a string, got {}",
+                preview(&String::from_utf8_lossy(tree.raw(node, body)))
+            ),
+        })?;
     Ok(Spanned {
         value: value.into_owned(),
         span: tree.node(node).span.clone(),
@@ -351,7 +359,9 @@ fn last_user_text(
                     return Err(bad("a content part `type` must be a string"));
                 }
                 if first_text.is_none()
-                    && kind.and_then(|k| tree.str(k, body)).is_some_and(|k| k == "text")
+                    && kind
+                        .and_then(|k| tree.str(k, body))
+                        .is_some_and(|k| k == "text")
                 {
                     first_text = Some(p);
                 }

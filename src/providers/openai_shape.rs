@@ -142,6 +142,7 @@ impl ChatRequest {
     /// Reads an OpenAI chat completion body (parses it; the gateway reads the document
     /// built from the request view, [`ChatRequest::of`]).
     pub fn parse(body: &[u8]) -> Result<ChatRequest, RequestError> {
+        crate::llm::json::count_full_parse();
         let v: Value =
             serde_json::from_slice(body).map_err(|e| RequestError::Shape(e.to_string()))?;
         Self::from_value(&v)
@@ -384,7 +385,6 @@ pub fn data_url(url: &str) -> Result<(String, Vec<u8>), RequestError> {
         .map_err(|_| bad())?;
     Ok((media_type.to_ascii_lowercase(), data))
 }
-
 
 /// Token counts in OpenAI's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

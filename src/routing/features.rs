@@ -72,7 +72,10 @@ pub fn from_view(view: &RequestView, raw: &[u8]) -> Features {
                         if t.node(p).kind != Kind::Object {
                             return None;
                         }
-                        Some((opt_str(t.get(p, "type", raw))?, opt_str(t.get(p, "text", raw))?))
+                        Some((
+                            opt_str(t.get(p, "type", raw))?,
+                            opt_str(t.get(p, "text", raw))?,
+                        ))
                     })
                     .collect();
                 for (kind, text) in parts.unwrap_or_default() {

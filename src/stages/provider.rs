@@ -23,7 +23,11 @@ use crate::providers::{self, Outbound};
 use std::time::SystemTime;
 
 /// Request body phase, after every other stage admitted the request.
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, now: SystemTime) -> Result<(), StageError> {
+pub fn request_body(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    now: SystemTime,
+) -> Result<(), StageError> {
     let (Some(routed), Some(endpoint)) = (&cx.routed, cx.endpoint) else {
         return Ok(());
     };

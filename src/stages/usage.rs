@@ -26,8 +26,8 @@
 
 use super::RequestCtx;
 use crate::config::Snapshot;
-use crate::limits::Reservation;
 use crate::error::StageError;
+use crate::limits::Reservation;
 use crate::llm::include_usage::{self, Asked};
 use crate::llm::sse_raw::SseDecoder;
 use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
@@ -251,8 +251,11 @@ pub fn send_default_ceiling(cx: &mut RequestCtx) {
         return;
     };
     // Routing validated the body as a JSON object: the key goes first.
-    cx.body
-        .insert_top(key, value.to_string().as_bytes(), crate::llm::body::At::Start);
+    cx.body.insert_top(
+        key,
+        value.to_string().as_bytes(),
+        crate::llm::body::At::Start,
+    );
 }
 
 /// Whether usage will read this response's body (a 2xx JSON or SSE body while a token or cost

@@ -42,6 +42,7 @@ pub(super) fn not_json(e: String) -> ProviderError {
 /// Translates a chat completion body into a Messages body for `model` (parses it; the
 /// gateway hands [`translate_doc`] the document built from the request view).
 pub fn translate(body: &[u8], cfg: &Config, model: &str) -> Result<Vec<u8>, ProviderError> {
+    crate::llm::json::count_full_parse();
     let doc: Value = serde_json::from_slice(body).map_err(|e| not_json(e.to_string()))?;
     translate_doc(&doc, cfg, model)
 }
