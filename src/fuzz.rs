@@ -191,9 +191,13 @@ pub fn openai_request(data: &[u8]) {
             "text span inside the body"
         );
     }
-    let mut edits = crate::llm::edit::BodyEdits::default();
-    view.set_model("fuzz-model", &mut edits);
-    let out = edits.apply(data).expect("edits of a parsed body apply");
+    let mut body = crate::llm::body::Body::new(data.to_vec());
+    body.read().expect("a parsed body reads");
+    body.set_model("fuzz-model");
+    let out = body
+        .current()
+        .expect("edits of a parsed body apply")
+        .to_vec();
     let again = crate::llm::openai::parse(&out).expect("a rewritten body parses again");
     assert_eq!(
         again.model.map(|m| m.value).as_deref(),

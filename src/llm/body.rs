@@ -330,7 +330,11 @@ impl Body {
             self.removed.iter().map(|&i| tree.node(i).parent).collect();
         containers.extend(self.inserts.iter().map(|(c, _, _)| *c));
         for c in containers {
-            if !within.contains(&c) || self.gone(c) || c >= tree.nodes().len() {
+            if c >= tree.nodes().len()
+                || !within.contains(&c)
+                || self.gone(c)
+                || self.values.contains_key(&c)
+            {
                 continue;
             }
             for (r, b) in self.container_splices(tree, c) {

@@ -1,8 +1,8 @@
 //! Asking an OpenAI-compatible upstream for streamed usage: `stream_options.include_usage`.
 //!
-//! The body is edited by splicing (see [`super::edit`]): only the `stream_options` value
-//! changes, or a new key is inserted right after the opening `{`; every other byte stays as
-//! the client sent it. A `stream_options` of the wrong type is left alone (the upstream
+//! Read off the request view and queued as a [`Body`] edit (no parse): `include_usage` is
+//! set inside `stream_options` (or `stream_options` replaces a `null`, or is inserted right
+//! after the opening `{`); every other byte stays as the client sent it. A `stream_options` of the wrong type is left alone (the upstream
 //! answers it with its own 400).
 
 use super::body::{At, Body};

@@ -1,11 +1,12 @@
-//! OpenAI request bodies: the few fields routing reads, with their byte positions.
+//! The request view: what the stages read from a request body, read off one scan.
 //!
-//! Parsing validates the whole document (malformed JSON anywhere is a 400) but only
-//! materialises `model`, `stream` and the text of the last user message. Their byte ranges
-//! let routing rewrite them by splicing ([`super::edit::BodyEdits`]).
-//! Duplicate `model` keys are rejected rather than guessing which one the upstream reads.
+//! [`parse`] scans the whole document once ([`super::json::scan`]: malformed JSON anywhere is
+//! a 400) and reads the fields stages act on, strictly where they size or steer the request
+//! (`model`, `stream`, `messages`, the output ceiling). Every other field is a node of the
+//! view's tree, kept byte for byte; stages change the body through
+//! [`super::body::Body`] edits on those nodes. A field that matters sent twice (`model`,
+//! `messages`, ...) is refused rather than guessing which one the upstream reads.
 
-use super::edit::BodyEdits;
 use super::json;
 use std::ops::Range;
 use thiserror::Error;
@@ -53,12 +54,6 @@ pub struct RequestView {
     pub system: Option<usize>,
     /// Node of `tools`, when it is an array.
     pub tools: Option<usize>,
-    /// Byte range of the `model` value, `null` included.
-    model_span: Option<Range<usize>>,
-    /// Where a new top-level key can be inserted (just after `{`), and whether the object
-    /// already has keys (so an insert needs a trailing comma).
-    object_start: usize,
-    object_has_keys: bool,
 }
 
 /// `max_completion_tokens`, `max_tokens` and `n` as the client sent them. Read strictly: they
@@ -201,7 +196,6 @@ pub fn read(tree: json::Tree, body: &[u8]) -> Result<RequestView, ParseError> {
         )?,
         n: bounded_u64(&tree, body, get("n"), "n", 1..=MAX_CHOICES)?,
     };
-    let root_node = tree.node(root);
     Ok(RequestView {
         model,
         stream,
@@ -214,28 +208,8 @@ pub fn read(tree: json::Tree, body: &[u8]) -> Result<RequestView, ParseError> {
         stream_options,
         system: get("system"),
         tools,
-        model_span: model_node.map(|i| tree.node(i).span.clone()),
-        object_start: root_node.span.start + 1,
-        object_has_keys: root_node.end > root + 1,
         tree,
     })
-}
-
-impl RequestView {
-    /// Adds edits that set `model` to `name` (replacing it, or inserting it when absent).
-    pub fn set_model(&self, name: &str, edits: &mut BodyEdits) {
-        match &self.model_span {
-            Some(span) => edits.replace_with_json_string(span.clone(), name),
-            None => {
-                let mut bytes = b"\"model\":".to_vec();
-                bytes.extend(serde_json::to_vec(name).unwrap_or_default());
-                if self.object_has_keys {
-                    bytes.push(b',');
-                }
-                edits.replace(self.object_start..self.object_start, bytes);
-            }
-        }
-    }
 }
 
 /// An optional integer field: absent or `null` is `None`; anything but a plain decimal integer

@@ -241,7 +241,7 @@ impl Attempt {
                 Some(d) => Some(d),
                 None => {
                     return self.fail(StageError::Internal(
-                        "the body is nested too deeply to translate".into(),
+                        "the body cannot be translated (nested too deeply, a lone surrogate or a number out of range)".into(),
                     ));
                 }
             }

@@ -50,7 +50,7 @@ pub fn request_body(
     let doc = if builds {
         Some(cx.body.to_value().ok_or(StageError::Parse(
             crate::llm::openai::ParseError::InvalidJson(
-                "the body is nested too deeply to translate".into(),
+                "the body cannot be translated (nested too deeply, a lone surrogate or a number out of range)".into(),
             ),
         ))?)
     } else {
