@@ -69,7 +69,7 @@ soak: build-release venv ## 10-minute soak with client cancellations, then kill 
 	$(PY) e2e/soak.py --target-dir target/release --seconds $(or $(SOAK_SECONDS),600) --out bench/results/soak-latest.json
 
 fuzz: ## cargo-fuzz targets (needs nightly and `cargo install cargo-fuzz`); FUZZ_SECONDS per target
-	cd fuzz && for t in sse openai_request stream_masker exchange anthropic_request anthropic_response request_walker guard_response; do \
+	cd fuzz && for t in sse request_view openai_request stream_masker exchange anthropic_request anthropic_response request_walker guard_response; do \
 	  cargo +nightly fuzz run $$t -- -max_total_time=$(or $(FUZZ_SECONDS),60) || exit 1; done
 
 pii-report: build venv ## Precision/recall of the PII and secret detectors on a generated, labelled corpus

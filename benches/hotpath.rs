@@ -82,15 +82,31 @@ fn parse_and_route(c: &mut Criterion) {
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec())),
                 ),
+                body: tollgate::llm::body::Body::new(black_box(&body).clone()),
                 ..RequestCtx::default()
             };
             let _ = route::request_headers(&snap, &mut cx, false);
-            let _ = route::request_body(&snap, &mut cx, black_box(&body), &cooldown, 0);
+            let _ = route::request_body(&snap, &mut cx, &cooldown, 0);
             cx
         })
     });
     g.bench_function("openai_parse_1k", |b| {
         b.iter(|| tollgate::llm::openai::parse(black_box(&body)))
+    });
+    g.finish();
+}
+
+/// The request view (one scan with every span) against what each reader did before it: a
+/// full `serde_json::Value` tree of the same body.
+fn view(c: &mut Criterion) {
+    let body = body_1k();
+    let mut g = c.benchmark_group("view");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("scan_and_read_1k", |b| {
+        b.iter(|| tollgate::llm::openai::parse(black_box(&body)))
+    });
+    g.bench_function("serde_value_1k", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)))
     });
     g.finish();
 }
@@ -225,5 +241,5 @@ fn tokens(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_and_route, exchange, sse, tokens);
+criterion_group!(benches, parse_and_route, view, exchange, sse, tokens);
 criterion_main!(benches);

@@ -31,6 +31,7 @@ fn outbound(body: &[u8]) -> Outbound<'_> {
     Outbound {
         endpoint: Endpoint::ChatCompletions,
         body,
+        doc: None,
         upstream_model: "anthropic.claude-3-5-sonnet-20240620-v1:0",
         stream: true,
         query: "",

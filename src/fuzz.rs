@@ -7,6 +7,9 @@
 //! - SSE decoders ([`crate::llm::sse`], [`crate::llm::sse_raw`]): never panic; the events
 //!   are the same however the bytes are split into chunks; the raw decoder gives back
 //!   exactly the bytes pushed.
+//! - Request view ([`crate::llm::json`], [`crate::llm::body`]): the scan accepts what
+//!   serde_json accepts; spans name exactly their values; edits render valid JSON equal to
+//!   the document built from the view.
 //! - OpenAI request parsing: never panics; every span points inside the body, and the
 //!   model span holds a JSON string that decodes to the parsed model.
 //! - Streamed masker: masking text delivered in pieces equals masking it whole.
@@ -110,6 +113,67 @@ pub fn sse_decoders(data: &[u8]) {
     assert_eq!(back, payload, "sse_raw::SseDecoder lost or invented bytes");
 }
 
+/// The request view's scan and `Body` edits: the scan accepts exactly what serde_json
+/// accepts; every node's span is one JSON value (a string node's decodes to what serde_json
+/// reads); replacing every string, removing every second array item and renaming the model
+/// renders a valid document equal to the view-built one (`Body::to_value`).
+pub fn request_view(data: &[u8]) {
+    use crate::llm::body::Body;
+    use crate::llm::json::{self, Kind};
+    let serde_ok = std::str::from_utf8(data).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+    let Ok(tree) = json::scan(data) else {
+        assert!(!serde_ok, "the scan refused a document serde_json accepts");
+        return;
+    };
+    assert!(serde_ok, "the scan accepted a document serde_json refuses");
+    for (i, n) in tree.nodes().iter().enumerate() {
+        let bytes = data.get(n.span.clone()).expect("span inside the body");
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            continue; // too deep, a lone surrogate, or a number beyond f64: serde_json's limits
+        };
+        if n.kind == Kind::String
+            && let Some(s) = tree.str(i, data)
+        {
+            assert_eq!(
+                Some(&*s),
+                v.as_str(),
+                "string span decodes as serde_json reads it"
+            );
+        }
+    }
+    let mut body = Body::new(data.to_vec());
+    if body.read().is_err() {
+        return;
+    }
+    for (i, n) in tree.nodes().iter().enumerate() {
+        match n.kind {
+            Kind::String if i % 2 == 0 => body.set_string(i, format!("<{i}\"\u{e9}>")),
+            _ if n.parent < tree.nodes().len()
+                && tree.node(n.parent).kind == Kind::Array
+                && i % 3 == 0 =>
+            {
+                body.remove(i)
+            }
+            _ => {}
+        }
+    }
+    body.set_model("fuzz-model");
+    let built = body.to_value();
+    let out = body
+        .current()
+        .expect("edits of a read body never overlap")
+        .to_vec();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out) else {
+        assert!(built.is_none(), "rendered edits are not JSON");
+        return;
+    };
+    if let Some(built) = built {
+        assert_eq!(built, v, "the view-built document is the rendered one");
+        assert_eq!(v["model"], "fuzz-model");
+    }
+}
+
 /// OpenAI chat request parsing: spans inside the body, model span round-trips.
 pub fn openai_request(data: &[u8]) {
     let Ok(view) = crate::llm::openai::parse(data) else {
@@ -127,9 +191,13 @@ pub fn openai_request(data: &[u8]) {
             "text span inside the body"
         );
     }
-    let mut edits = crate::llm::edit::BodyEdits::default();
-    view.set_model("fuzz-model", &mut edits);
-    let out = edits.apply(data).expect("edits of a parsed body apply");
+    let mut body = crate::llm::body::Body::new(data.to_vec());
+    body.read().expect("a parsed body reads");
+    body.set_model("fuzz-model");
+    let out = body
+        .current()
+        .expect("edits of a parsed body apply")
+        .to_vec();
     let again = crate::llm::openai::parse(&out).expect("a rewritten body parses again");
     assert_eq!(
         again.model.map(|m| m.value).as_deref(),

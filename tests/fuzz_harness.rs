@@ -251,6 +251,18 @@ proptest! {
     }
 
     #[test]
+    fn request_view_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::request_view(&data);
+    }
+
+    #[test]
+    fn request_view_on_chat_bodies(body in chat_body(), doc in guarded_doc()) {
+        fuzz::request_view(&body);
+        fuzz::request_view(&serde_json::to_vec(&doc).unwrap());
+        fuzz::request_view(&serde_json::to_vec_pretty(&doc).unwrap());
+    }
+
+    #[test]
     fn openai_request_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..300)) {
         fuzz::openai_request(&data);
     }

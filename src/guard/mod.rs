@@ -277,27 +277,47 @@ pub struct GuardCtx {
 /// The request's messages for the audit log, as `policy` masked them: `[{"role", "content"}]`
 /// for the roles the policy scans. `None` unless the policy masks requests and enforces (not
 /// shadow mode), so unmasked prompt text can never reach the audit log through here. `body`
-/// must be the body after the guard ran. Multi-part content keeps only its text parts.
-pub fn masked_payload(policy: &Policy, body: &[u8]) -> Option<serde_json::Value> {
+/// must be the body after the guard ran; it is read off its view, with its pending edits
+/// (no parse). Multi-part content keeps only its text parts.
+pub fn masked_payload(
+    policy: &Policy,
+    body: &crate::llm::body::Body,
+    shape: Shape,
+) -> Option<serde_json::Value> {
+    use crate::llm::json::Kind;
     use serde_json::{Value, json};
     if policy.shadow || policy.request.is_none() {
         return None;
     }
-    let doc: Value = serde_json::from_slice(body).ok()?;
-    let messages = doc.get("messages")?.as_array()?;
-    let out: Vec<Value> = messages
-        .iter()
+    let view = body.view()?;
+    let (t, raw) = (&view.tree, body.raw());
+    // The guard's system prompts are inserted messages of the OpenAI shape.
+    let added = |text: &Option<String>| {
+        text.as_ref()
+            .filter(|_| shape == Shape::OpenAi && policy.scans_role("system"))
+            .map(|t| json!({"role": "system", "content": t}))
+    };
+    let mut out: Vec<Value> = added(&policy.prepend_system).into_iter().collect();
+    let messages: Vec<Value> = t
+        .children(view.messages?)
+        .filter(|&m| !body.gone(m))
         .filter_map(|m| {
-            let role = m.get("role")?.as_str()?;
-            if !policy.scans_role(role) {
+            let role = body.string(t.get(m, "role", raw)?)?;
+            if !policy.scans_role(&role) {
                 return None;
             }
-            let content = match m.get("content")? {
-                Value::String(s) => s.clone(),
-                Value::Array(parts) => parts
-                    .iter()
-                    .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+            let c = t.get(m, "content", raw)?;
+            let content = match t.node(c).kind {
+                Kind::String => body.string(c)?.into_owned(),
+                Kind::Array => t
+                    .children(c)
+                    .filter(|&p| !body.gone(p))
+                    .filter(|&p| {
+                        t.get(p, "type", raw)
+                            .and_then(|k| body.string(k))
+                            .is_some_and(|k| k == "text")
+                    })
+                    .filter_map(|p| body.string(t.get(p, "text", raw)?))
                     .collect::<Vec<_>>()
                     .join("\n"),
                 _ => return None,
@@ -305,6 +325,8 @@ pub fn masked_payload(policy: &Policy, body: &[u8]) -> Option<serde_json::Value>
             Some(json!({"role": role, "content": content}))
         })
         .collect();
+    out.extend(messages);
+    out.extend(added(&policy.append_system));
     Some(Value::Array(out))
 }
 

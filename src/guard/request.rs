@@ -1,11 +1,12 @@
 //! Request side of the guard: blocked content, tool lists, masking, system prompts.
 //!
-//! Runs after routing, on the body routing produced (routing's byte-range splices are
-//! applied first, so both stages' changes compose without overlapping ranges). The guard
-//! needs every message, part and tool-call argument, so it parses the body fully into a
-//! `serde_json::Value` (with `preserve_order`, so keys keep their order) and re-serialises
-//! **only when something changed**; untouched requests keep routing's exact bytes. The
-//! caller sets `content-length` for a replaced body (Envoy answers 500 otherwise).
+//! Runs after routing, on the body routing read and edited ([`crate::llm::body::Body`]): it
+//! parses nothing. Detection runs on each scanned string's current text (routing's
+//! `/model` strip included), decoded span by span; every change is an edit on the view's
+//! nodes (a masked string, a removed tool, member or thinking block, an inserted system
+//! prompt), rendered once as splices with the other stages' edits. Every byte the guard
+//! does not change stays as the client sent it. In shadow mode and on a refusal the body's
+//! edits are put back as they were.
 //!
 //! Scanned: every string value of the body ([`super::walk`]) except ids, enums and tool
 //! names; messages are skipped only when their role (case-insensitive) is a known role the
@@ -17,11 +18,14 @@
 //! or messages is caught. Order: blocked content, tools, masking (a `block` action
 //! refuses), system prompts (added after masking: operator text is not scanned).
 
-use super::walk::{self, Signed, Visit};
+use super::walk::{self, Item, Signed};
 use super::{GuardError, OnDenied, Policy, Shape, Thinking};
+use crate::llm::body::{At, Body};
+use crate::llm::json::{Kind, Tree};
 use crate::pii::encoded;
 use crate::pii::{Action, MaskState, Masker};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// What the guard decided for a request body.
 #[derive(Debug, Default)]
@@ -41,17 +45,54 @@ pub fn apply(policy: &Policy, body: &[u8]) -> Result<RequestOutcome, GuardError>
     apply_shaped(policy, body, Shape::OpenAi)
 }
 
-/// Applies `policy` to a request body of the given shape.
+/// Applies `policy` to a request body of the given shape (reads it; the gateway applies
+/// the policy to the body it read already, [`apply_body`]).
 pub fn apply_shaped(
     policy: &Policy,
     body: &[u8],
     shape: Shape,
 ) -> Result<RequestOutcome, GuardError> {
-    let mut doc: Value =
-        serde_json::from_slice(body).map_err(|e| GuardError::Unreadable(e.to_string()))?;
-    let Value::Object(obj) = &mut doc else {
-        return Err(GuardError::Unreadable("not a JSON object".into()));
-    };
+    let mut b = Body::new(body.to_vec());
+    b.read()
+        .map_err(|e| GuardError::Unreadable(e.to_string()))?;
+    let (mut out, changed) = apply_body(policy, &mut b, shape)?;
+    if changed {
+        out.body = Some(
+            b.current()
+                .map_err(|e| GuardError::Unreadable(e.to_string()))?
+                .to_vec(),
+        );
+    }
+    Ok(out)
+}
+
+/// Applies `policy` to a read body as edits on it (masks, removed tools and thinking
+/// blocks, system prompts). Returns the outcome (its `body` unset) and whether the body
+/// changed. In shadow mode, and when the request is refused, the body is left as it was.
+pub fn apply_body(
+    policy: &Policy,
+    body: &mut Body,
+    shape: Shape,
+) -> Result<(RequestOutcome, bool), GuardError> {
+    let before = body.checkpoint();
+    let result = edit(policy, body, shape);
+    match result {
+        Ok((out, changed)) if !policy.shadow => Ok((out, changed)),
+        other => {
+            body.restore(before);
+            other.map(|(out, _)| (out, false))
+        }
+    }
+}
+
+fn edit(
+    policy: &Policy,
+    body: &mut Body,
+    shape: Shape,
+) -> Result<(RequestOutcome, bool), GuardError> {
+    if body.view().is_none() {
+        return Err(GuardError::Unreadable("the body was not read".into()));
+    }
     let mut out = RequestOutcome::default();
     let verdict = |out: &mut RequestOutcome, e: GuardError| -> Result<(), GuardError> {
         if policy.shadow {
@@ -63,10 +104,17 @@ pub fn apply_shaped(
         }
     };
     let mut changed = false;
+    let scans = |role: &str| policy.scans_role(role);
+    let skip_system = shape == Shape::Anthropic && !policy.scans_role("system");
+    let skip_top = |k: &str| skip_system && k == "system";
 
     if let Some(blocked) = &policy.blocked {
         let mut texts = Vec::new();
-        walk_request(obj, policy, shape, &mut Collect(policy, &mut texts));
+        for item in scanned(body, &scans, &skip_top)? {
+            if let Some(text) = item_text(body, item)? {
+                texts.push(text);
+            }
+        }
         if let Some(rule) = blocked.check_all(&texts) {
             verdict(
                 &mut out,
@@ -79,17 +127,25 @@ pub fn apply_shaped(
     }
 
     if let Some(tools) = &policy.tools {
-        if let Some(Value::Array(list)) = obj.get_mut("tools") {
-            let before = list.len();
+        let (t, raw) = tree_of(body)?;
+        let list = t
+            .get(Tree::ROOT, "tools", raw)
+            .filter(|&i| t.node(i).kind == Kind::Array);
+        let choice = t.get(Tree::ROOT, "tool_choice", raw);
+        let mut remove = Vec::new();
+        let mut choice_removed = false;
+        if let Some(list) = list {
+            let items: Vec<usize> = t.children(list).collect();
             let mut denied = None;
-            list.retain(|t| {
-                let name = tool_name(t).unwrap_or_default();
-                let ok = tools.allows(name);
-                if !ok {
-                    denied.get_or_insert_with(|| name.to_owned());
+            for &item in &items {
+                let name = tool_name(t, raw, item).unwrap_or_default();
+                if !tools.allows(&name) {
+                    denied.get_or_insert_with(|| name.clone());
+                    remove.push(item);
                 }
-                ok
-            });
+            }
+            let kept = items.len() - remove.len();
+            let mut removing = false;
             if let Some(name) = denied {
                 let e = GuardError::ToolDenied {
                     policy: policy.name.clone(),
@@ -98,35 +154,41 @@ pub fn apply_shaped(
                 if tools.on_denied == OnDenied::Refuse {
                     verdict(&mut out, e)?;
                 } else {
-                    out.tools_removed = before - list.len();
-                    changed = true;
+                    out.tools_removed = remove.len();
+                    removing = true;
                 }
             }
-            if list.is_empty() && changed {
-                obj.remove("tools");
-                let anthropic_forced = obj
-                    .get("tool_choice")
-                    .and_then(|c| c.get("type"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|t| t == "any" || t == "tool");
-                if (shape == Shape::OpenAi && obj.get("tool_choice").is_some_and(Value::is_object))
-                    || anthropic_forced
-                    || obj.get("tool_choice").and_then(Value::as_str) == Some("required")
-                {
-                    obj.remove("tool_choice");
+            if kept == 0 && removing {
+                remove = vec![list];
+                if let Some(c) = choice {
+                    let anthropic_forced = t
+                        .get(c, "type", raw)
+                        .and_then(|k| t.str(k, raw))
+                        .is_some_and(|k| k == "any" || k == "tool");
+                    if (shape == Shape::OpenAi && t.node(c).kind == Kind::Object)
+                        || anthropic_forced
+                        || t.str(c, raw).is_some_and(|c| c == "required")
+                    {
+                        remove.push(c);
+                        choice_removed = true;
+                    }
                 }
             }
+            // Removed in every mode: the masking walk below does not scan removed tools
+            // (shadow mode and refusals restore the body afterwards).
+            changed |= removing;
         }
-        let chosen = obj
-            .get("tool_choice")
-            .and_then(|c| {
-                c.get("function")
-                    .and_then(|f| f.get("name"))
-                    .or(c.get("name"))
-            })
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Some(name) = chosen
+        let chosen = choice.filter(|_| !choice_removed).and_then(|c| {
+            t.get(c, "function", raw)
+                .and_then(|f| t.get(f, "name", raw))
+                .or(t.get(c, "name", raw))
+                .and_then(|n| t.str(n, raw))
+                .map(|n| (c, n.into_owned()))
+        });
+        for i in remove {
+            body.remove(i);
+        }
+        if let Some((c, name)) = chosen
             && !tools.allows(&name)
         {
             let e = GuardError::ToolDenied {
@@ -136,25 +198,32 @@ pub fn apply_shaped(
             if tools.on_denied == OnDenied::Refuse {
                 verdict(&mut out, e)?;
             } else {
-                obj.remove("tool_choice");
+                body.remove(c);
                 changed = true;
             }
         }
     }
 
     if let Some(masker) = &policy.request {
-        let mut v = MaskVisit {
-            policy,
-            masker,
-            state: MaskState::default(),
-            changed: false,
-        };
-        walk_request(obj, policy, shape, &mut v);
-        let MaskVisit {
-            state,
-            changed: masked_any,
-            ..
-        } = v;
+        let mut state = MaskState::default();
+        for item in scanned(body, &scans, &skip_top)? {
+            match item {
+                Item::Text(i) => {
+                    let text = body.string(i).ok_or_else(unreadable)?;
+                    if let Some(m) = encoded::mask(masker, &text, &mut state) {
+                        body.set_string(i, m);
+                        changed = true;
+                    }
+                }
+                Item::Signed(block) => {
+                    let text = item_text(body, item)?.unwrap_or_default();
+                    if thinking_verdict(policy, masker, &text, &mut state) == Signed::Drop {
+                        body.remove(block);
+                        changed = true;
+                    }
+                }
+            }
+        }
         if let Some(entity) = state.blocked.clone() {
             verdict(
                 &mut out,
@@ -164,64 +233,102 @@ pub fn apply_shaped(
                 },
             )?;
         }
-        changed |= masked_any;
         out.state = state;
     }
 
-    if shape == Shape::Anthropic
-        && (policy.prepend_system.is_some() || policy.append_system.is_some())
-    {
-        anthropic_system(
-            obj,
-            policy.prepend_system.as_deref(),
-            policy.append_system.as_deref(),
-        );
+    let (prepend, append) = (
+        policy.prepend_system.as_deref(),
+        policy.append_system.as_deref(),
+    );
+    if shape == Shape::Anthropic && (prepend.is_some() || append.is_some()) {
+        anthropic_system(body, prepend, append)?;
         changed = true;
-    } else if (policy.prepend_system.is_some() || policy.append_system.is_some())
-        && let Some(Value::Array(messages)) = obj.get_mut("messages")
-    {
-        if let Some(text) = &policy.prepend_system {
-            messages.insert(0, system(text));
+    } else if prepend.is_some() || append.is_some() {
+        let (t, raw) = tree_of(body)?;
+        if let Some(list) = t
+            .get(Tree::ROOT, "messages", raw)
+            .filter(|&i| t.node(i).kind == Kind::Array)
+        {
+            if let Some(text) = prepend {
+                body.insert(list, At::Start, system(text));
+            }
+            if let Some(text) = append {
+                body.insert(list, At::End, system(text));
+            }
+            changed = true;
         }
-        if let Some(text) = &policy.append_system {
-            messages.push(system(text));
-        }
-        changed = true;
     }
 
-    if changed && !policy.shadow {
-        out.body =
-            Some(serde_json::to_vec(&doc).map_err(|e| GuardError::Unreadable(e.to_string()))?);
-    }
     if policy.shadow {
         // Shadow mode reports; the pseudonym map must not restore what was never replaced.
         out.state = out.state.counts_only();
     }
-    Ok(out)
+    Ok((out, changed))
 }
 
-fn system(text: &str) -> Value {
+fn unreadable() -> GuardError {
+    GuardError::Unreadable("a string names a lone surrogate".into())
+}
+
+fn tree_of(body: &Body) -> Result<(&Tree, &[u8]), GuardError> {
+    body.tree()
+        .ok_or_else(|| GuardError::Unreadable("the body was not read".into()))
+}
+
+/// Every scanned item of the body as it is now (see [`walk::items`]).
+fn scanned(
+    body: &Body,
+    scans: &dyn Fn(&str) -> bool,
+    skip_top: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Item>, GuardError> {
+    walk::items(body, scans, skip_top)
+        .map_err(|_| GuardError::Unreadable("recursion limit exceeded".into()))
+}
+
+/// The text of a scanned item: a string's current value, a signed block's `thinking`.
+fn item_text(body: &Body, item: Item) -> Result<Option<String>, GuardError> {
+    match item {
+        Item::Text(i) => body
+            .string(i)
+            .map(|s| Some(s.into_owned()))
+            .ok_or_else(unreadable),
+        Item::Signed(block) => {
+            let (t, raw) = tree_of(body)?;
+            Ok(t.get(block, "thinking", raw)
+                .and_then(|i| body.string(i))
+                .map(Cow::into_owned))
+        }
+    }
+}
+
+fn system(text: &str) -> Vec<u8> {
     let mut m = Map::new();
     m.insert("role".into(), Value::String("system".into()));
     m.insert("content".into(), Value::String(text.to_owned()));
-    Value::Object(m)
+    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
 }
 
 /// Adds operator text around an Anthropic top-level `system` (a string or text blocks).
-fn anthropic_system(obj: &mut Map<String, Value>, prepend: Option<&str>, append: Option<&str>) {
-    let block = |t: &str| serde_json::json!({"type": "text", "text": t});
-    match obj.get_mut("system") {
-        Some(Value::Array(blocks)) => {
-            if let Some(t) = prepend {
-                blocks.insert(0, block(t));
+fn anthropic_system(
+    body: &mut Body,
+    prepend: Option<&str>,
+    append: Option<&str>,
+) -> Result<(), GuardError> {
+    let block = |t: &str| serde_json::to_vec(&serde_json::json!({"type": "text", "text": t}));
+    let (t, raw) = tree_of(body)?;
+    let sys = t.get(Tree::ROOT, "system", raw);
+    match sys.map(|i| (i, t.node(i).kind)) {
+        Some((i, Kind::Array)) => {
+            if let Some(text) = prepend {
+                body.insert(i, At::Start, block(text).unwrap_or_default());
             }
-            if let Some(t) = append {
-                blocks.push(block(t));
+            if let Some(text) = append {
+                body.insert(i, At::End, block(text).unwrap_or_default());
             }
         }
         existing => {
             let current = match existing {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some((i, Kind::String)) => body.string(i).filter(|s| !s.is_empty()),
                 _ => None,
             };
             let parts: Vec<&str> = prepend
@@ -229,75 +336,22 @@ fn anthropic_system(obj: &mut Map<String, Value>, prepend: Option<&str>, append:
                 .chain(current.as_deref())
                 .chain(append)
                 .collect();
-            obj.insert("system".into(), Value::String(parts.join("\n\n")));
+            let joined = crate::llm::body::encode(&parts.join("\n\n"));
+            match existing {
+                Some((i, _)) => body.set_value(i, joined),
+                None => body.insert_top("system", &joined, At::End),
+            }
         }
     }
+    Ok(())
 }
 
-fn tool_name(t: &Value) -> Option<&str> {
-    t.get("function")
-        .and_then(|f| f.get("name"))
-        .or_else(|| t.get("name"))
-        .and_then(Value::as_str)
-}
-
-/// Walks every scanned string of a request (see [`super::walk`]); an Anthropic top-level
-/// `system` counts as role `system`.
-fn walk_request(obj: &mut Map<String, Value>, policy: &Policy, shape: Shape, vis: &mut dyn Visit) {
-    let skip_system = shape == Shape::Anthropic && !policy.scans_role("system");
-    for (k, v) in obj.iter_mut() {
-        if skip_system && k == "system" {
-            continue;
-        }
-        walk::walk_field(k, v, vis);
-    }
-}
-
-/// Collects the scanned texts (blocked-content check).
-struct Collect<'a>(&'a Policy, &'a mut Vec<String>);
-
-impl Visit for Collect<'_> {
-    fn text(&mut self, s: &mut String) {
-        self.1.push(s.clone());
-    }
-    fn scans_role(&self, role: &str) -> bool {
-        self.0.scans_role(role)
-    }
-    fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
-        if let Some(Value::String(s)) = block.get("thinking") {
-            self.1.push(s.clone());
-        }
-        Signed::Keep
-    }
-}
-
-/// Masks every scanned string, encoded forms included.
-struct MaskVisit<'a> {
-    policy: &'a Policy,
-    masker: &'a Masker,
-    state: MaskState,
-    changed: bool,
-}
-
-impl Visit for MaskVisit<'_> {
-    fn text(&mut self, s: &mut String) {
-        if let Some(m) = encoded::mask(self.masker, s, &mut self.state) {
-            *s = m;
-            self.changed = true;
-        }
-    }
-    fn scans_role(&self, role: &str) -> bool {
-        self.policy.scans_role(role)
-    }
-    fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
-        let text = block
-            .get("thinking")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let verdict = thinking_verdict(self.policy, self.masker, text, &mut self.state);
-        self.changed |= verdict == Signed::Drop;
-        verdict
-    }
+fn tool_name(t: &Tree, raw: &[u8], item: usize) -> Option<String> {
+    t.get(item, "function", raw)
+        .and_then(|f| t.get(f, "name", raw))
+        .or_else(|| t.get(item, "name", raw))
+        .and_then(|n| t.str(n, raw))
+        .map(Cow::into_owned)
 }
 
 /// The policy's choice for a signed thinking block with `text` (shared with the response

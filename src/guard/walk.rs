@@ -168,6 +168,148 @@ impl<F: FnMut(&mut String)> Visit for Strings<F> {
     }
 }
 
+/// One scanned item of a request body read into a view, in document order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    /// A string node to scan (and possibly rewrite).
+    Text(usize),
+    /// A signed `thinking` block (an object node).
+    Signed(usize),
+}
+
+/// Deepest nesting the walk descends (serde_json's own limit, which the guard's parse of a
+/// document enforced before the view replaced it).
+pub const MAX_DEPTH: usize = 128;
+
+/// Every scanned string (and signed thinking block) of a body read into a view, by the same
+/// rules as [`walk`], skipping nodes an edit removed. `scans_role` decides messages by
+/// `role`; `skip_top` names top-level fields left out. Errors past [`MAX_DEPTH`].
+pub fn items(
+    body: &crate::llm::body::Body,
+    scans_role: &dyn Fn(&str) -> bool,
+    skip_top: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Item>, DepthError> {
+    let mut out = Vec::new();
+    let Some((t, raw)) = body.tree() else {
+        return Ok(out);
+    };
+    let w = TreeWalk {
+        body,
+        t,
+        raw,
+        scans_role,
+    };
+    for child in t.children(crate::llm::json::Tree::ROOT) {
+        if body.is_removed(child) {
+            continue;
+        }
+        let key = t.key(child, raw).unwrap_or_default();
+        if skip_top(&key) {
+            continue;
+        }
+        let scope = Scope {
+            free: FREE.contains(&&*key),
+            tool: TOOL_KEYS.contains(&&*key),
+        };
+        w.walk(child, Some(&key), scope, 1, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// A body nested deeper than [`MAX_DEPTH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DepthError;
+
+struct TreeWalk<'a> {
+    body: &'a crate::llm::body::Body,
+    t: &'a crate::llm::json::Tree,
+    raw: &'a [u8],
+    scans_role: &'a dyn Fn(&str) -> bool,
+}
+
+impl TreeWalk<'_> {
+    fn type_is(&self, i: usize, names: &[&str]) -> bool {
+        self.t
+            .get(i, "type", self.raw)
+            .and_then(|k| self.t.str(k, self.raw))
+            .is_some_and(|k| names.contains(&&*k))
+    }
+
+    /// Whether object `i` is an Anthropic thinking block carrying a signature.
+    fn signed(&self, i: usize) -> bool {
+        use crate::llm::json::Kind;
+        self.t.node(i).kind == Kind::Object
+            && self.type_is(i, &["thinking"])
+            && self
+                .t
+                .get(i, "signature", self.raw)
+                .is_some_and(|s| self.t.node(s).kind != Kind::Null)
+    }
+
+    fn walk(
+        &self,
+        i: usize,
+        key: Option<&str>,
+        scope: Scope,
+        depth: usize,
+        out: &mut Vec<Item>,
+    ) -> Result<(), DepthError> {
+        use crate::llm::json::Kind;
+        match self.t.node(i).kind {
+            Kind::String => {
+                let skip = !scope.free
+                    && key.is_some_and(|k| NO_TEXT.contains(&k) || (k == "name" && scope.tool));
+                if !skip {
+                    out.push(Item::Text(i));
+                }
+            }
+            Kind::Array | Kind::Object if depth >= MAX_DEPTH => return Err(DepthError),
+            Kind::Array => {
+                let messages = key == Some("messages") && !scope.free;
+                for item in self.t.children(i) {
+                    if self.body.is_removed(item) {
+                        continue;
+                    }
+                    if !scope.free && self.signed(item) {
+                        out.push(Item::Signed(item));
+                        continue;
+                    }
+                    if messages
+                        && let Some(role) = self
+                            .t
+                            .get(item, "role", self.raw)
+                            .and_then(|r| self.t.str(r, self.raw))
+                        && !(self.scans_role)(&role)
+                    {
+                        continue;
+                    }
+                    self.walk(item, key, scope, depth + 1, out)?;
+                }
+            }
+            Kind::Object => {
+                // Encrypted thinking: opaque bytes the provider must get back unchanged.
+                if !scope.free && self.type_is(i, &["redacted_thinking"]) {
+                    return Ok(());
+                }
+                let tool_block = self.type_is(i, TOOL_BLOCKS);
+                for child in self.t.children(i) {
+                    if self.body.is_removed(child) {
+                        continue;
+                    }
+                    let k = self.t.key(child, self.raw).unwrap_or_default();
+                    let inner = Scope {
+                        free: scope.free || FREE.contains(&&*k),
+                        tool: scope.tool || TOOL_KEYS.contains(&&*k) || (tool_block && k == "name"),
+                    };
+                    self.walk(child, Some(&k), inner, depth + 1, out)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,12 @@
 //! Asking an OpenAI-compatible upstream for streamed usage: `stream_options.include_usage`.
 //!
-//! The body is edited by splicing (see [`super::edit`]): only the `stream_options` value
-//! changes, or a new key is inserted right after the opening `{`; every other byte stays as
-//! the client sent it. A `stream_options` of the wrong type is left alone (the upstream
+//! Read off the request view and queued as a [`Body`] edit (no parse): `include_usage` is
+//! set inside `stream_options` (or `stream_options` replaces a `null`, or is inserted right
+//! after the opening `{`); every other byte stays as the client sent it. A `stream_options` of the wrong type is left alone (the upstream
 //! answers it with its own 400).
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use super::body::{At, Body};
+use super::json::Kind;
 
 /// What the client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,66 +19,54 @@ pub enum IncludeUsage {
     Unchanged,
 }
 
-#[derive(Deserialize)]
-struct Top<'a> {
-    #[serde(borrow, default, deserialize_with = "raw_some")]
-    stream_options: Option<&'a RawValue>,
+/// What [`ensure_in`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// The client asked for usage itself.
+    ByClient,
+    /// An edit now asks for it: strip the usage event from the client stream.
+    Added,
+    /// Nothing could be changed safely.
+    Unchanged,
 }
 
-fn raw_some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// Makes `body` ask for usage in its stream.
+/// Makes `body` ask for usage in its stream (reads it; see [`ensure_in`]).
 pub fn ensure(body: &[u8]) -> IncludeUsage {
-    let Ok(top) = serde_json::from_slice::<Top<'_>>(body) else {
-        return IncludeUsage::Unchanged;
-    };
-    let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return IncludeUsage::Unchanged;
-    };
-    if body[start] != b'{' {
+    let mut b = Body::new(body.to_vec());
+    if b.read().is_err() {
         return IncludeUsage::Unchanged;
     }
-    let Some(raw) = top.stream_options else {
-        let has_keys = body[start + 1..]
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|&b| b != b'}');
-        let mut out = Vec::with_capacity(body.len() + 48);
-        out.extend_from_slice(&body[..=start]);
-        out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-        if has_keys {
-            out.push(b',');
-        }
-        out.extend_from_slice(&body[start + 1..]);
-        return IncludeUsage::Added(out);
-    };
-    let text = raw.get();
-    let Some(offset) = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize) else {
-        return IncludeUsage::Unchanged;
-    };
-    let span = offset..offset + text.len();
-    if body.get(span.clone()) != Some(text.as_bytes()) {
-        return IncludeUsage::Unchanged;
+    match ensure_in(&mut b) {
+        Asked::ByClient => IncludeUsage::AskedByClient,
+        Asked::Unchanged => IncludeUsage::Unchanged,
+        Asked::Added => b
+            .current()
+            .map_or(IncludeUsage::Unchanged, |c| IncludeUsage::Added(c.to_vec())),
     }
-    let mut obj = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(m)) => m,
-        Ok(serde_json::Value::Null) => serde_json::Map::new(),
-        _ => return IncludeUsage::Unchanged,
+}
+
+/// Queues the edit that makes a read body ask for usage, from its view (no parse).
+pub fn ensure_in(body: &mut Body) -> Asked {
+    let Some(view) = body.view() else {
+        return Asked::Unchanged;
     };
-    if obj.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
-        return IncludeUsage::AskedByClient;
+    if view.include_usage {
+        return Asked::ByClient;
     }
-    obj.insert("include_usage".into(), serde_json::Value::Bool(true));
-    let Ok(new_value) = serde_json::to_vec(&obj) else {
-        return IncludeUsage::Unchanged;
+    let Some(node) = view.stream_options else {
+        body.insert_top("stream_options", br#"{"include_usage":true}"#, At::Start);
+        return Asked::Added;
     };
-    let mut out = Vec::with_capacity(body.len() + 24);
-    out.extend_from_slice(&body[..span.start]);
-    out.extend_from_slice(&new_value);
-    out.extend_from_slice(&body[span.end..]);
-    IncludeUsage::Added(out)
+    let (tree, raw) = (&view.tree, body.raw());
+    match tree.node(node).kind {
+        Kind::Null => body.set_value(node, br#"{"include_usage":true}"#.to_vec()),
+        Kind::Object => match tree.get(node, "include_usage", raw) {
+            Some(member) => body.set_value(member, b"true".to_vec()),
+            None => body.insert(node, At::End, br#""include_usage":true"#.to_vec()),
+        },
+        _ => return Asked::Unchanged,
+    }
+    Asked::Added
 }
 
 #[cfg(test)]

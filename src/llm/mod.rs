@@ -1,10 +1,13 @@
 //! LLM API shapes: which endpoint a request targets and what its body says.
 //!
-//! Only the fields tollgate acts on are typed; everything else in a body stays as the
-//! client sent it, byte for byte, because changes are made as splices ([`edit`]).
+//! A request body is read once into a view ([`openai::RequestView`], from [`json::scan`]);
+//! only the fields tollgate acts on are typed, everything else stays as the client sent it,
+//! byte for byte, because changes are edits rendered as splices ([`body`], [`edit`]).
 
+pub mod body;
 pub mod edit;
 pub mod include_usage;
+pub mod json;
 pub mod openai;
 pub mod sse;
 pub mod sse_raw;

@@ -1,14 +1,13 @@
-//! OpenAI request bodies: the few fields routing reads, with their byte positions.
+//! The request view: what the stages read from a request body, read off one scan.
 //!
-//! Parsing validates the whole document (malformed JSON anywhere is a 400) but only
-//! materialises `model`, `stream` and the text of the last user message. Their byte ranges
-//! let routing rewrite them by splicing ([`super::edit::BodyEdits`]).
-//! Duplicate `model` keys are rejected rather than guessing which one the upstream reads.
+//! [`parse`] scans the whole document once ([`super::json::scan`]: malformed JSON anywhere is
+//! a 400) and reads the fields stages act on, strictly where they size or steer the request
+//! (`model`, `stream`, `messages`, the output ceiling). Every other field is a node of the
+//! view's tree, kept byte for byte; stages change the body through
+//! [`super::body::Body`] edits on those nodes. A field that matters sent twice (`model`,
+//! `messages`, ...) is refused rather than guessing which one the upstream reads.
 
-use super::edit::BodyEdits;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
+use super::json;
 use std::ops::Range;
 use thiserror::Error;
 
@@ -21,7 +20,14 @@ pub struct Spanned<T> {
     pub span: Range<usize>,
 }
 
-/// What routing needs from a request body.
+/// The request body, read once: what every stage needs from it, and where it sits.
+///
+/// Built from one [`json::scan`] of the whole body (the only full parse of a request):
+/// routing reads `model`, `stream` and the last user text; usage the output ceiling and
+/// `stream_options`; the guard, routing features, exact counting and the audit payload walk
+/// [`RequestView::tree`] and decode the strings they need span by span. Edits are splices on
+/// those spans ([`super::body::Body`]). The Anthropic door (`/v1/messages`) has the same
+/// top-level fields this reads (`model`, `stream`, `messages`, `max_tokens`), plus `system`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RequestView {
     /// `model`.
@@ -32,12 +38,22 @@ pub struct RequestView {
     pub last_user_text: Option<Spanned<String>>,
     /// Output ceiling fields, read in the same pass so usage metering need not parse again.
     pub output: OutputLimit,
-    /// Byte range of the `model` value, `null` included (so setting it never duplicates the key).
-    model_span: Option<Range<usize>>,
-    /// Where a new top-level key can be inserted (just after `{`), and whether the object
-    /// already has keys (so an insert needs a trailing comma).
-    object_start: usize,
-    object_has_keys: bool,
+    /// `stream_options.include_usage` is `true` (the client asked for streamed usage).
+    pub include_usage: bool,
+    /// The scanned body: every node with its byte span.
+    pub tree: json::Tree,
+    /// Node of the `model` value, `null` included (so setting it never duplicates the key).
+    pub model_node: Option<usize>,
+    /// Node of the last user text (a string), when there is one.
+    pub last_user_node: Option<usize>,
+    /// Node of `messages`, when it is an array.
+    pub messages: Option<usize>,
+    /// Node of `stream_options`, when present.
+    pub stream_options: Option<usize>,
+    /// Node of the top-level `system` (the Anthropic door's system prompt), when present.
+    pub system: Option<usize>,
+    /// Node of `tools`, when it is an array.
+    pub tools: Option<usize>,
 }
 
 /// `max_completion_tokens`, `max_tokens` and `n` as the client sent them. Read strictly: they
@@ -90,146 +106,110 @@ impl ParseError {
     }
 }
 
-#[derive(Deserialize)]
-struct Wire<'a> {
-    // `raw_some` keeps an explicit `null` as a value, so its bytes can be replaced.
-    #[serde(borrow, default, deserialize_with = "raw_some")]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    max_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    max_completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    n: Option<&'a RawValue>,
-}
+/// Top-level fields a client must not send twice (which one would the upstream read?).
+const SINGLE: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+];
 
-#[derive(Deserialize)]
-struct WireMessage<'a> {
-    #[serde(borrow, default)]
-    role: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct WirePart<'a> {
-    #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    text: Option<&'a RawValue>,
-}
-
-fn raw_some<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-/// Parses a request body.
+/// Parses a request body: one scan ([`json::scan`]), then the fields above, read off the tree.
 pub fn parse(body: &[u8]) -> Result<RequestView, ParseError> {
-    let object_start = body
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .ok_or_else(|| ParseError::InvalidJson("the body is empty".into()))?;
-    if body[object_start] != b'{' {
-        // serde would read a JSON array as a struct; only objects are requests.
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => ParseError::NotAnObject,
-                Err(e) => ParseError::InvalidJson(e.to_string()),
-            },
-        );
-    }
-    let wire: Wire<'_> = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ParseError::InvalidField {
-            field: field_of(&e.to_string()),
-            problem: e.to_string(),
-        },
-        _ => ParseError::InvalidJson(e.to_string()),
+    let tree = json::scan(body).map_err(|e| {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            ParseError::InvalidJson("the body is empty".into())
+        } else {
+            ParseError::InvalidJson(e.to_string())
+        }
     })?;
-    let object_has_keys = body[object_start + 1..]
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b != b'}');
+    read(tree, body)
+}
 
-    let model_span = wire.model.and_then(|raw| span_of(body, raw));
-    let model = match wire.model {
+/// Reads the view off a scanned body.
+pub fn read(tree: json::Tree, body: &[u8]) -> Result<RequestView, ParseError> {
+    use json::Kind;
+    let root = json::Tree::ROOT;
+    if tree.node(root).kind != Kind::Object {
+        return Err(ParseError::NotAnObject);
+    }
+    for field in SINGLE {
+        if tree.count_key(root, field, body) > 1 {
+            return Err(ParseError::InvalidField {
+                field,
+                problem: format!("duplicate field `{field}`"),
+            });
+        }
+    }
+    let get = |k: &str| tree.get(root, k, body);
+    let model_node = get("model");
+    let model = match model_node {
         None => None,
-        Some(raw) if raw.get() == "null" => None,
-        Some(raw) => Some(string_at(body, raw, "model")?),
+        Some(i) if tree.node(i).kind == Kind::Null => None,
+        Some(i) => Some(string_at(&tree, body, i, "model")?),
     };
-    let stream = match wire.stream {
-        None => false,
-        Some(raw) => match raw.get() {
-            "true" => true,
-            "false" | "null" => false,
-            other => {
-                return Err(ParseError::InvalidField {
-                    field: "stream",
-                    problem: format!("expected a boolean, got {other}"),
-                });
-            }
-        },
+    let stream = match get("stream").map(|i| (i, tree.node(i).kind)) {
+        None | Some((_, Kind::Null)) => false,
+        Some((i, Kind::Bool)) => tree.raw(i, body) == b"true",
+        Some((i, _)) => {
+            return Err(ParseError::InvalidField {
+                field: "stream",
+                problem: format!(
+                    "expected a boolean, got {}",
+                    preview(&String::from_utf8_lossy(tree.raw(i, body)))
+                ),
+            });
+        }
     };
-    let last_user_text = match wire.messages {
-        Some(raw) if raw.get() != "null" => last_user_text(body, raw)?,
+    let messages = match get("messages") {
+        Some(i) if tree.node(i).kind != Kind::Null => Some(check_messages(&tree, body, i)?),
         _ => None,
+    };
+    let last_user_node = match messages {
+        Some(list) => last_user_text(&tree, body, list)?,
+        None => None,
+    };
+    let last_user_text = last_user_node
+        .map(|i| string_at(&tree, body, i, "messages"))
+        .transpose()?;
+    let stream_options = get("stream_options");
+    let include_usage = stream_options
+        .and_then(|o| tree.get(o, "include_usage", body))
+        .is_some_and(|i| tree.raw(i, body) == b"true");
+    let tools = get("tools").filter(|&i| tree.node(i).kind == Kind::Array);
+    let output = OutputLimit {
+        max_completion_tokens: bounded_u64(
+            &tree,
+            body,
+            get("max_completion_tokens"),
+            "max_completion_tokens",
+            0..=MAX_OUTPUT_TOKENS,
+        )?,
+        max_tokens: bounded_u64(
+            &tree,
+            body,
+            get("max_tokens"),
+            "max_tokens",
+            0..=MAX_OUTPUT_TOKENS,
+        )?,
+        n: bounded_u64(&tree, body, get("n"), "n", 1..=MAX_CHOICES)?,
     };
     Ok(RequestView {
         model,
         stream,
         last_user_text,
-        model_span,
-        output: OutputLimit {
-            max_completion_tokens: bounded_u64(
-                wire.max_completion_tokens,
-                "max_completion_tokens",
-                0..=MAX_OUTPUT_TOKENS,
-            )?,
-            max_tokens: bounded_u64(wire.max_tokens, "max_tokens", 0..=MAX_OUTPUT_TOKENS)?,
-            n: bounded_u64(wire.n, "n", 1..=MAX_CHOICES)?,
-        },
-        object_start: object_start + 1,
-        object_has_keys,
+        output,
+        include_usage,
+        model_node,
+        last_user_node,
+        messages,
+        stream_options,
+        system: get("system"),
+        tools,
+        tree,
     })
-}
-
-impl RequestView {
-    /// Adds edits that set `model` to `name` (replacing it, or inserting it when absent).
-    pub fn set_model(&self, name: &str, edits: &mut BodyEdits) {
-        match &self.model_span {
-            Some(span) => edits.replace_with_json_string(span.clone(), name),
-            None => {
-                let mut bytes = b"\"model\":".to_vec();
-                bytes.extend(serde_json::to_vec(name).unwrap_or_default());
-                if self.object_has_keys {
-                    bytes.push(b',');
-                }
-                edits.replace(self.object_start..self.object_start, bytes);
-            }
-        }
-    }
-}
-
-/// serde_json's data errors mention the field only indirectly; these are the ones we type.
-fn field_of(message: &str) -> &'static str {
-    if message.contains("duplicate field `model`") {
-        "model"
-    } else if message.contains("duplicate field `messages`") {
-        "messages"
-    } else if message.contains("duplicate field `stream`") {
-        "stream"
-    } else if message.contains("duplicate field `max_tokens`") {
-        "max_tokens"
-    } else if message.contains("duplicate field `max_completion_tokens`") {
-        "max_completion_tokens"
-    } else if message.contains("duplicate field `n`") {
-        "n"
-    } else {
-        "body"
-    }
 }
 
 /// An optional integer field: absent or `null` is `None`; anything but a plain decimal integer
@@ -237,12 +217,14 @@ fn field_of(message: &str) -> &'static str {
 /// no fraction or exponent), so parsing the raw text as `u64` accepts exactly the non-negative
 /// ones and never goes through a float.
 fn bounded_u64(
-    raw: Option<&RawValue>,
+    tree: &json::Tree,
+    body: &[u8],
+    node: Option<usize>,
     field: &'static str,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<Option<u64>, ParseError> {
-    let Some(raw) = raw else { return Ok(None) };
-    let text = raw.get();
+    let Some(node) = node else { return Ok(None) };
+    let text = String::from_utf8_lossy(tree.raw(node, body));
     if text == "null" {
         return Ok(None);
     }
@@ -255,61 +237,112 @@ fn bounded_u64(
                 "expected an integer from {} to {}, got {}",
                 range.start(),
                 range.end(),
-                preview(text)
+                preview(&text)
             ),
         }),
     }
 }
 
-fn span_of(body: &[u8], raw: &RawValue) -> Option<Range<usize>> {
-    let text = raw.get();
-    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-    let range = start..start + text.len();
-    (body.get(range.clone()) == Some(text.as_bytes())).then_some(range)
-}
-
 fn string_at(
+    tree: &json::Tree,
     body: &[u8],
-    raw: &RawValue,
+    node: usize,
     field: &'static str,
 ) -> Result<Spanned<String>, ParseError> {
-    let value: String = serde_json::from_str(raw.get()).map_err(|_| ParseError::InvalidField {
-        field,
-        problem: format!("expected a string, got {}", preview(raw.get())),
-    })?;
-    let span =
-        span_of(body, raw).ok_or_else(|| ParseError::InvalidJson("internal span error".into()))?;
-    Ok(Spanned { value, span })
+    let value = tree
+        .str(node, body)
+        .ok_or_else(|| ParseError::InvalidField {
+            field,
+            problem: format!(
+                "expected a string, got {}",
+                preview(&String::from_utf8_lossy(tree.raw(node, body)))
+            ),
+        })?;
+    Ok(Spanned {
+        value: value.into_owned(),
+        span: tree.node(node).span.clone(),
+    })
 }
 
-fn last_user_text(body: &[u8], messages: &RawValue) -> Result<Option<Spanned<String>>, ParseError> {
-    let list: Vec<WireMessage<'_>> =
-        serde_json::from_str(messages.get()).map_err(|e| ParseError::InvalidField {
-            field: "messages",
-            problem: format!("expected a list of message objects: {e}"),
-        })?;
-    let Some(content) = list
-        .iter()
-        .rev()
-        .find(|m| m.role.as_deref() == Some("user"))
-        .and_then(|m| m.content)
+/// `messages` must be a list of objects whose `role` (when given) is a string; a message
+/// naming `role` or `content` twice is refused like a duplicate top-level field.
+fn check_messages(tree: &json::Tree, body: &[u8], list: usize) -> Result<usize, ParseError> {
+    use json::Kind;
+    let bad = |problem: String| ParseError::InvalidField {
+        field: "messages",
+        problem,
+    };
+    if tree.node(list).kind != Kind::Array {
+        return Err(bad("expected a list of message objects".into()));
+    }
+    for m in tree.children(list) {
+        if tree.node(m).kind != Kind::Object {
+            return Err(bad("expected a list of message objects".into()));
+        }
+        for key in ["role", "content"] {
+            if tree.count_key(m, key, body) > 1 {
+                return Err(bad(format!("duplicate field `{key}` in a message")));
+            }
+        }
+        if let Some(r) = tree.get(m, "role", body)
+            && !matches!(tree.node(r).kind, Kind::Null)
+            && tree.str(r, body).is_none()
+        {
+            return Err(bad("a message `role` must be a string".into()));
+        }
+    }
+    Ok(list)
+}
+
+/// Node of the last user message's text: its string content, or its first text part's text.
+fn last_user_text(
+    tree: &json::Tree,
+    body: &[u8],
+    list: usize,
+) -> Result<Option<usize>, ParseError> {
+    use json::Kind;
+    let bad = |problem: &str| ParseError::InvalidField {
+        field: "messages",
+        problem: problem.into(),
+    };
+    let Some(content) = tree
+        .children(list)
+        .filter(|&m| {
+            tree.get(m, "role", body)
+                .and_then(|r| tree.str(r, body))
+                .is_some_and(|r| r == "user")
+        })
+        .last()
+        .and_then(|m| tree.get(m, "content", body))
     else {
         return Ok(None);
     };
-    match content.get().as_bytes().first() {
-        Some(b'"') => string_at(body, content, "messages").map(Some),
-        Some(b'[') => {
-            let parts: Vec<WirePart<'_>> =
-                serde_json::from_str(content.get()).map_err(|e| ParseError::InvalidField {
-                    field: "messages",
-                    problem: format!("content parts must be objects: {e}"),
-                })?;
-            parts
-                .iter()
-                .find(|p| p.kind.as_deref() == Some("text"))
-                .and_then(|p| p.text)
-                .map(|t| string_at(body, t, "messages"))
-                .transpose()
+    match tree.node(content).kind {
+        Kind::String => Ok(Some(content)),
+        Kind::Array => {
+            let mut first_text = None;
+            for p in tree.children(content) {
+                if tree.node(p).kind != Kind::Object {
+                    return Err(bad("content parts must be objects"));
+                }
+                let kind = tree.get(p, "type", body);
+                if let Some(k) = kind
+                    && tree.node(k).kind != Kind::Null
+                    && tree.str(k, body).is_none()
+                {
+                    return Err(bad("a content part `type` must be a string"));
+                }
+                if first_text.is_none()
+                    && kind
+                        .and_then(|k| tree.str(k, body))
+                        .is_some_and(|k| k == "text")
+                {
+                    first_text = Some(p);
+                }
+            }
+            Ok(first_text
+                .and_then(|p| tree.get(p, "text", body))
+                .filter(|&t| tree.node(t).kind != Kind::Null))
         }
         _ => Ok(None),
     }

@@ -98,7 +98,7 @@ pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTransla
         Box::new(Translator::new(
             Identity::fresh(out.upstream_model, out.now),
             out.stream,
-            oai::include_usage(out.body),
+            out.include_usage(),
         )) as Box<dyn ResponseTranslator>
     })
 }
@@ -250,7 +250,7 @@ pub fn path(base_path: &str, model: &str, stream: bool) -> String {
 
 /// Builds and signs the upstream request.
 pub fn prepare(out: &Outbound<'_>, target: &Target<'_>) -> Result<Prepared, RequestError> {
-    let req = ChatRequest::parse(out.body)?;
+    let req = ChatRequest::of(out)?;
     let body = converse_body(&req)?.to_string().into_bytes();
     let path = path(target.base_path, out.upstream_model, out.stream);
     let accept = if out.stream {

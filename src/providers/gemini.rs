@@ -142,7 +142,7 @@ pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTransla
         Box::new(Translator::new(
             Identity::fresh(out.upstream_model, out.now),
             out.stream,
-            oai::include_usage(out.body),
+            out.include_usage(),
         )) as Box<dyn ResponseTranslator>
     })
 }
@@ -189,7 +189,7 @@ pub fn prepare(
     api: &Api<'_>,
     base_path: &str,
 ) -> Result<Prepared, RequestError> {
-    let req = ChatRequest::parse(out.body)?;
+    let req = ChatRequest::of(out)?;
     let body = generate_body(&req)?.to_string().into_bytes();
     let mut set = vec![("content-type".to_owned(), b"application/json".to_vec())];
     let mut remove = vec!["x-api-key".to_owned(), "api-key".to_owned()];

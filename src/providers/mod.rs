@@ -200,6 +200,9 @@ pub struct Outbound<'a> {
     pub endpoint: crate::llm::Endpoint,
     /// The client's request body, OpenAI-shaped, after routing edits and guard masking.
     pub body: &'a [u8],
+    /// The same body as a document, built from the request view (no parse); `None` makes
+    /// [`Outbound::document`] parse `body` (tests, benches, `tollgate` tools).
+    pub doc: Option<&'a serde_json::Value>,
     /// Model name the backend must receive.
     pub upstream_model: &'a str,
     /// The client asked for a stream.
@@ -208,6 +211,42 @@ pub struct Outbound<'a> {
     pub query: &'a str,
     /// Now (request signing, token expiry).
     pub now: SystemTime,
+}
+
+impl Outbound<'_> {
+    /// The request as a document for a translator that builds another shape: the view's
+    /// (given by the provider stage), else `body` parsed.
+    pub fn document(&self) -> Result<std::borrow::Cow<'_, serde_json::Value>, serde_json::Error> {
+        match self.doc {
+            Some(d) => Ok(std::borrow::Cow::Borrowed(d)),
+            None => {
+                crate::llm::json::count_full_parse();
+                serde_json::from_slice(self.body).map(std::borrow::Cow::Owned)
+            }
+        }
+    }
+
+    /// `stream_options.include_usage` of the final OpenAI body: the usage stage sets it when
+    /// it needs usage and strips the usage chunk again when the client did not ask for it.
+    pub fn include_usage(&self) -> bool {
+        self.document()
+            .ok()
+            .and_then(|v| {
+                v.pointer("/stream_options/include_usage")
+                    .and_then(serde_json::Value::as_bool)
+            })
+            .unwrap_or(false)
+    }
+}
+
+/// Whether `backend` builds a new document from the request (then the provider stage hands
+/// it [`Outbound::doc`]); passthrough kinds send the bytes as they are.
+pub fn builds_document(backend: &Backend, endpoint: Endpoint) -> bool {
+    match &backend.provider {
+        ProviderConfig::Openai | ProviderConfig::AzureOpenai(_) => false,
+        ProviderConfig::Anthropic(_) => endpoint == Endpoint::ChatCompletions,
+        ProviderConfig::Bedrock(_) | ProviderConfig::Vertex(_) | ProviderConfig::Gemini => true,
+    }
 }
 
 /// The upstream request, as header and body mutations for Envoy.
@@ -281,6 +320,7 @@ pub(crate) mod testing {
         Outbound {
             endpoint,
             body,
+            doc: None,
             upstream_model: "m",
             stream: false,
             query: "",

@@ -139,10 +139,25 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// Reads an OpenAI chat completion body.
+    /// Reads an OpenAI chat completion body (parses it; the gateway reads the document
+    /// built from the request view, [`ChatRequest::of`]).
     pub fn parse(body: &[u8]) -> Result<ChatRequest, RequestError> {
+        crate::llm::json::count_full_parse();
         let v: Value =
             serde_json::from_slice(body).map_err(|e| RequestError::Shape(e.to_string()))?;
+        Self::from_value(&v)
+    }
+
+    /// Reads the request of an outbound call (its document: no parse in the gateway).
+    pub fn of(out: &super::Outbound<'_>) -> Result<ChatRequest, RequestError> {
+        let v = out
+            .document()
+            .map_err(|e| RequestError::Shape(e.to_string()))?;
+        Self::from_value(&v)
+    }
+
+    /// Reads an OpenAI chat completion document.
+    pub fn from_value(v: &Value) -> Result<ChatRequest, RequestError> {
         let obj = v
             .as_object()
             .ok_or_else(|| RequestError::Shape("the body must be a JSON object".into()))?;
@@ -369,18 +384,6 @@ pub fn data_url(url: &str) -> Result<(String, Vec<u8>), RequestError> {
         .decode(b64.trim())
         .map_err(|_| bad())?;
     Ok((media_type.to_ascii_lowercase(), data))
-}
-
-/// `stream_options.include_usage` of the final OpenAI body: the usage stage sets it when it
-/// needs usage and strips the usage chunk again when the client did not ask for it.
-pub fn include_usage(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-        })
-        .unwrap_or(false)
 }
 
 /// Token counts in OpenAI's terms.

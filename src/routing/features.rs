@@ -3,12 +3,11 @@
 //!
 //! Parsed leniently in one pass, only when some rule needs them (the routing stage asks
 //! [`super::Table::needs_features`]): a body that is not the chat shape has no features
-//! (no text, no tools, no images) rather than an error — the parse that decides whether
-//! the body is valid is `llm::openai::parse`, which ran before.
+//! (no text, no tools, no images) rather than an error. Read off the request view
+//! (`llm::openai::RequestView`): no parse of their own.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
+use crate::llm::json::{Kind, Tree};
+use crate::llm::openai::RequestView;
 
 /// What the heuristics see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,44 +23,24 @@ pub struct Features {
     pub images: bool,
 }
 
-#[derive(Deserialize)]
-struct Wire<'a> {
-    #[serde(borrow, default)]
-    messages: Option<Vec<Message<'a>>>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tools: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    functions: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Part<'a> {
-    #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    text: Option<Cow<'a, str>>,
-}
-
-fn non_empty_array(v: Option<&RawValue>) -> bool {
-    v.and_then(|r| serde_json::from_str::<Vec<&RawValue>>(r.get()).ok())
-        .is_some_and(|a| !a.is_empty())
-}
-
-/// Reads the features of a chat-completions (or embeddings) body.
+/// Reads the features of a chat-completions (or embeddings) body (parses it; the gateway
+/// reads them off the request view instead, [`from_view`]).
 pub fn extract(body: &[u8]) -> Features {
-    let Ok(w) = serde_json::from_slice::<Wire<'_>>(body) else {
-        return Features::default();
+    match crate::llm::openai::parse(body) {
+        Ok(view) => from_view(&view, body),
+        Err(_) => Features::default(),
+    }
+}
+
+/// The features of a body already read into `view` (`raw`: the bytes its spans index).
+pub fn from_view(view: &RequestView, raw: &[u8]) -> Features {
+    let t = &view.tree;
+    let non_empty_array = |key: &str| {
+        t.get(Tree::ROOT, key, raw)
+            .is_some_and(|i| t.node(i).kind == Kind::Array && t.children(i).next().is_some())
     };
     let mut f = Features {
-        tools: non_empty_array(w.tools) || non_empty_array(w.functions),
+        tools: non_empty_array("tools") || non_empty_array("functions"),
         ..Features::default()
     };
     let push = |f: &mut Features, s: &str| {
@@ -70,25 +49,51 @@ pub fn extract(body: &[u8]) -> Features {
         }
         f.text.push_str(s);
     };
-    for m in w.messages.unwrap_or_default() {
-        let Some(c) = m.content else { continue };
-        if let Ok(s) = serde_json::from_str::<Cow<'_, str>>(c.get()) {
-            push(&mut f, &s);
-        } else if let Ok(parts) = serde_json::from_str::<Vec<Part<'_>>>(c.get()) {
-            for p in parts {
-                match p.kind.as_deref() {
-                    Some("image_url" | "input_image" | "image") => f.images = true,
-                    _ => {
-                        if let Some(t) = p.text {
-                            push(&mut f, &t);
+    for m in view.messages.iter().flat_map(|&l| t.children(l)) {
+        let Some(c) = t.get(m, "content", raw) else {
+            continue;
+        };
+        match t.node(c).kind {
+            Kind::String => {
+                if let Some(s) = t.str(c, raw) {
+                    push(&mut f, &s);
+                }
+            }
+            Kind::Array => {
+                // A content list with a part of the wrong shape contributes nothing.
+                let opt_str = |i: Option<usize>| match i {
+                    None => Some(None),
+                    Some(i) if t.node(i).kind == Kind::Null => Some(None),
+                    Some(i) => t.str(i, raw).map(Some),
+                };
+                let parts: Option<Vec<_>> = t
+                    .children(c)
+                    .map(|p| {
+                        if t.node(p).kind != Kind::Object {
+                            return None;
+                        }
+                        Some((
+                            opt_str(t.get(p, "type", raw))?,
+                            opt_str(t.get(p, "text", raw))?,
+                        ))
+                    })
+                    .collect();
+                for (kind, text) in parts.unwrap_or_default() {
+                    match kind.as_deref() {
+                        Some("image_url" | "input_image" | "image") => f.images = true,
+                        _ => {
+                            if let Some(text) = text {
+                                push(&mut f, &text);
+                            }
                         }
                     }
                 }
             }
+            _ => {}
         }
     }
-    if let Some(input) = w.input
-        && let Ok(s) = serde_json::from_str::<Cow<'_, str>>(input.get())
+    if let Some(input) = t.get(Tree::ROOT, "input", raw)
+        && let Some(s) = t.str(input, raw)
     {
         push(&mut f, &s);
     }

@@ -34,7 +34,7 @@ use super::token::{self, Grant, TokenError, TokenKey};
 use crate::config::Snapshot;
 use crate::error::{StageError, rescue};
 use crate::headers::Headers;
-use crate::llm::edit::BodyEdits;
+use crate::llm::body::Body;
 use crate::llm::{Endpoint, PathMatch};
 use crate::metrics::Metrics;
 use crate::proto::*;
@@ -201,10 +201,14 @@ impl Attempt {
             ));
         };
         let backend = &self.snap.routing.backends[t.backend];
-        let view = match crate::llm::openai::parse(body) {
+        // This filter runs in another Envoy filter than the exchange: the body it gets is the
+        // router level's final one, read here once per attempt into the same view and Body.
+        let mut input = Body::new(body.to_vec());
+        let view = match input.read() {
             Ok(v) => v,
             Err(e) => return self.fail(StageError::Internal(e.to_string())),
         };
+        let stream = view.stream;
         // The step's model: renamed in the OpenAI-shaped body (passthrough kinds send it as
         // is), and given to translating kinds as `upstream_model`.
         let body_model = view
@@ -229,22 +233,31 @@ impl Attempt {
                 "upstream-level filter: this attempt's backend and model were not approved for the request (the chain changed since it was routed)",
             ));
         }
-        let renamed = if upstream_model != body_model && !upstream_model.is_empty() {
-            let mut edits = BodyEdits::default();
-            view.set_model(&upstream_model, &mut edits);
-            match edits.apply(body) {
-                Ok(b) => Some(b),
-                Err(e) => return self.fail(StageError::Internal(e.to_string())),
+        if upstream_model != body_model && !upstream_model.is_empty() {
+            input.set_model(&upstream_model);
+        }
+        let doc = if providers::builds_document(backend, t.endpoint) {
+            match input.to_value() {
+                Some(d) => Some(d),
+                None => {
+                    return self.fail(StageError::Internal(
+                        "the body cannot be translated (nested too deeply, a lone surrogate or a number out of range)".into(),
+                    ));
+                }
             }
         } else {
             None
         };
-        let input = renamed.as_deref().unwrap_or(body);
+        let current = match input.current() {
+            Ok(c) => c,
+            Err(e) => return self.fail(StageError::Internal(e.to_string())),
+        };
         let out = Outbound {
             endpoint: t.endpoint,
-            body: input,
+            body: current,
+            doc: doc.as_ref(),
             upstream_model: &upstream_model,
-            stream: view.stream,
+            stream,
             query: &t.query,
             now: SystemTime::now(),
         };
@@ -274,7 +287,17 @@ impl Attempt {
         for (k, v) in prepared.set {
             m.set(&k, v);
         }
-        let final_body = prepared.body.or(renamed);
+        if let Some(b) = prepared.body {
+            input.replace(b);
+        }
+        let final_body = if input.is_edited() {
+            match input.current() {
+                Ok(c) => Some(c.to_vec()),
+                Err(e) => return self.fail(StageError::Internal(e.to_string())),
+            }
+        } else {
+            None
+        };
         let len = final_body.as_ref().map_or(body.len(), Vec::len);
         m.set("content-length", len.to_string());
         m.body = final_body;

@@ -273,7 +273,8 @@ impl Exchange {
 
     async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         let roll = uuid::Uuid::new_v4().as_u64_pair().0;
-        match route::request_body(&self.snap, &mut self.cx, &b.body, &self.svc.cooldown, roll) {
+        self.cx.body = crate::llm::body::Body::new(b.body);
+        match route::request_body(&self.snap, &mut self.cx, &self.svc.cooldown, roll) {
             Err(e) => return self.refuse(e),
             Ok(Flow::Respond { status, body }) => return self.respond(status, body),
             Ok(Flow::Next) => {}
@@ -281,7 +282,7 @@ impl Exchange {
         if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
             return self.refuse(e);
         }
-        if let Err(e) = guard::request_body(&self.snap, &mut self.cx, &b.body) {
+        if let Err(e) = guard::request_body(&self.snap, &mut self.cx) {
             return self.refuse(e);
         }
         self.report_request_guard();
@@ -293,13 +294,16 @@ impl Exchange {
             .is_some_and(|a| a.include_payload)
             && let Some(g) = &self.cx.guard
         {
-            let body = self.cx.mutations.body.as_deref().unwrap_or(&b.body);
-            self.payload = crate::guard::masked_payload(&g.policy, body);
+            self.payload = crate::guard::masked_payload(
+                &g.policy,
+                &self.cx.body,
+                crate::guard::Shape::of(self.cx.endpoint),
+            );
         }
-        usage::request_body(&self.snap, &mut self.cx, &b.body);
-        if let Err(e) =
-            limits::admit(&self.snap, &mut self.cx, &b.body, &self.svc, &self.metrics).await
-        {
+        if let Err(e) = usage::request_body(&self.snap, &mut self.cx) {
+            return self.refuse(e);
+        }
+        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
             return self.refuse(e);
         }
         if self
@@ -312,9 +316,21 @@ impl Exchange {
             // never inflates bodies). A compressed one is refused at response headers.
             self.cx.mutations.set("accept-encoding", "identity");
         }
-        if let Err(e) = provider::request_body(&self.snap, &mut self.cx, &b.body, SystemTime::now())
-        {
+        if let Err(e) = provider::request_body(&self.snap, &mut self.cx, SystemTime::now()) {
             return self.refuse_admitted(e);
+        }
+        // The one place the edited body and its length are handed to Envoy.
+        if self.cx.body.is_edited() {
+            match self.cx.body.current() {
+                Ok(current) => {
+                    let current = current.to_vec();
+                    self.cx
+                        .mutations
+                        .set("content-length", current.len().to_string());
+                    self.cx.mutations.body = Some(current);
+                }
+                Err(e) => return self.refuse_admitted(StageError::Internal(e.to_string())),
+            }
         }
         self.issue_attempt_token();
         if let Some(who) = &self.cx.identity {

@@ -1,8 +1,7 @@
 //! Guard stage: picks the guard policy for the routed request and applies it to the
 //! request body; prepares the response side.
 //!
-//! Runs after routing on the body routing produced (see [`crate::guard::request`] for why
-//! the body is re-serialised only when the guard changes something). When a policy applies,
+//! Runs after routing, as edits on the body routing read (see [`crate::guard::request`]). When a policy applies,
 //! the upstream is asked for an uncompressed response (`accept-encoding: identity`) so the
 //! response can be scanned; a compressed answer anyway is refused, never passed unscanned.
 
@@ -22,25 +21,17 @@ pub fn policy_for(snap: &Snapshot, routed: &Routed) -> Option<Arc<Policy>> {
     )
 }
 
-/// Request body phase, after routing. `original` is the body Envoy sent.
-pub fn request_body(
-    snap: &Snapshot,
-    cx: &mut RequestCtx,
-    original: &[u8],
-) -> Result<(), StageError> {
+/// Request body phase, after routing, on the body routing edited.
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageError> {
     let Some(routed) = &cx.routed else {
         return Ok(());
     };
     let Some(policy) = policy_for(snap, routed) else {
         return Ok(());
     };
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
-    let outcome = request::apply_shaped(&policy, body, crate::guard::Shape::of(cx.endpoint))?;
+    let (outcome, _) =
+        request::apply_body(&policy, &mut cx.body, crate::guard::Shape::of(cx.endpoint))?;
     let m = &mut cx.mutations;
-    if let Some(new_body) = outcome.body {
-        m.set("content-length", new_body.len().to_string());
-        m.body = Some(new_body);
-    }
     if policy.needs_response(&outcome.state) {
         m.set("accept-encoding", "identity");
     }

@@ -240,7 +240,6 @@ impl Drop for InFlight<'_> {
 pub async fn admit(
     snap: &Snapshot,
     cx: &mut RequestCtx,
-    original: &[u8],
     svc: &Services,
     metrics: &Metrics,
 ) -> Result<(), StageError> {
@@ -277,7 +276,7 @@ pub async fn admit(
     if demand.needs_usage() {
         // A token or cost limit applies: the reservation must bound what the upstream may
         // generate, so a request that names no ceiling gets the one reserved.
-        usage::send_default_ceiling(cx, original);
+        usage::send_default_ceiling(cx);
     }
     let Some(charge) = cx.charge.as_deref_mut() else {
         return Ok(());

@@ -39,8 +39,10 @@ pub struct RequestCtx {
     pub headers: Headers,
     /// The routing decision, once made.
     pub routed: Option<Routed>,
-    /// The client's output ceiling fields (read by routing's parse, used by usage).
-    pub output_limit: crate::llm::openai::OutputLimit,
+    /// The request body: raw bytes, the view every stage reads (parsed once, by routing),
+    /// and the stages' pending edits. The exchange sends [`crate::llm::body::Body::current`]
+    /// upstream and sets `content-length` from it.
+    pub body: crate::llm::body::Body,
     /// The caller, once identified (`None` when authentication is off).
     pub identity: Option<crate::auth::Identity>,
     /// Usage accounting for this request (set up after routing).

@@ -26,7 +26,6 @@ use std::time::SystemTime;
 pub fn request_body(
     snap: &Snapshot,
     cx: &mut RequestCtx,
-    original: &[u8],
     now: SystemTime,
 ) -> Result<(), StageError> {
     let (Some(routed), Some(endpoint)) = (&cx.routed, cx.endpoint) else {
@@ -38,9 +37,31 @@ pub fn request_body(
         .iter()
         .find(|b| b.name == routed.backend)
         .ok_or_else(|| StageError::Internal("routed to a backend not in the snapshot".into()))?;
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let chain = routed.chain.as_deref().and_then(|c| snap.routing.chain(c));
+    // A translator that builds another shape reads the document built from the view (the
+    // body is not parsed again), built once for every step that needs it.
+    let builds = match chain {
+        Some(c) => c
+            .steps
+            .iter()
+            .any(|s| providers::builds_document(&snap.routing.backends[s.backend], endpoint)),
+        None => providers::builds_document(backend, endpoint),
+    };
+    let doc = if builds {
+        Some(cx.body.to_value().ok_or(StageError::Parse(
+            crate::llm::openai::ParseError::InvalidJson(
+                "the body cannot be translated (nested too deeply, a lone surrogate or a number out of range)".into(),
+            ),
+        ))?)
+    } else {
+        None
+    };
+    let body = cx
+        .body
+        .current()
+        .map_err(|e| StageError::Internal(e.to_string()))?;
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
-    if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
+    if let Some(chain) = chain {
         let steps: Vec<&crate::routing::Backend> = chain
             .steps
             .iter()
@@ -57,6 +78,7 @@ pub fn request_body(
                 let out = Outbound {
                     endpoint,
                     body,
+                    doc: doc.as_ref(),
                     upstream_model: step
                         .upstream_model
                         .as_deref()
@@ -77,6 +99,7 @@ pub fn request_body(
     let out = Outbound {
         endpoint,
         body,
+        doc: doc.as_ref(),
         upstream_model: &routed.upstream_model,
         stream: routed.stream,
         query,
@@ -99,8 +122,7 @@ pub fn request_body(
         m.set(&name, value);
     }
     if let Some(new_body) = prepared.body {
-        m.set("content-length", new_body.len().to_string());
-        m.body = Some(new_body);
+        cx.body.replace(new_body);
     }
     cx.translator = translator;
     Ok(())

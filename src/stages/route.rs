@@ -23,7 +23,6 @@
 use super::{Flow, RequestCtx, Routed};
 use crate::config::Snapshot;
 use crate::error::StageError;
-use crate::llm::edit::BodyEdits;
 use crate::llm::{Endpoint, PathMatch, openai};
 use crate::routing::health::Cooldown;
 use crate::routing::{RouteInput, Signals, command, conditions, features};
@@ -114,32 +113,39 @@ pub fn request_headers(
 pub fn request_body(
     snap: &Snapshot,
     cx: &mut RequestCtx,
-    body: &[u8],
     cooldown: &Cooldown,
     roll: u64,
 ) -> Result<Flow, StageError> {
-    if body.len() as u64 > snap.max_request_body {
+    let size = cx.body.raw().len() as u64;
+    if size > snap.max_request_body {
         return Err(StageError::BodyTooLarge {
             limit: snap.max_request_body,
-            size: body.len() as u64,
+            size,
         });
     }
     if cx.endpoint.is_none() {
         return Err(StageError::Internal("body before endpoint".into()));
     }
-    let view = openai::parse(body)?;
+    // The one full parse of the body; every later stage reads this view.
+    cx.body.read()?;
     let table = &snap.routing;
+    let view = cx
+        .body
+        .view()
+        .ok_or_else(|| StageError::Internal("body not read".into()))?;
 
-    let mut edits = BodyEdits::default();
+    let mut strip = None;
     let mut cmd = None;
     if table.model_command
         && let Some(text) = &view.last_user_text
+        && let Some(node) = view.last_user_node
         && let Some(parsed) = command::parse(&text.value)?
     {
-        edits.replace_with_json_string(text.span.clone(), &text.value[parsed.rest_offset..]);
+        strip = Some((node, text.value[parsed.rest_offset..].to_owned()));
         cmd = Some(parsed.command);
     }
-    let requested = view.model.as_ref().map(|m| m.value.as_str());
+    let requested = view.model.as_ref().map(|m| m.value.clone());
+    let requested = requested.as_deref();
     // Every name below may be echoed (metadata, spans, audit, the decision header, error
     // messages): refuse the ones that cannot travel safely before anything reads them.
     if let Some(m) = requested {
@@ -157,11 +163,12 @@ pub fn request_body(
         }
         None => requested.unwrap_or_default(),
     };
+    let stream = view.stream;
     let decision = with_input(
         snap,
         cx,
-        &view,
-        body,
+        view,
+        cx.body.raw(),
         cmd.as_ref(),
         cooldown,
         roll,
@@ -171,11 +178,14 @@ pub fn request_body(
     let chain = decision.chain.map(|c| &table.chains[c]);
     let backend = &table.backends[decision.backend];
     let destinations = table.destinations(&decision, requested);
+    if let Some((node, rest)) = strip {
+        cx.body.set_string(node, rest);
+    }
     // A chain's steps may rename it again per attempt.
     if let Some(upstream) = decision.upstream_model.as_deref()
         && Some(upstream) != requested
     {
-        view.set_model(upstream, &mut edits);
+        cx.body.set_model(upstream);
     }
 
     let m = &mut cx.mutations;
@@ -195,13 +205,6 @@ pub fn request_body(
     // A chain is prepared per attempt by the upstream-level filter, for the backend Envoy picks.
     let envoy_route = chain.map_or(&backend.envoy_route, |c| &c.envoy_route);
     m.set(BACKEND_HEADER, envoy_route.as_bytes());
-    if !edits.is_empty() {
-        let new_body = edits
-            .apply(body)
-            .map_err(|e| StageError::Internal(e.to_string()))?;
-        m.set("content-length", new_body.len().to_string());
-        m.body = Some(new_body);
-    }
     m.clear_route_cache = true;
 
     let first = destinations.first();
@@ -213,7 +216,7 @@ pub fn request_body(
         upstream_model: first.map_or(chain_model, |d| d.model.clone()),
         requested_model: requested.unwrap_or_default().to_owned(),
         rule: decision.rule.label().to_owned(),
-        stream: view.stream,
+        stream,
         reason: bounded(&decision.reason, MAX_REASON),
         chain: chain.map(|c| c.name.clone()),
         destinations,
@@ -233,7 +236,6 @@ pub fn request_body(
         m.metadata.push(("chain", c.clone()));
     }
     cx.routed = Some(routed);
-    cx.output_limit = view.output;
     Ok(Flow::Next)
 }
 
@@ -253,7 +255,7 @@ pub fn with_input<R>(
     let table = &snap.routing;
     let requested = view.model.as_ref().map(|m| m.value.as_str());
     let feats = if table.needs_features {
-        features::extract(body)
+        features::from_view(view, body)
     } else {
         features::Features::default()
     };

@@ -26,8 +26,9 @@
 
 use super::RequestCtx;
 use crate::config::Snapshot;
+use crate::error::StageError;
 use crate::limits::Reservation;
-use crate::llm::include_usage::{self, IncludeUsage};
+use crate::llm::include_usage::{self, Asked};
 use crate::llm::sse_raw::SseDecoder;
 use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
 use crate::pricing::{Price, Tokens};
@@ -53,9 +54,9 @@ enum BodyMeter {
 pub struct Charge {
     /// Encoding used when tollgate counts.
     pub encoding: Encoding,
-    /// The request body as sent upstream (for exact counting when the provider reports no
-    /// input usage).
-    prompt_body: Vec<u8>,
+    /// The prompt as sent upstream, before any translation (for exact counting when the
+    /// provider reports no input usage): taken off the view, not re-parsed.
+    prompt: Option<tokens::PromptParts>,
     /// Exact prompt count, when counted at admission.
     pub prompt_exact: Option<u64>,
     /// Prompt tokens reserved (exact count or the upper-bound estimate).
@@ -89,22 +90,29 @@ pub struct Charge {
 
 /// Request body, after routing and access: sets up [`Charge`] and asks for streamed usage.
 /// Does nothing (no copy, no parse) when neither metering nor any limit rule needs usage.
-pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
+pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx) -> Result<(), StageError> {
     if !snap.usage.meter && snap.limits.rules.is_empty() {
-        return;
+        return Ok(());
     }
-    let Some(routed) = &cx.routed else { return };
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
+    let Some(routed) = &cx.routed else {
+        return Ok(());
+    };
     let encoding = Encoding::for_model(&routed.upstream_model);
     // The model the request is sent to (catalogue name, then upstream name), never the
     // name the client typed: a `/model` line or a rule may have sent it elsewhere.
     let names = [routed.model_label.as_str(), routed.upstream_model.as_str()];
     let exact = snap.usage.exact_for(&routed.rule, &names);
+    let prompt = tokens::PromptParts::of(&cx.body);
     let prompt_exact = exact
-        .then(|| tokens::count_prompt(encoding, body))
+        .then(|| prompt.as_ref().map(|p| p.count(encoding)))
         .flatten();
-    let prompt_reserved = prompt_exact.unwrap_or_else(|| tokens::estimate(body));
-    let limits = cx.output_limit;
+    let estimate = tokens::estimate(
+        cx.body
+            .current()
+            .map_err(|e| StageError::Internal(e.to_string()))?,
+    );
+    let prompt_reserved = prompt_exact.unwrap_or(estimate);
+    let limits = cx.body.view().map(|v| v.output).unwrap_or_default();
     let named = limits.max_completion_tokens.or(limits.max_tokens);
     let default_ceiling = match (cx.endpoint, named) {
         (_, Some(_)) | (Some(crate::llm::Endpoint::Embeddings), _) => None,
@@ -124,26 +132,11 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
     let price = snap.pricing.lookup(&names).copied();
     let mut strip_usage = false;
     if routed.stream && cx.endpoint == Some(crate::llm::Endpoint::ChatCompletions) {
-        match include_usage::ensure(body) {
-            IncludeUsage::Added(new_body) => {
-                cx.mutations
-                    .set("content-length", new_body.len().to_string());
-                cx.mutations.body = Some(new_body);
-                strip_usage = true;
-            }
-            IncludeUsage::AskedByClient | IncludeUsage::Unchanged => {}
-        }
+        strip_usage = include_usage::ensure_in(&mut cx.body) == Asked::Added;
     }
-    // The OpenAI-shaped body (before any provider translation), kept for exact counting
-    // should the provider report no input usage.
-    let prompt_body = cx
-        .mutations
-        .body
-        .clone()
-        .unwrap_or_else(|| original.to_vec());
     cx.charge = Some(Box::new(Charge {
         encoding,
-        prompt_body,
+        prompt,
         prompt_exact,
         prompt_reserved,
         max_output,
@@ -159,6 +152,7 @@ pub fn request_body(snap: &Snapshot, cx: &mut RequestCtx, original: &[u8]) {
         settled: false,
         response_model: None,
     }));
+    Ok(())
 }
 
 impl Charge {
@@ -193,7 +187,7 @@ impl Charge {
 
     fn prompt_tokens(&self) -> u64 {
         self.prompt_exact
-            .or_else(|| tokens::count_prompt(self.encoding, &self.prompt_body))
+            .or_else(|| self.prompt.as_ref().map(|p| p.count(self.encoding)))
             .unwrap_or(self.prompt_reserved)
     }
 
@@ -248,7 +242,7 @@ impl Charge {
 
 /// Sends the default output ceiling upstream (see [`Charge::default_ceiling`]): inserted as a
 /// top-level key of the body routing validated as a JSON object. Call once a limit applies.
-pub fn send_default_ceiling(cx: &mut RequestCtx, original: &[u8]) {
+pub fn send_default_ceiling(cx: &mut RequestCtx) {
     let Some((key, value)) = cx
         .charge
         .as_deref_mut()
@@ -256,32 +250,12 @@ pub fn send_default_ceiling(cx: &mut RequestCtx, original: &[u8]) {
     else {
         return;
     };
-    let body = cx.mutations.body.as_deref().unwrap_or(original);
-    if let Some(new_body) = insert_key(body, key, value) {
-        cx.mutations
-            .set("content-length", new_body.len().to_string());
-        cx.mutations.body = Some(new_body);
-    }
-}
-
-/// `body` with `"key":value` added just after its opening brace (`None` if not an object).
-fn insert_key(body: &[u8], key: &str, value: u64) -> Option<Vec<u8>> {
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[start] != b'{' {
-        return None;
-    }
-    let has_keys = body[start + 1..]
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b != b'}');
-    let mut out = Vec::with_capacity(body.len() + key.len() + 24);
-    out.extend_from_slice(&body[..=start]);
-    out.extend_from_slice(format!("\"{key}\":{value}").as_bytes());
-    if has_keys {
-        out.push(b',');
-    }
-    out.extend_from_slice(&body[start + 1..]);
-    Some(out)
+    // Routing validated the body as a JSON object: the key goes first.
+    cx.body.insert_top(
+        key,
+        value.to_string().as_bytes(),
+        crate::llm::body::At::Start,
+    );
 }
 
 /// Whether usage will read this response's body (a 2xx JSON or SSE body while a token or cost

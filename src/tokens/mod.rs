@@ -17,8 +17,9 @@
 //! bound for image prompts; reconciliation with the provider's usage corrects the charge.
 //! Non-OpenAI models are counted with o200k_base, an approximation.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use crate::llm::body::Body;
+use crate::llm::json::{Kind, Tree};
+use std::borrow::Cow;
 
 /// BPE encodings tollgate can count exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,105 +64,132 @@ pub fn estimate(body: &[u8]) -> u64 {
     body.len() as u64
 }
 
-#[derive(Deserialize)]
-struct Prompt<'a> {
-    #[serde(borrow, default)]
-    messages: Option<Vec<Message<'a>>>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tools: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    functions: Option<&'a RawValue>,
+/// What an exact prompt count tokenizes, taken off the request view with the stages' edits
+/// (masked text, removed tools): the texts, plus the tokens that need no tokenizer (chat
+/// framing, images, token ids). Taking it copies text but parses nothing; counting it runs
+/// the tokenizer, only when a count is needed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromptParts {
+    texts: Vec<String>,
+    fixed: u64,
 }
 
-#[derive(Deserialize)]
-struct Message<'a> {
-    #[serde(borrow, default)]
-    role: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    tool_calls: Option<&'a RawValue>,
+impl PromptParts {
+    /// The parts of a read body (`None` when it is not a chat or embeddings shape).
+    pub fn of(body: &Body) -> Option<PromptParts> {
+        let view = body.view()?;
+        let (t, raw) = (&view.tree, body.raw());
+        let mut p = PromptParts::default();
+        let opt_text = |i: Option<usize>| -> Option<Option<String>> {
+            match i {
+                None => Some(None),
+                Some(i) if t.node(i).kind == Kind::Null => Some(None),
+                Some(i) => body.string(i).map(|s| Some(s.into_owned())),
+            }
+        };
+        if let Some(list) = view.messages {
+            for m in t.children(list).filter(|&m| !body.gone(m)) {
+                p.fixed += 3;
+                if let Some(role) = opt_text(t.get(m, "role", raw))? {
+                    p.texts.push(role);
+                }
+                if let Some(name) = opt_text(t.get(m, "name", raw))? {
+                    p.fixed += 1;
+                    p.texts.push(name);
+                }
+                if let Some(c) = t.get(m, "content", raw) {
+                    p.content(body, c);
+                }
+                if let Some(calls) = t.get(m, "tool_calls", raw)
+                    && t.node(calls).kind != Kind::Null
+                    && let Some(json) = body.current_of(calls)
+                {
+                    p.texts.push(String::from_utf8_lossy(&json).into_owned());
+                }
+            }
+            p.fixed += 3;
+        }
+        if let Some(input) = t.get(Tree::ROOT, "input", raw) {
+            // Embeddings input: a string, a list of strings, of token ids, or of id lists.
+            match t.node(input).kind {
+                Kind::String => p.texts.extend(body.string(input).map(Cow::into_owned)),
+                Kind::Array => {
+                    for item in t.children(input) {
+                        match t.node(item).kind {
+                            Kind::String => p.texts.extend(body.string(item).map(Cow::into_owned)),
+                            Kind::Number => p.fixed += 1,
+                            Kind::Array => p.fixed += t.children(item).count() as u64,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for key in ["tools", "functions"] {
+            if let Some(defs) = t.get(Tree::ROOT, key, raw)
+                && t.node(defs).kind != Kind::Null
+                && let Some(json) = body.current_of(defs)
+            {
+                p.texts.push(String::from_utf8_lossy(&json).into_owned());
+            }
+        }
+        Some(p)
+    }
+
+    /// Content: a string, or parts (text counted, image parts without text as
+    /// [`IMAGE_TOKENS`]); a part list of the wrong shape counts nothing.
+    fn content(&mut self, body: &Body, c: usize) {
+        let Some((t, raw)) = body.tree() else { return };
+        match t.node(c).kind {
+            Kind::String => self.texts.extend(body.string(c).map(Cow::into_owned)),
+            Kind::Array => {
+                let mut texts = Vec::new();
+                let mut images = 0;
+                for part in t.children(c).filter(|&p| !body.gone(p)) {
+                    if t.node(part).kind != Kind::Object {
+                        return;
+                    }
+                    let kind = match t.get(part, "type", raw) {
+                        None => None,
+                        Some(k) if t.node(k).kind == Kind::Null => None,
+                        Some(k) => match body.string(k) {
+                            Some(k) => Some(k),
+                            None => return,
+                        },
+                    };
+                    match t.get(part, "text", raw) {
+                        Some(x) if t.node(x).kind != Kind::Null => match body.string(x) {
+                            Some(text) => texts.push(text.into_owned()),
+                            None => return,
+                        },
+                        _ => {
+                            if matches!(kind.as_deref(), Some("image_url" | "input_image")) {
+                                images += 1;
+                            }
+                        }
+                    }
+                }
+                self.texts.extend(texts);
+                self.fixed += images * IMAGE_TOKENS;
+            }
+            _ => {}
+        }
+    }
+
+    /// The exact count with `enc`.
+    pub fn count(&self, enc: Encoding) -> u64 {
+        self.fixed + self.texts.iter().map(|t| enc.count(t)).sum::<u64>()
+    }
 }
 
 /// Exact prompt tokens of a chat-completions or embeddings body. `None` when the body is
-/// not JSON of that shape (the caller falls back to [`estimate`]).
+/// not JSON of that shape (the caller falls back to [`estimate`]). Reads the body; the
+/// gateway counts a body it read already with [`PromptParts`].
 pub fn count_prompt(enc: Encoding, body: &[u8]) -> Option<u64> {
-    let p: Prompt<'_> = serde_json::from_slice(body).ok()?;
-    let mut total = 0u64;
-    if let Some(messages) = &p.messages {
-        for m in messages {
-            total += 3;
-            if let Some(role) = &m.role {
-                total += enc.count(role);
-            }
-            if let Some(name) = &m.name {
-                total += 1 + enc.count(name);
-            }
-            if let Some(c) = m.content {
-                total += content_tokens(enc, c);
-            }
-            if let Some(calls) = m.tool_calls {
-                total += enc.count(calls.get());
-            }
-        }
-        total += 3;
-    }
-    if let Some(input) = p.input {
-        total += input_tokens(enc, input);
-    }
-    for defs in [p.tools, p.functions].into_iter().flatten() {
-        total += enc.count(defs.get());
-    }
-    Some(total)
-}
-
-fn content_tokens(enc: Encoding, content: &RawValue) -> u64 {
-    #[derive(Deserialize)]
-    struct Part<'a> {
-        #[serde(borrow, default, rename = "type")]
-        kind: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        text: Option<String>,
-    }
-    match content.get().as_bytes().first() {
-        Some(b'"') => serde_json::from_str::<String>(content.get())
-            .map(|s| enc.count(&s))
-            .unwrap_or_default(),
-        Some(b'[') => serde_json::from_str::<Vec<Part<'_>>>(content.get())
-            .map(|parts| {
-                parts
-                    .iter()
-                    .map(|p| match (&p.text, p.kind.as_deref()) {
-                        (Some(t), _) => enc.count(t),
-                        (None, Some("image_url" | "input_image")) => IMAGE_TOKENS,
-                        _ => 0,
-                    })
-                    .sum()
-            })
-            .unwrap_or_default(),
-        _ => 0,
-    }
-}
-
-fn input_tokens(enc: Encoding, input: &RawValue) -> u64 {
-    // Embeddings input: a string, a list of strings, a list of token ids, or a list of those.
-    match serde_json::from_str::<serde_json::Value>(input.get()) {
-        Ok(serde_json::Value::String(s)) => enc.count(&s),
-        Ok(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => enc.count(s),
-                serde_json::Value::Number(_) => 1,
-                serde_json::Value::Array(ids) => ids.len() as u64,
-                _ => 0,
-            })
-            .sum(),
-        _ => 0,
-    }
+    let mut b = Body::new(body.to_vec());
+    b.read().ok()?;
+    PromptParts::of(&b).map(|p| p.count(enc))
 }
 
 #[cfg(test)]

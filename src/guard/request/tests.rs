@@ -475,3 +475,123 @@ mod planted {
         }
     }
 }
+
+/// The masking this module did before the request view, kept as the reference: parse the
+/// whole body into a `Value`, walk it with the Value walker, re-serialise when changed.
+fn reference_mask(policy: &Policy, body: &[u8], shape: Shape) -> Option<(Value, MaskState)> {
+    use super::walk::Visit;
+    struct V<'a>(&'a Policy, &'a crate::pii::Masker, MaskState, bool);
+    impl Visit for V<'_> {
+        fn text(&mut self, s: &mut String) {
+            if let Some(m) = encoded::mask(self.1, s, &mut self.2) {
+                *s = m;
+                self.3 = true;
+            }
+        }
+        fn scans_role(&self, role: &str) -> bool {
+            self.0.scans_role(role)
+        }
+        fn signed(&mut self, block: &mut Map<String, Value>) -> Signed {
+            let text = block
+                .get("thinking")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let verdict = thinking_verdict(self.0, self.1, &text, &mut self.2);
+            self.3 |= verdict == Signed::Drop;
+            verdict
+        }
+    }
+    let mut doc: Value = serde_json::from_slice(body).ok()?;
+    let masker = policy.request.as_ref()?;
+    let mut v = V(policy, masker, MaskState::default(), false);
+    let skip_system = shape == Shape::Anthropic && !policy.scans_role("system");
+    for (k, child) in doc.as_object_mut()?.iter_mut() {
+        if !(skip_system && k == "system") {
+            walk::walk_field(k, child, &mut v);
+        }
+    }
+    Some((doc, v.2))
+}
+
+fn hostile_text() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("mail kim@corp.example now".to_owned()),
+        Just("call 010-1234-5678".to_owned()),
+        Just("card 4111 1111 1111 1111".to_owned()),
+        Just("a2ltQGNvcnAuZXhhbXBsZQ==".to_owned()),
+        Just("plain words".to_owned()),
+        "[a-z@. \\\\\"\u{e9}\u{1F600}]{0,16}",
+    ]
+}
+
+fn hostile_doc() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let role = prop_oneof![
+        Just("user"),
+        Just("System"),
+        Just("assistant"),
+        Just("tool")
+    ];
+    let part = prop_oneof![
+        hostile_text().prop_map(|t| json!({"type": "text", "text": t})),
+        hostile_text().prop_map(|t| json!({"type": "thinking", "thinking": t, "signature": "s"})),
+        hostile_text().prop_map(
+            |t| json!({"type": "tool_use", "id": "x", "name": t.clone(), "input": {"q": t}})
+        ),
+        hostile_text().prop_map(|t| json!({"type": "redacted_thinking", "data": t})),
+    ];
+    let content = prop_oneof![
+        hostile_text().prop_map(Value::String),
+        prop::collection::vec(part, 0..4).prop_map(Value::Array),
+        Just(Value::Null),
+    ];
+    let message = (role, content, hostile_text())
+        .prop_map(|(r, c, n)| json!({"role": r, "content": c, "name": n, "metadata": {"id": n}}));
+    (
+        prop::collection::vec(message, 0..4),
+        hostile_text(),
+        hostile_text(),
+    )
+        .prop_map(|(messages, system, user)| {
+            json!({"model": "m", "system": system, "user": user, "messages": messages,
+                   "tools": [{"type": "function", "function": {"name": "f", "description": user}}]})
+        })
+}
+
+proptest::proptest! {
+    /// Masking by splices on the view gives the document the Value-based masking gave (same
+    /// values, same detections), for both door shapes, every role choice and thinking mode.
+    #[test]
+    fn splice_masking_equals_the_value_masking(
+        doc in hostile_doc(),
+        pretty in proptest::bool::ANY,
+        cfg in proptest::sample::select(vec![
+            "pii: {}",
+            "pii: {roles: [user]}",
+            "pii: {default_action: pseudonymize, thinking: block}",
+            "pii: {thinking: drop}",
+        ]),
+    ) {
+        let p = policy(&format!("  policies:\n    - name: p\n      {cfg}\n"));
+        let bytes = if pretty { serde_json::to_vec_pretty(&doc) } else { serde_json::to_vec(&doc) }.unwrap();
+        for shape in [Shape::OpenAi, Shape::Anthropic] {
+            let (want, want_state) = reference_mask(&p, &bytes, shape).expect("reference masks");
+            match apply_shaped(&p, &bytes, shape) {
+                Ok(out) => {
+                    let got: Value = match &out.body {
+                        Some(b) => serde_json::from_slice(b).expect("masked body is JSON"),
+                        None => doc.clone(),
+                    };
+                    proptest::prop_assert_eq!(&got, &want);
+                    proptest::prop_assert_eq!(out.state.counts, want_state.counts);
+                }
+                Err(GuardError::PiiBlocked { entity, .. }) => {
+                    proptest::prop_assert_eq!(Some(entity), want_state.blocked.map(|e| e.to_string()));
+                }
+                Err(e) => proptest::prop_assert!(false, "{e:?}"),
+            }
+        }
+    }
+}

@@ -1,11 +1,11 @@
 use super::*;
 use proptest::prelude::*;
 
-fn apply(body: &str, f: impl FnOnce(&RequestView, &mut BodyEdits)) -> String {
-    let v = parse(body.as_bytes()).unwrap();
-    let mut e = BodyEdits::default();
-    f(&v, &mut e);
-    String::from_utf8(e.apply(body.as_bytes()).unwrap()).unwrap()
+fn apply(body: &str, f: impl FnOnce(&mut crate::llm::body::Body)) -> String {
+    let mut b = crate::llm::body::Body::new(body.as_bytes().to_vec());
+    b.read().unwrap();
+    f(&mut b);
+    String::from_utf8(b.current().unwrap().to_vec()).unwrap()
 }
 
 #[test]
@@ -36,7 +36,7 @@ fn multi_part_content_uses_the_first_text_part() {
 #[test]
 fn model_rewrite_keeps_every_other_byte() {
     let body = "{ \"temperature\" : 0.70, \"model\" :\t\"mini\" , \"extra\":{\"k\":[1,2e3]} }";
-    let out = apply(body, |v, e| v.set_model("demo-small-2025", e));
+    let out = apply(body, |b| b.set_model("demo-small-2025"));
     assert_eq!(
         out,
         "{ \"temperature\" : 0.70, \"model\" :\t\"demo-small-2025\" , \"extra\":{\"k\":[1,2e3]} }"
@@ -45,14 +45,14 @@ fn model_rewrite_keeps_every_other_byte() {
 
 #[test]
 fn model_is_inserted_when_absent() {
-    assert_eq!(apply("{}", |v, e| v.set_model("m", e)), r#"{"model":"m"}"#);
+    assert_eq!(apply("{}", |b| b.set_model("m")), r#"{"model":"m"}"#);
     assert_eq!(
-        apply(" { \"a\":1}", |v, e| v.set_model("m", e)),
+        apply(" { \"a\":1}", |b| b.set_model("m")),
         r#" {"model":"m", "a":1}"#
     );
     // A null model is replaced in place, never duplicated.
     assert_eq!(
-        apply(r#"{"model":null,"a":1}"#, |v, e| v.set_model("m", e)),
+        apply(r#"{"model":null,"a":1}"#, |b| b.set_model("m")),
         r#"{"model":"m","a":1}"#
     );
 }
@@ -133,7 +133,7 @@ proptest! {
     #[test]
     fn rewriting_model_changes_only_the_model(model in "[a-zA-Z0-9\"\\\\/ é-]{0,20}", other in "[a-z ]{0,20}", new in "[a-zA-Z0-9\"\\\\/ é-]{0,20}") {
         let body = serde_json::json!({"a": other, "model": model, "messages": [{"role": "user", "content": other}]}).to_string();
-        let out = apply(&body, |v, e| v.set_model(&new, e));
+        let out = apply(&body, |b| b.set_model(&new));
         let mut expected: serde_json::Value = serde_json::from_str(&body).unwrap();
         expected["model"] = serde_json::Value::String(new.clone());
         let got: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -59,7 +59,10 @@ pub fn prepare(
     p.set("anthropic-version", cfg.version.as_bytes());
     match out.endpoint {
         Endpoint::ChatCompletions => {
-            p.body = Some(request::translate(out.body, cfg, out.upstream_model)?);
+            let doc = out
+                .document()
+                .map_err(|e| request::not_json(e.to_string()))?;
+            p.body = Some(request::translate_doc(&doc, cfg, out.upstream_model)?);
             p.set("content-type", "application/json");
             p.set("accept-encoding", "identity");
         }
@@ -82,24 +85,9 @@ pub fn response_translator(out: &Outbound<'_>) -> Option<Box<dyn ResponseTransla
         Box::new(response::Translator::new(
             out.upstream_model,
             out.now,
-            include_usage(out.body),
+            out.include_usage(),
         )) as Box<dyn ResponseTranslator>
     })
-}
-
-/// `stream_options.include_usage` of the final OpenAI body (the usage stage sets it when it
-/// needs the usage, and strips the usage chunk again when the client did not ask).
-fn include_usage(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Top {
-        #[serde(default)]
-        stream_options: Option<Value>,
-    }
-    serde_json::from_slice::<Top>(body)
-        .ok()
-        .and_then(|t| t.stream_options)
-        .and_then(|o| o.get("include_usage").and_then(Value::as_bool))
-        .unwrap_or(false)
 }
 
 /// Anthropic `stop_reason` → OpenAI `finish_reason`.

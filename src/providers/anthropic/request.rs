@@ -34,10 +34,21 @@ fn bad(param: &'static str, problem: impl Into<String>) -> ProviderError {
     }
 }
 
-/// Translates a chat completion body into a Messages body for `model`.
+/// The error for a body that is not JSON.
+pub(super) fn not_json(e: String) -> ProviderError {
+    bad("messages", format!("the body is not JSON: {e}"))
+}
+
+/// Translates a chat completion body into a Messages body for `model` (parses it; the
+/// gateway hands [`translate_doc`] the document built from the request view).
 pub fn translate(body: &[u8], cfg: &Config, model: &str) -> Result<Vec<u8>, ProviderError> {
-    let doc: Value = serde_json::from_slice(body)
-        .map_err(|e| bad("messages", format!("the body is not JSON: {e}")))?;
+    crate::llm::json::count_full_parse();
+    let doc: Value = serde_json::from_slice(body).map_err(|e| not_json(e.to_string()))?;
+    translate_doc(&doc, cfg, model)
+}
+
+/// Translates a chat completion document into a Messages body for `model`.
+pub fn translate_doc(doc: &Value, cfg: &Config, model: &str) -> Result<Vec<u8>, ProviderError> {
     let Value::Object(req) = doc else {
         return Err(bad("messages", "the body is not a JSON object"));
     };

@@ -114,6 +114,7 @@ fn request_golden() {
     let out = Outbound {
         endpoint: crate::llm::Endpoint::ChatCompletions,
         body: &body,
+        doc: None,
         upstream_model: "anthropic.claude-3-5-sonnet-20240620-v1:0",
         stream: false,
         query: "",

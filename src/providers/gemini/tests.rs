@@ -70,6 +70,7 @@ fn outbound(body: &[u8], stream: bool) -> Outbound<'_> {
     Outbound {
         endpoint: crate::llm::Endpoint::ChatCompletions,
         body,
+        doc: None,
         upstream_model: "gemini-2.5-flash",
         stream,
         query: "",

@@ -336,10 +336,11 @@ fn routes_by_model_rewrites_body_path_and_credentials() {
         vec![
             // `:path` is already the upstream's (`/v1/...`): not set again.
             ("x-tollgate-backend".into(), "alpha".into()),
-            ("content-length".into(), new_body.len().to_string()),
             // Usage is metered here: the answer must come uncompressed.
             ("accept-encoding".into(), "identity".into()),
             ("authorization".into(), "Bearer sk-alpha".into()),
+            // Set once, from the final body, after every stage edited it.
+            ("content-length".into(), new_body.len().to_string()),
         ]
     );
     assert_eq!(
@@ -1747,5 +1748,94 @@ fn an_exchange_dropped_while_its_reserve_is_in_flight_releases_the_reservation()
         l.metrics
             .render()
             .contains(r#"tollgate_limiter_errors_total{op="reserve_cancelled"} 1"#)
+    );
+}
+
+/// Outcome 1 of the pipeline redesign, proven by counting: with routing features, the guard
+/// masking, the audit payload, exact prompt counting, include_usage and the Anthropic
+/// translator all on, the request body is parsed exactly once (the view's scan); every
+/// reader uses the view, and the translated body still carries every edit.
+#[test]
+fn the_request_body_is_parsed_exactly_once() {
+    let yaml = r#"
+version: 1
+backends:
+  - { name: claude, kind: anthropic }
+models:
+  - { name: claude-demo, backend: claude, upstream_model: claude-sonnet-4 }
+routes:
+  - { name: tooling, match: { tools: true, pii: true }, model: claude-demo }
+usage: { prompt_tokens: exact }
+limits:
+  rules:
+    - { name: t, tokens_per_minute: 100000 }
+audit: { output: stdout, include_payload: true }
+guard:
+  policies:
+    - { name: g, match: { models: [claude-demo] }, pii: {}, tools: { deny: ["shell_*"] } }
+"#;
+    let env = |_: &str| None;
+    let snap = Arc::new(
+        compile(
+            yaml,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid"),
+    );
+    let sink = Arc::new(Collect::default());
+    let mut ex = Exchange::new(snap, Arc::new(Metrics::new()), services(), sink.clone());
+    ex.on_message_now(chat_headers(&[])).unwrap();
+    crate::llm::json::SCANS.with(|c| c.set(0));
+    let r = ex
+        .on_message_now(body(
+            r#"{"model":"anything","stream":true,"messages":[
+                {"role":"system","content":"be brief"},
+                {"role":"user","content":[{"type":"text","text":"mail kim@example.com"}]}],
+              "tools":[{"type":"function","function":{"name":"lookup","description":"d"}},
+                       {"type":"function","function":{"name":"shell_exec"}}]}"#,
+        ))
+        .unwrap();
+    let parses = crate::llm::json::SCANS.with(std::cell::Cell::get);
+    assert_eq!(parses, 1, "one full parse of the request body");
+    let c = common(&r);
+    assert!(set_headers(c).contains(&("x-tollgate-backend".into(), "claude".into())));
+    let Some(body_mutation::Mutation::Body(sent)) =
+        c.body_mutation.as_ref().and_then(|m| m.mutation.clone())
+    else {
+        panic!("translated body")
+    };
+    let v: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+    assert_eq!(v["model"], "claude-sonnet-4");
+    assert_eq!(v["system"], "be brief");
+    assert_eq!(v["messages"][0]["content"][0]["text"], "mail [EMAIL]");
+    assert_eq!(
+        v["tools"].as_array().map(Vec::len),
+        Some(1),
+        "denied tool removed"
+    );
+    assert_eq!(
+        set_headers(c)
+            .into_iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v),
+        Some(sent.len().to_string())
+    );
+    ex.on_message_now(response_headers("200")).unwrap();
+    drop(ex);
+    assert_eq!(
+        crate::llm::json::SCANS.with(std::cell::Cell::get),
+        1,
+        "nothing parsed the request again later"
+    );
+    let payload = sink.0.lock()[0].payload.clone().expect("payload");
+    assert_eq!(
+        payload,
+        serde_json::json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "mail [EMAIL]"},
+        ])
     );
 }

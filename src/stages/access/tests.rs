@@ -129,7 +129,8 @@ fn run(
     };
     request_headers(snap, &mut cx)?;
     route::request_headers(snap, &mut cx, false)?;
-    route::request_body(snap, &mut cx, body, &Cooldown::default(), roll)?;
+    cx.body = crate::llm::body::Body::new(body.to_vec());
+    route::request_body(snap, &mut cx, &Cooldown::default(), roll)?;
     after_route(snap, &mut cx)?;
     Ok(cx)
 }
@@ -342,15 +343,15 @@ fn guard_and_pricing_follow_the_resolved_model() {
     // Typed echo (cheap, echo-guard); sent to claude-demo.
     let b = body("echo", "/model claude-demo\nhi");
     let mut cx = run(&s, APP, &[], &b, 0).unwrap();
-    crate::stages::guard::request_body(&s, &mut cx, &b).unwrap();
+    crate::stages::guard::request_body(&s, &mut cx).unwrap();
     assert_eq!(cx.guard.as_ref().unwrap().policy.name, "claude-guard");
-    crate::stages::usage::request_body(&s, &mut cx, &b);
+    crate::stages::usage::request_body(&s, &mut cx).unwrap();
     let price = cx.charge.as_ref().unwrap().price.unwrap();
     let expected = s.pricing.lookup(&["claude-demo"]).copied().unwrap();
     assert_eq!(price, expected);
     // Routed by a rule: the same.
     let mut cx = run(&s, APP, &[("x-route", "claude")], &body("echo", "hi"), 0).unwrap();
-    crate::stages::guard::request_body(&s, &mut cx, &b).unwrap();
+    crate::stages::guard::request_body(&s, &mut cx).unwrap();
     assert_eq!(cx.guard.as_ref().unwrap().policy.name, "claude-guard");
 }
 
@@ -364,8 +365,8 @@ fn limits_follow_the_resolved_model() {
     let metrics = crate::metrics::Metrics::new();
     let admit = |b: &[u8]| {
         let mut cx = run(&s, APP, &[], b, 0).unwrap();
-        crate::stages::usage::request_body(&s, &mut cx, b);
-        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, b, &svc, &metrics))
+        crate::stages::usage::request_body(&s, &mut cx).unwrap();
+        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, &svc, &metrics))
             .map_err(|e| rescue(&e).status)
     };
     // Typing the capped model while a /model line sends elsewhere is never counted by it...
