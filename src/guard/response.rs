@@ -244,13 +244,7 @@ impl ResponseGuard {
         if self.failed.is_some() {
             return;
         }
-        let mut events = match self.decoder.push(chunk) {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.fail_sse(GuardError::Unreadable(e.to_string()), out);
-                return;
-            }
-        };
+        let mut events = self.decoder.push(chunk);
         if end_of_stream {
             events.extend(self.decoder.finish());
         }
@@ -265,27 +259,36 @@ impl ResponseGuard {
         }
     }
 
-    fn event(&mut self, mut ev: Event, out: &mut Vec<u8>) {
-        if ev.is_done() {
+    fn event(&mut self, ev: Event, out: &mut Vec<u8>) {
+        let mut f = match ev.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                // Oversized: never forwarded unscanned.
+                self.fail_sse(GuardError::Unreadable(e.to_string()), out);
+                return;
+            }
+        };
+        if f.is_done() {
             self.flush_all(out);
             if self.failed.is_none() {
                 ev.encode(out);
             }
             return;
         }
-        let Some(data) = ev.data.take() else {
+        let Some(data) = f.data.take() else {
+            // Comments and keep-alives pass as they came.
             ev.encode(out);
             return;
         };
-        let mut obj = match serde_json::from_str::<Value>(&data) {
+        let mut obj = match crate::llm::sse::json::<Value>(&data) {
             Ok(Value::Object(o)) => o,
             _ => {
                 // Not a JSON object: still never forwarded unscanned.
-                ev.data = Some(match &self.masker {
+                f.data = Some(match &self.masker {
                     Some(m) => m.mask(&data, &mut self.state),
                     None => data,
                 });
-                ev.encode(out);
+                f.encode(out);
                 return;
             }
         };
@@ -317,8 +320,8 @@ impl ResponseGuard {
             self.template = Some(t);
         }
         if emit {
-            ev.data = Some(Value::Object(obj).to_string());
-            ev.encode(out);
+            f.data = Some(Value::Object(obj).to_string());
+            f.encode(out);
         }
     }
 
@@ -472,10 +475,11 @@ impl ResponseGuard {
     }
 
     fn fail_sse(&mut self, e: GuardError, out: &mut Vec<u8>) {
-        let mut ev = Event::data(self.error_body(&e));
-        if self.shape == Shape::Anthropic {
-            ev.event = Some("error".into());
-        }
+        let body = self.error_body(&e);
+        let ev = match self.shape {
+            Shape::Anthropic => Event::named("error", body),
+            Shape::OpenAi => Event::data(body),
+        };
         self.failed = Some(e);
         ev.encode(out);
     }

@@ -7,7 +7,6 @@ pub mod edit;
 pub mod include_usage;
 pub mod openai;
 pub mod sse;
-pub mod sse_raw;
 pub mod usage;
 
 /// An API endpoint tollgate understands.

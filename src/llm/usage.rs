@@ -17,7 +17,7 @@
 //! it kept: at most [`MAX_TEXT`] bytes per response, beyond which the remainder is counted as
 //! one token per byte (the documented upper bound).
 
-use super::sse_raw::Event;
+use super::sse::{self, Event, Fields};
 use crate::tokens::Encoding;
 use serde::Deserialize;
 use serde_json::Value;
@@ -162,20 +162,28 @@ impl StreamMeter {
         }
     }
 
-    /// Observes one event.
+    /// Observes one event (parses its fields; see [`StreamMeter::observe_fields`]).
     pub fn observe(&mut self, ev: &Event) -> Verdict {
-        if ev.oversized {
-            self.overflow_bytes += ev.raw.len() as u64;
-            return Verdict::Keep;
+        match ev.fields() {
+            Ok(f) => self.observe_fields(&f),
+            Err(_) => {
+                // Oversized: forwarded raw, counted as one token per byte.
+                self.overflow_bytes += ev.raw().len() as u64;
+                Verdict::Keep
+            }
         }
-        let data = ev.data.trim();
+    }
+
+    /// Observes one event whose fields a caller already parsed.
+    pub fn observe_fields(&mut self, f: &Fields) -> Verdict {
+        let data = f.data.as_deref().unwrap_or_default().trim();
         if data.is_empty() || data == "[DONE]" || !data.starts_with('{') {
             return Verdict::Keep;
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
+        let Ok(chunk) = sse::json::<Chunk<'_>>(data) else {
             return Verdict::Keep;
         };
-        let kind = chunk.kind.or(ev.event.as_deref());
+        let kind = chunk.kind.or(f.event.as_deref());
         if self.model.is_none() {
             // OpenAI chunks name it at the top; Anthropic's message_start in its message.
             let named = chunk

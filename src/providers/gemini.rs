@@ -583,16 +583,11 @@ impl StreamState {
     fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.failed {
-            match self.decoder.push(chunk) {
-                Ok(events) => {
-                    for e in events {
-                        self.event(&e, &mut out);
-                        if self.failed {
-                            break;
-                        }
-                    }
+            for e in self.decoder.push(chunk) {
+                self.event(&e, &mut out);
+                if self.failed {
+                    break;
                 }
-                Err(e) => self.fail(&mut out, &e.to_string(), "api_error", "bad_upstream_stream"),
             }
         }
         if eos {
@@ -624,13 +619,20 @@ impl StreamState {
     }
 
     fn event(&mut self, e: &sse::Event, out: &mut Vec<u8>) {
-        let Some(data) = e.data.as_deref() else {
+        let f = match e.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(out, &e.to_string(), "api_error", "bad_upstream_stream");
+                return;
+            }
+        };
+        let Some(data) = f.data.as_deref() else {
             return;
         };
         if data.trim().is_empty() {
             return;
         }
-        let v: Value = match serde_json::from_str(data) {
+        let v: Value = match sse::json(data) {
             Ok(v) => v,
             Err(_) => {
                 self.fail(

@@ -28,7 +28,7 @@ use super::RequestCtx;
 use crate::config::Snapshot;
 use crate::limits::Reservation;
 use crate::llm::include_usage::{self, IncludeUsage};
-use crate::llm::sse_raw::SseDecoder;
+use crate::llm::sse::Decoder as SseDecoder;
 use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
 use crate::pricing::{Price, Tokens};
 use crate::tokens::{self, Encoding};
@@ -349,11 +349,12 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
             for ev in dec.push(chunk) {
                 match meter.observe(&ev) {
                     Verdict::UsageOnly if strip => {}
-                    _ => out.extend_from_slice(&ev.raw),
+                    _ => ev.encode(&mut out),
                 }
             }
-            if end_of_stream {
-                out.extend(dec.finish());
+            if end_of_stream && let Some(tail) = dec.finish() {
+                // An unterminated tail is forwarded as it came, unread.
+                tail.encode(&mut out);
             }
             if strip {
                 replacement = Some(out);

@@ -61,20 +61,9 @@ impl StreamTranslator {
         if self.ended {
             return out;
         }
-        match self.decoder.push(chunk) {
-            Ok(events) => {
-                for ev in events {
-                    self.event(&ev, &mut out);
-                    if self.ended {
-                        return out;
-                    }
-                }
-            }
-            Err(e) => {
-                self.error(
-                    &json!({"type": "api_error", "message": format!("unreadable upstream stream: {e}")}),
-                    &mut out,
-                );
+        for ev in self.decoder.push(chunk) {
+            self.event(&ev, &mut out);
+            if self.ended {
                 return out;
             }
         }
@@ -110,10 +99,20 @@ impl StreamTranslator {
     }
 
     fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
-        let Some(data) = ev.data.as_deref() else {
+        let f = match ev.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(
+                    &json!({"type": "api_error", "message": format!("unreadable upstream stream: {e}")}),
+                    out,
+                );
+                return;
+            }
+        };
+        let Some(data) = f.data.as_deref() else {
             return; // comments, keep-alives
         };
-        let v: Value = match serde_json::from_str(data) {
+        let v: Value = match crate::llm::sse::json(data) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 self.error(
@@ -126,7 +125,7 @@ impl StreamTranslator {
         let kind = v
             .get("type")
             .and_then(Value::as_str)
-            .or(ev.event.as_deref())
+            .or(f.event.as_deref())
             .unwrap_or_default();
         match kind {
             "message_start" => {
