@@ -205,7 +205,7 @@ fn sse(c: &mut Criterion) {
                 for e in d.push(black_box(ch)) {
                     n += e
                         .fields()
-                        .map(|f| f.data.map_or(0, |d| d.len()))
+                        .map(|f| f.data.as_ref().map_or(0, String::len))
                         .unwrap_or(0);
                 }
             }

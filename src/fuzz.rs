@@ -223,7 +223,7 @@ pub fn anthropic_response(data: &[u8]) {
     if whole.0.as_deref() == Some("text/event-stream") {
         let mut d = crate::llm::sse::Decoder::default();
         for ev in d.push(&whole.1) {
-            let ev = ev.fields().expect("translated SSE decodes");
+            let ev = ev.into_fields().expect("translated SSE decodes");
             if let Some(data) = ev.data.filter(|d| d != "[DONE]") {
                 serde_json::from_str::<serde_json::Value>(&data).expect("event data is JSON");
             }

@@ -189,10 +189,39 @@ impl ResponseGuard {
             + self.held.as_ref().map_or(0, anthropic::Held::len)
     }
 
-    /// Processes one body chunk; returns the bytes to send in its place.
+    /// Processes events a response pipeline decoded (SSE mode); returns the bytes to send
+    /// in their place. Shadow mode forwards the events as they came.
+    pub fn on_events(&mut self, events: Vec<Event>, end_of_stream: bool) -> Vec<u8> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = end_of_stream;
+        let mut out = Vec::new();
+        if self.policy.shadow {
+            let mut sink = Vec::new();
+            for ev in &events {
+                ev.encode(&mut out);
+            }
+            self.events(events, end_of_stream, &mut sink);
+        } else {
+            self.events(events, end_of_stream, &mut out);
+        }
+        out
+    }
+
+    /// Processes one body chunk; returns the bytes to send in its place. For SSE, the bytes
+    /// are framed by the guard's own decoder (callers without a response pipeline: tests,
+    /// fuzzing, benches) and handled exactly as [`ResponseGuard::on_events`] does.
     pub fn on_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         if self.done {
             return Vec::new();
+        }
+        if matches!(self.mode, Mode::Sse) {
+            let mut events = self.decoder.push(chunk);
+            if end_of_stream {
+                events.extend(self.decoder.finish());
+            }
+            return self.on_events(events, end_of_stream);
         }
         self.done = end_of_stream;
         if self.policy.shadow {
@@ -207,7 +236,7 @@ impl ResponseGuard {
                     self.fail_whole(e, &mut out);
                 }
             }
-            Mode::Sse => self.sse(chunk, end_of_stream, &mut out),
+            Mode::Sse => {} // handled above
             Mode::Whole => {
                 if self.whole.len() + chunk.len() > MAX_WHOLE_BODY {
                     self.overflow = true;
@@ -227,7 +256,7 @@ impl ResponseGuard {
     fn observe(&mut self, chunk: &[u8], end_of_stream: bool) {
         let mut sink = Vec::new();
         match self.mode {
-            Mode::Sse => self.sse(chunk, end_of_stream, &mut sink),
+            Mode::Sse => {} // on_events
             Mode::Whole => {
                 if self.whole.len() + chunk.len() <= MAX_WHOLE_BODY {
                     self.whole.extend_from_slice(chunk);
@@ -240,13 +269,9 @@ impl ResponseGuard {
         }
     }
 
-    fn sse(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) {
+    fn events(&mut self, events: Vec<Event>, end_of_stream: bool, out: &mut Vec<u8>) {
         if self.failed.is_some() {
             return;
-        }
-        let mut events = self.decoder.push(chunk);
-        if end_of_stream {
-            events.extend(self.decoder.finish());
         }
         for ev in events {
             if self.failed.is_some() {
@@ -259,8 +284,8 @@ impl ResponseGuard {
         }
     }
 
-    fn event(&mut self, ev: Event, out: &mut Vec<u8>) {
-        let mut f = match ev.fields() {
+    fn event(&mut self, mut ev: Event, out: &mut Vec<u8>) {
+        let f = match ev.fields() {
             Ok(f) => f,
             Err(e) => {
                 // Oversized: never forwarded unscanned.
@@ -275,13 +300,17 @@ impl ResponseGuard {
             }
             return;
         }
-        let Some(data) = f.data.take() else {
+        if f.data.is_none() {
             // Comments and keep-alives pass as they came.
             ev.encode(out);
             return;
-        };
-        let mut obj = match crate::llm::sse::json::<Value>(&data) {
-            Ok(Value::Object(o)) => o,
+        }
+        // The pipeline's parse, when usage already read this event; else parsed now.
+        let json = ev.take_json();
+        let Ok(mut f) = ev.into_fields() else { return };
+        let data = f.data.take().unwrap_or_default();
+        let mut obj = match json {
+            Some(Value::Object(o)) => o,
             _ => {
                 // Not a JSON object: still never forwarded unscanned.
                 f.data = Some(match &self.masker {

@@ -28,6 +28,8 @@
 //! ([`json`]), which is how the decode-once promise of the response pipeline is proven.
 
 use serde::Deserialize;
+use serde_json::Value;
+use std::cell::OnceCell;
 use thiserror::Error;
 
 /// Default largest event: 1 MiB.
@@ -97,18 +99,30 @@ impl Fields {
     }
 }
 
-/// One event: the bytes it was made of (or that a stage built), fields parsed on demand.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One event: the bytes it was made of (or that a stage built), fields and JSON data parsed
+/// on first use and kept, so every stage the event passes through shares one parse.
+#[derive(Debug, Clone, Default)]
 pub struct Event {
     raw: Vec<u8>,
     /// Emitted because it grew past this limit; its fields are not parsed.
     oversized: Option<usize>,
+    fields: OnceCell<Fields>,
+    /// The data parsed as JSON (`None`: no data, or not JSON).
+    json: OnceCell<Option<Value>>,
 }
+
+/// Events are their bytes; what was parsed from them is a cache.
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.raw == other.raw && self.oversized == other.oversized
+    }
+}
+impl Eq for Event {}
 
 impl Event {
     /// A new event with only data.
     pub fn data(data: impl Into<String>) -> Event {
-        Event::from_fields(&Fields {
+        Event::from_fields(Fields {
             data: Some(data.into()),
             ..Fields::default()
         })
@@ -116,20 +130,37 @@ impl Event {
 
     /// A new event with a name and data.
     pub fn named(event: &str, data: impl Into<String>) -> Event {
-        Event::from_fields(&Fields {
+        Event::from_fields(Fields {
             event: Some(event.to_owned()),
             data: Some(data.into()),
             ..Fields::default()
         })
     }
 
-    /// A new event with these fields (encoded now; [`Event::encode`] writes these bytes).
-    pub fn from_fields(fields: &Fields) -> Event {
+    /// A new data-only event carrying a JSON value: encoded now, and the value kept, so
+    /// stages downstream read it without parsing (translators build their events so).
+    pub fn from_json(value: Value) -> Event {
+        let ev = Event::data(value.to_string());
+        let _ = ev.json.set(Some(value));
+        ev
+    }
+
+    /// A new event with these fields (encoded now; [`Event::encode`] writes these bytes;
+    /// the fields are kept, so no stage parses them back).
+    pub fn from_fields(fields: Fields) -> Event {
         let mut raw = Vec::new();
         fields.encode(&mut raw);
+        let ev = Event::new(raw, None);
+        let _ = ev.fields.set(fields);
+        ev
+    }
+
+    fn new(raw: Vec<u8>, oversized: Option<usize>) -> Event {
         Event {
             raw,
-            oversized: None,
+            oversized,
+            fields: OnceCell::new(),
+            json: OnceCell::new(),
         }
     }
 
@@ -143,20 +174,64 @@ impl Event {
         self.oversized.is_some()
     }
 
-    /// Parses the fields from the bytes (each call parses; callers keep the result).
-    pub fn fields(&self) -> Result<Fields, SseError> {
+    /// The fields, parsed from the bytes on first use.
+    pub fn fields(&self) -> Result<&Fields, SseError> {
         if let Some(limit) = self.oversized {
             return Err(SseError::EventTooLarge { limit });
         }
-        #[cfg(test)]
-        COUNTS.with(|c| c.set(c.get().with(|n| n.parsed += 1)));
-        Ok(parse(&self.raw))
+        Ok(self.fields.get_or_init(|| {
+            #[cfg(test)]
+            COUNTS.with(|c| c.set(c.get().with(|n| n.parsed += 1)));
+            parse(&self.raw)
+        }))
+    }
+
+    /// The fields, owned (parsed now unless a stage already did).
+    pub fn into_fields(mut self) -> Result<Fields, SseError> {
+        self.fields()?;
+        Ok(self.fields.take().unwrap_or_default())
+    }
+
+    /// The data parsed as a JSON object on first use (`None`: no data, not a JSON object,
+    /// oversized).
+    pub fn json(&self) -> Option<&Value> {
+        self.json
+            .get_or_init(|| {
+                let data = self.fields().ok()?.data.as_deref()?;
+                // Only objects are events tollgate reads ([DONE] and text are not parsed).
+                data.trim_start()
+                    .starts_with('{')
+                    .then(|| json::<Value>(data).ok())
+                    .flatten()
+            })
+            .as_ref()
+    }
+
+    /// The data's JSON value if a stage parsed it already (no parse here).
+    pub fn parsed_json(&self) -> Option<Option<&Value>> {
+        self.json.get().map(Option::as_ref)
+    }
+
+    /// Takes the data's JSON value (parsed now unless a stage already did), for a stage
+    /// that rewrites it.
+    pub fn take_json(&mut self) -> Option<Value> {
+        self.json();
+        self.json.take().flatten()
     }
 
     /// Writes the event: its original bytes when untouched.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.raw);
     }
+}
+
+/// Events as wire bytes (untouched events: their original bytes): the one encoder.
+pub fn encode(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.iter().map(|e| e.raw.len()).sum());
+    for ev in events {
+        ev.encode(&mut out);
+    }
+    out
 }
 
 /// Parses an event's data as JSON (the one place event payloads are parsed, so tests can
@@ -324,10 +399,7 @@ impl Decoder {
         if self.buf.len() > self.max_event {
             // Bounded memory: the pending event leaves as a raw fragment.
             let raw = std::mem::take(&mut self.buf);
-            out.push(self.counted(Event {
-                raw,
-                oversized: Some(self.max_event),
-            }));
+            out.push(self.counted(Event::new(raw, Some(self.max_event))));
             self.line_start = 0;
             self.scanned = 0;
             self.started = false;
@@ -345,7 +417,7 @@ impl Decoder {
         }
         let raw = std::mem::take(&mut self.buf);
         let oversized = (raw.len() > self.max_event).then_some(self.max_event);
-        Some(self.counted(Event { raw, oversized }))
+        Some(self.counted(Event::new(raw, oversized)))
     }
 
     /// Bytes buffered now (for memory accounting).
@@ -357,7 +429,7 @@ impl Decoder {
         let raw = self.buf[range].to_vec();
         // Split-invariant: a complete event over the limit is flagged however it arrived.
         let oversized = (raw.len() > self.max_event).then_some(self.max_event);
-        self.counted(Event { raw, oversized })
+        self.counted(Event::new(raw, oversized))
     }
 
     fn counted(&self, ev: Event) -> Event {
@@ -385,7 +457,7 @@ mod tests {
     fn fields(events: &[Event]) -> Vec<Fields> {
         events
             .iter()
-            .map(|e| e.fields().expect("within limit"))
+            .map(|e| e.fields().expect("within limit").clone())
             .collect()
     }
 
@@ -467,8 +539,11 @@ mod tests {
         let _ = counts();
         let events = decode_all(&[b"data: {}\n\ndata: {}\n\n"]);
         for e in &events {
-            let f = e.fields().expect("ok");
-            let _: serde_json::Value = json(f.data.as_deref().unwrap_or_default()).expect("json");
+            // Fields and JSON are parsed once however often stages ask.
+            for _ in 0..3 {
+                assert!(e.fields().is_ok());
+                assert!(e.json().is_some());
+            }
         }
         assert_eq!(
             counts(),

@@ -28,7 +28,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
-use crate::llm::sse::{self, Decoder};
+use crate::llm::sse::{self, Decoder, Event};
 use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -574,13 +574,20 @@ impl ResponseTranslator for Translator {
                     ),
                 }
             }
-            Mode::Stream(st) => st.push(chunk, end_of_stream),
+            Mode::Stream(st) => sse::encode(&st.push(chunk, end_of_stream)),
+        }
+    }
+
+    fn events(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<sse::Event>> {
+        match &mut self.mode {
+            Mode::Stream(st) => Some(st.push(chunk, end_of_stream)),
+            Mode::Json { .. } => None,
         }
     }
 }
 
 impl StreamState {
-    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<u8> {
+    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.failed {
             for e in self.decoder.push(chunk) {
@@ -613,12 +620,12 @@ impl StreamState {
         out
     }
 
-    fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+    fn fail(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: &str) {
         self.failed = true;
         self.writer.error(out, message, kind, Some(code));
     }
 
-    fn event(&mut self, e: &sse::Event, out: &mut Vec<u8>) {
+    fn event(&mut self, e: &sse::Event, out: &mut Vec<Event>) {
         let f = match e.fields() {
             Ok(f) => f,
             Err(e) => {

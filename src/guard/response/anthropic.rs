@@ -300,7 +300,7 @@ mod tests {
         let mut d = Decoder::default();
         let (mut text, mut json_text, mut error) = (String::new(), String::new(), None);
         for ev in d.push(wire) {
-            let ev = ev.fields().expect("decodes");
+            let ev = ev.into_fields().expect("decodes");
             let v: Value = serde_json::from_str(ev.data.as_deref().expect("data")).expect("json");
             assert_eq!(
                 ev.event.as_deref(),

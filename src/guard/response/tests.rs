@@ -33,7 +33,7 @@ fn client_text(wire: &[u8]) -> (String, Option<String>, bool) {
     for ev in d
         .push(wire)
         .into_iter()
-        .map(|e| e.fields().expect("decodes"))
+        .map(|e| e.into_fields().expect("decodes"))
     {
         if ev.is_done() {
             done = true;
@@ -147,7 +147,7 @@ fn tool_call_arguments_are_masked_across_deltas() {
     for ev in d
         .push(&out)
         .into_iter()
-        .map(|e| e.fields().expect("decodes"))
+        .map(|e| e.into_fields().expect("decodes"))
     {
         if ev.is_done() {
             continue;
@@ -268,7 +268,7 @@ fn assembled(wire: &[u8]) -> (BTreeMap<String, String>, bool) {
     for ev in d
         .push(wire)
         .into_iter()
-        .map(|e| e.fields().expect("decodes"))
+        .map(|e| e.into_fields().expect("decodes"))
     {
         if ev.is_done() {
             continue;
@@ -388,7 +388,7 @@ mod thinking {
         let evs = Decoder::default()
             .push(&out)
             .into_iter()
-            .map(|e| e.fields().expect("decodes"))
+            .map(|e| e.into_fields().expect("decodes"))
             .map(|e| serde_json::from_str(e.data.as_deref().expect("data")).expect("json"))
             .collect();
         (evs, g.state)

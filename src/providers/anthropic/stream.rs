@@ -55,8 +55,8 @@ impl StreamTranslator {
         }
     }
 
-    /// Upstream bytes in, client bytes out.
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+    /// Upstream bytes in, the client's events out (built with their JSON).
+    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if self.ended {
             return out;
@@ -81,7 +81,7 @@ impl StreamTranslator {
         out
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<Event>) {
         let v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -89,16 +89,16 @@ impl StreamTranslator {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
-        Event::data(v.to_string()).encode(out);
+        out.push(Event::from_json(v));
     }
 
-    fn error(&mut self, err: &Value, out: &mut Vec<u8>) {
+    fn error(&mut self, err: &Value, out: &mut Vec<Event>) {
         let v = openai_error(Some(err), "the upstream reported an error");
-        Event::data(v.to_string()).encode(out);
+        out.push(Event::from_json(v));
         self.ended = true;
     }
 
-    fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Event>) {
         let f = match ev.fields() {
             Ok(f) => f,
             Err(e) => {
@@ -220,9 +220,9 @@ impl StreamTranslator {
                         "choices": [],
                         "usage": self.tokens.openai(),
                     });
-                    Event::data(v.to_string()).encode(out);
+                    out.push(Event::from_json(v));
                 }
-                Event::data("[DONE]").encode(out);
+                out.push(Event::data("[DONE]"));
                 self.ended = true;
             }
             "error" => {

@@ -1749,3 +1749,5 @@ fn an_exchange_dropped_while_its_reserve_is_in_flight_releases_the_reservation()
             .contains(r#"tollgate_limiter_errors_total{op="reserve_cancelled"} 1"#)
     );
 }
+
+mod decode_once;
