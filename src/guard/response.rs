@@ -6,7 +6,10 @@
 //! with a replacement body, empty while text is held back; everything is flushed at
 //! end of stream; chunks after the end (Envoy can repeat the last one) get an empty body.
 //!
-//! - **SSE** (`text/event-stream`): events are decoded incrementally ([`crate::llm::sse`]);
+//! - **SSE** (`text/event-stream`): the response pipeline (`stages::response`)
+//!   hands over decoded events ([`ResponseGuard::on_events`]; their JSON parsed once and
+//!   shared with usage); [`ResponseGuard::on_body`] frames bytes itself for callers without
+//!   a pipeline (tests, fuzzing, benches), through the same event handler;
 //!   every string of a choice's `delta` (content, refusal, reasoning, tool-call and legacy
 //!   function-call arguments, audio transcript, fields nobody listed; not ids, enums or tool
 //!   names) is one text channel keyed by its path, with its own [`DecodingStreamMasker`], so a value
