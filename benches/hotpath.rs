@@ -208,17 +208,22 @@ fn sse(c: &mut Criterion) {
             let mut d = tollgate::llm::sse::Decoder::default();
             let mut n = 0;
             for ch in &chunks {
-                n += d.push(black_box(ch)).map(|e| e.len()).unwrap_or(0);
+                n += d.push(black_box(ch)).len();
             }
             n
         })
     });
-    g.bench_function("decode_raw_200_events", |b| {
+    g.bench_function("decode_and_parse_200_events", |b| {
         b.iter(|| {
-            let mut d = tollgate::llm::sse_raw::SseDecoder::default();
+            let mut d = tollgate::llm::sse::Decoder::default();
             let mut n = 0;
             for ch in &chunks {
-                n += d.push(black_box(ch)).len();
+                for e in d.push(black_box(ch)) {
+                    n += e
+                        .fields()
+                        .map(|f| f.data.as_ref().map_or(0, String::len))
+                        .unwrap_or(0);
+                }
             }
             n
         })

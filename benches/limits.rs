@@ -20,7 +20,7 @@ use tollgate::limits::{
     Admission, Amounts, Dimension, Health, Limit, Limiter, Metric, Rule, Subject, Window, plan,
     unix_now,
 };
-use tollgate::llm::sse_raw::SseDecoder;
+use tollgate::llm::sse::Decoder as SseDecoder;
 use tollgate::llm::usage::StreamMeter;
 use tollgate::secret::Secret;
 use tollgate::tokens::{self, Encoding};

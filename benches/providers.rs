@@ -154,5 +154,74 @@ fn streams(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, requests, streams);
+/// The response pipeline on a translated Gemini stream with usage metering and the guard on,
+/// per event: as composed before issue 13 (the translator's bytes re-framed and re-parsed
+/// by usage, then again by the guard) and as the pipeline runs it now (the translator's
+/// events, built with their JSON, observed by usage and rewritten by the guard).
+fn pipeline(c: &mut Criterion) {
+    use tollgate::config::{CompileOptions, compile};
+    use tollgate::guard::response::ResponseGuard;
+    use tollgate::llm::sse::Decoder;
+    use tollgate::llm::usage::StreamMeter;
+    use tollgate::pii::MaskState;
+    let yaml = "version: 1\nguard:\n  policies:\n    - name: p\n      pii: {}\n";
+    let opts = CompileOptions {
+        resolve_secrets: false,
+        env: &|_| None,
+    };
+    let Ok(snap) = compile(yaml, &opts) else {
+        return;
+    };
+    let policy = snap.guard.policies[0].clone();
+    let bytes = gemini_stream();
+    let guard = || {
+        ResponseGuard::new(
+            policy.clone(),
+            &MaskState::default(),
+            "text/event-stream",
+            None,
+        )
+    };
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("gemini_usage_guard_three_decodes_200_events", |b| {
+        b.iter(|| {
+            let mut t = gemini::Translator::new(who(), true, true);
+            t.head(200, "text/event-stream");
+            let (mut dec, mut meter, mut rg) = (Decoder::default(), StreamMeter::new(), guard());
+            let mut n = 0;
+            let mut chunks = black_box(&bytes).chunks(1024).peekable();
+            while let Some(c) = chunks.next() {
+                let eos = chunks.peek().is_none();
+                let translated = t.body(c, eos);
+                for ev in dec.push(&translated) {
+                    meter.observe(&ev);
+                }
+                n += rg.on_body(&translated, eos).len();
+            }
+            n
+        })
+    });
+    g.bench_function("gemini_usage_guard_decode_once_200_events", |b| {
+        b.iter(|| {
+            let mut t = gemini::Translator::new(who(), true, true);
+            t.head(200, "text/event-stream");
+            let (mut meter, mut rg) = (StreamMeter::new(), guard());
+            let mut n = 0;
+            let mut chunks = black_box(&bytes).chunks(1024).peekable();
+            while let Some(c) = chunks.next() {
+                let eos = chunks.peek().is_none();
+                let events = t.events(c, eos).unwrap_or_default();
+                for ev in &events {
+                    meter.observe(ev);
+                }
+                n += rg.on_events(events, eos).len();
+            }
+            n
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, requests, streams, pipeline);
 criterion_main!(benches);

@@ -4,8 +4,8 @@
 //! Each function takes untrusted bytes, drives one parser or state machine with them and
 //! panics only when an invariant breaks — so a fuzzer's crash and a failing property test
 //! mean the same thing. Invariants checked:
-//! - SSE decoders ([`crate::llm::sse`], [`crate::llm::sse_raw`]): never panic; the events
-//!   are the same however the bytes are split into chunks; the raw decoder gives back
+//! - SSE decoder ([`crate::llm::sse`]): never panics; the events
+//!   are the same however the bytes are split into chunks, and their raw bytes are
 //!   exactly the bytes pushed.
 //! - Request view ([`crate::llm::json`], [`crate::llm::body`]): the scan accepts what
 //!   serde_json accepts; spans name exactly their values; edits render valid JSON equal to
@@ -70,7 +70,7 @@ fn cuts_and_payload(data: &[u8]) -> (&[u8], &[u8]) {
     rest.split_at(n)
 }
 
-/// Both SSE decoders: split invariance and, for the raw one, losslessness.
+/// The SSE decoder: split invariance and losslessness.
 pub fn sse_decoders(data: &[u8]) {
     let (cuts, payload) = cuts_and_payload(data);
     let chunks = split(payload, cuts);
@@ -78,39 +78,24 @@ pub fn sse_decoders(data: &[u8]) {
     let decode = |parts: &[&[u8]]| {
         let mut d = crate::llm::sse::Decoder::new(256);
         let mut events = Vec::new();
-        let mut error = false;
         for p in parts {
-            match d.push(p) {
-                Ok(ev) => events.extend(ev),
-                Err(_) => {
-                    error = true;
-                    break;
-                }
-            }
+            events.extend(d.push(p));
         }
-        if !error {
-            events.extend(d.finish());
-        }
-        (events, error)
+        events.extend(d.finish());
+        events
     };
     let whole = decode(&[payload]);
     let split_up = decode(&chunks);
-    // An oversized event is refused however it arrives; only compare complete decodes.
-    if !whole.1 && !split_up.1 {
-        assert_eq!(whole.0, split_up.0, "sse::Decoder depends on chunking");
+    let back: Vec<u8> = split_up.iter().flat_map(|e| e.raw().to_vec()).collect();
+    assert_eq!(back, payload, "sse::Decoder lost or invented bytes");
+    // Where an oversized event is cut depends on the chunks; compare complete decodes.
+    if !whole
+        .iter()
+        .chain(&split_up)
+        .any(crate::llm::sse::Event::oversized)
+    {
+        assert_eq!(whole, split_up, "sse::Decoder depends on chunking");
     }
-
-    let mut raw = crate::llm::sse_raw::SseDecoder::new(64);
-    let mut back = Vec::new();
-    let mut events = Vec::new();
-    for p in &chunks {
-        for e in raw.push(p) {
-            back.extend_from_slice(&e.raw);
-            events.push(e);
-        }
-    }
-    back.extend(raw.finish());
-    assert_eq!(back, payload, "sse_raw::SseDecoder lost or invented bytes");
 }
 
 /// The request view's scan and `Body` edits: the scan accepts exactly what serde_json
@@ -305,7 +290,8 @@ pub fn anthropic_response(data: &[u8]) {
     assert_eq!(whole, split_up, "anthropic translation depends on chunking");
     if whole.0.as_deref() == Some("text/event-stream") {
         let mut d = crate::llm::sse::Decoder::default();
-        for ev in d.push(&whole.1).expect("translated SSE decodes") {
+        for ev in d.push(&whole.1) {
+            let ev = ev.into_fields().expect("translated SSE decodes");
             if let Some(data) = ev.data.filter(|d| d != "[DONE]") {
                 serde_json::from_str::<serde_json::Value>(&data).expect("event data is JSON");
             }

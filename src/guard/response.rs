@@ -6,7 +6,10 @@
 //! with a replacement body, empty while text is held back; everything is flushed at
 //! end of stream; chunks after the end (Envoy can repeat the last one) get an empty body.
 //!
-//! - **SSE** (`text/event-stream`): events are decoded incrementally ([`crate::llm::sse`]);
+//! - **SSE** (`text/event-stream`): the response pipeline (`stages::response`)
+//!   hands over decoded events ([`ResponseGuard::on_events`]; their JSON parsed once and
+//!   shared with usage); [`ResponseGuard::on_body`] frames bytes itself for callers without
+//!   a pipeline (tests, fuzzing, benches), through the same event handler;
 //!   every string of a choice's `delta` (content, refusal, reasoning, tool-call and legacy
 //!   function-call arguments, audio transcript, fields nobody listed; not ids, enums or tool
 //!   names) is one text channel keyed by its path, with its own [`DecodingStreamMasker`], so a value
@@ -189,10 +192,39 @@ impl ResponseGuard {
             + self.held.as_ref().map_or(0, anthropic::Held::len)
     }
 
-    /// Processes one body chunk; returns the bytes to send in its place.
+    /// Processes events a response pipeline decoded (SSE mode); returns the bytes to send
+    /// in their place. Shadow mode forwards the events as they came.
+    pub fn on_events(&mut self, events: Vec<Event>, end_of_stream: bool) -> Vec<u8> {
+        if self.done {
+            return Vec::new();
+        }
+        self.done = end_of_stream;
+        let mut out = Vec::new();
+        if self.policy.shadow {
+            let mut sink = Vec::new();
+            for ev in &events {
+                ev.encode(&mut out);
+            }
+            self.events(events, end_of_stream, &mut sink);
+        } else {
+            self.events(events, end_of_stream, &mut out);
+        }
+        out
+    }
+
+    /// Processes one body chunk; returns the bytes to send in its place. For SSE, the bytes
+    /// are framed by the guard's own decoder (callers without a response pipeline: tests,
+    /// fuzzing, benches) and handled exactly as [`ResponseGuard::on_events`] does.
     pub fn on_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         if self.done {
             return Vec::new();
+        }
+        if matches!(self.mode, Mode::Sse) {
+            let mut events = self.decoder.push(chunk);
+            if end_of_stream {
+                events.extend(self.decoder.finish());
+            }
+            return self.on_events(events, end_of_stream);
         }
         self.done = end_of_stream;
         if self.policy.shadow {
@@ -207,7 +239,7 @@ impl ResponseGuard {
                     self.fail_whole(e, &mut out);
                 }
             }
-            Mode::Sse => self.sse(chunk, end_of_stream, &mut out),
+            Mode::Sse => {} // handled above
             Mode::Whole => {
                 if self.whole.len() + chunk.len() > MAX_WHOLE_BODY {
                     self.overflow = true;
@@ -227,7 +259,7 @@ impl ResponseGuard {
     fn observe(&mut self, chunk: &[u8], end_of_stream: bool) {
         let mut sink = Vec::new();
         match self.mode {
-            Mode::Sse => self.sse(chunk, end_of_stream, &mut sink),
+            Mode::Sse => {} // on_events
             Mode::Whole => {
                 if self.whole.len() + chunk.len() <= MAX_WHOLE_BODY {
                     self.whole.extend_from_slice(chunk);
@@ -240,19 +272,9 @@ impl ResponseGuard {
         }
     }
 
-    fn sse(&mut self, chunk: &[u8], end_of_stream: bool, out: &mut Vec<u8>) {
+    fn events(&mut self, events: Vec<Event>, end_of_stream: bool, out: &mut Vec<u8>) {
         if self.failed.is_some() {
             return;
-        }
-        let mut events = match self.decoder.push(chunk) {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.fail_sse(GuardError::Unreadable(e.to_string()), out);
-                return;
-            }
-        };
-        if end_of_stream {
-            events.extend(self.decoder.finish());
         }
         for ev in events {
             if self.failed.is_some() {
@@ -266,26 +288,39 @@ impl ResponseGuard {
     }
 
     fn event(&mut self, mut ev: Event, out: &mut Vec<u8>) {
-        if ev.is_done() {
+        let f = match ev.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                // Oversized: never forwarded unscanned.
+                self.fail_sse(GuardError::Unreadable(e.to_string()), out);
+                return;
+            }
+        };
+        if f.is_done() {
             self.flush_all(out);
             if self.failed.is_none() {
                 ev.encode(out);
             }
             return;
         }
-        let Some(data) = ev.data.take() else {
+        if f.data.is_none() {
+            // Comments and keep-alives pass as they came.
             ev.encode(out);
             return;
-        };
-        let mut obj = match serde_json::from_str::<Value>(&data) {
-            Ok(Value::Object(o)) => o,
+        }
+        // The pipeline's parse, when usage already read this event; else parsed now.
+        let json = ev.take_json();
+        let Ok(mut f) = ev.into_fields() else { return };
+        let data = f.data.take().unwrap_or_default();
+        let mut obj = match json {
+            Some(Value::Object(o)) => o,
             _ => {
                 // Not a JSON object: still never forwarded unscanned.
-                ev.data = Some(match &self.masker {
+                f.data = Some(match &self.masker {
                     Some(m) => m.mask(&data, &mut self.state),
                     None => data,
                 });
-                ev.encode(out);
+                f.encode(out);
                 return;
             }
         };
@@ -317,8 +352,8 @@ impl ResponseGuard {
             self.template = Some(t);
         }
         if emit {
-            ev.data = Some(Value::Object(obj).to_string());
-            ev.encode(out);
+            f.data = Some(Value::Object(obj).to_string());
+            f.encode(out);
         }
     }
 
@@ -472,10 +507,11 @@ impl ResponseGuard {
     }
 
     fn fail_sse(&mut self, e: GuardError, out: &mut Vec<u8>) {
-        let mut ev = Event::data(self.error_body(&e));
-        if self.shape == Shape::Anthropic {
-            ev.event = Some("error".into());
-        }
+        let body = self.error_body(&e);
+        let ev = match self.shape {
+            Shape::Anthropic => Event::named("error", body),
+            Shape::OpenAi => Event::data(body),
+        };
         self.failed = Some(e);
         ev.encode(out);
     }

@@ -10,7 +10,6 @@ pub mod include_usage;
 pub mod json;
 pub mod openai;
 pub mod sse;
-pub mod sse_raw;
 pub mod usage;
 
 /// An API endpoint tollgate understands.

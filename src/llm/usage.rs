@@ -17,7 +17,7 @@
 //! it kept: at most [`MAX_TEXT`] bytes per response, beyond which the remainder is counted as
 //! one token per byte (the documented upper bound).
 
-use super::sse_raw::Event;
+use super::sse::{self, Event};
 use crate::tokens::Encoding;
 use serde::Deserialize;
 use serde_json::Value;
@@ -162,20 +162,33 @@ impl StreamMeter {
         }
     }
 
-    /// Observes one event.
+    /// Observes one event. Reads the JSON tree another stage of the pipeline parsed, when
+    /// there is one; else parses only the fields it reads (no tree).
     pub fn observe(&mut self, ev: &Event) -> Verdict {
-        if ev.oversized {
-            self.overflow_bytes += ev.raw.len() as u64;
-            return Verdict::Keep;
-        }
-        let data = ev.data.trim();
+        let f = match ev.fields() {
+            Ok(f) => f,
+            Err(_) => {
+                // Oversized: forwarded raw, counted as one token per byte.
+                self.overflow_bytes += ev.raw().len() as u64;
+                return Verdict::Keep;
+            }
+        };
+        let data = f.data.as_deref().unwrap_or_default().trim();
         if data.is_empty() || data == "[DONE]" || !data.starts_with('{') {
             return Verdict::Keep;
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
-            return Verdict::Keep;
+        let chunk = match ev.parsed_json() {
+            Some(tree) => tree.and_then(|v| Chunk::deserialize(v).ok()),
+            None => sse::json::<Chunk<'_>>(data).ok(),
         };
-        let kind = chunk.kind.or(ev.event.as_deref());
+        match chunk {
+            Some(chunk) => self.chunk(chunk, f.event.as_deref()),
+            None => Verdict::Keep,
+        }
+    }
+
+    fn chunk(&mut self, chunk: Chunk<'_>, event: Option<&str>) -> Verdict {
+        let kind = chunk.kind.or(event);
         if self.model.is_none() {
             // OpenAI chunks name it at the top; Anthropic's message_start in its message.
             let named = chunk

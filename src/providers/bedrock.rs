@@ -24,6 +24,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
+use crate::llm::sse::{self, Event};
 use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -459,7 +460,14 @@ impl ResponseTranslator for Translator {
                 }
                 json_response(*status, body.take(), &self.who)
             }
-            Mode::Stream(st) => st.push(chunk, end_of_stream),
+            Mode::Stream(st) => sse::encode(&st.push(chunk, end_of_stream)),
+        }
+    }
+
+    fn events(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<sse::Event>> {
+        match &mut self.mode {
+            Mode::Stream(st) => Some(st.push(chunk, end_of_stream)),
+            Mode::Json { .. } => None,
         }
     }
 }
@@ -490,7 +498,7 @@ fn json_response(status: u16, buf: Option<Vec<u8>>, who: &Identity) -> Vec<u8> {
 }
 
 impl StreamState {
-    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<u8> {
+    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.failed {
             match self.decoder.push(chunk) {
@@ -523,12 +531,12 @@ impl StreamState {
         out
     }
 
-    fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+    fn fail(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: &str) {
         self.failed = true;
         self.writer.error(out, message, kind, Some(code));
     }
 
-    fn frame(&mut self, f: &Frame, out: &mut Vec<u8>) {
+    fn frame(&mut self, f: &Frame, out: &mut Vec<Event>) {
         let payload: Value = serde_json::from_slice(&f.payload).unwrap_or(Value::Null);
         match f.header_str(":message-type").unwrap_or("event") {
             "exception" => {

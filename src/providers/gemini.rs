@@ -28,7 +28,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
-use crate::llm::sse::{self, Decoder};
+use crate::llm::sse::{self, Decoder, Event};
 use crate::routing::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -574,25 +574,27 @@ impl ResponseTranslator for Translator {
                     ),
                 }
             }
-            Mode::Stream(st) => st.push(chunk, end_of_stream),
+            Mode::Stream(st) => sse::encode(&st.push(chunk, end_of_stream)),
+        }
+    }
+
+    fn events(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<sse::Event>> {
+        match &mut self.mode {
+            Mode::Stream(st) => Some(st.push(chunk, end_of_stream)),
+            Mode::Json { .. } => None,
         }
     }
 }
 
 impl StreamState {
-    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<u8> {
+    fn push(&mut self, chunk: &[u8], eos: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if !self.failed {
-            match self.decoder.push(chunk) {
-                Ok(events) => {
-                    for e in events {
-                        self.event(&e, &mut out);
-                        if self.failed {
-                            break;
-                        }
-                    }
+            for e in self.decoder.push(chunk) {
+                self.event(&e, &mut out);
+                if self.failed {
+                    break;
                 }
-                Err(e) => self.fail(&mut out, &e.to_string(), "api_error", "bad_upstream_stream"),
             }
         }
         if eos {
@@ -618,19 +620,26 @@ impl StreamState {
         out
     }
 
-    fn fail(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: &str) {
+    fn fail(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: &str) {
         self.failed = true;
         self.writer.error(out, message, kind, Some(code));
     }
 
-    fn event(&mut self, e: &sse::Event, out: &mut Vec<u8>) {
-        let Some(data) = e.data.as_deref() else {
+    fn event(&mut self, e: &sse::Event, out: &mut Vec<Event>) {
+        let f = match e.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(out, &e.to_string(), "api_error", "bad_upstream_stream");
+                return;
+            }
+        };
+        let Some(data) = f.data.as_deref() else {
             return;
         };
         if data.trim().is_empty() {
             return;
         }
-        let v: Value = match serde_json::from_str(data) {
+        let v: Value = match sse::json(data) {
             Ok(v) => v,
             Err(_) => {
                 self.fail(

@@ -294,6 +294,17 @@ pub trait ResponseTranslator: Send + std::fmt::Debug {
     /// Upstream body bytes in, client bytes out (may be empty while a frame is incomplete);
     /// at `end_of_stream` everything held is flushed.
     fn body(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8>;
+    /// For a translated event stream: upstream bytes in, the client's events out, each
+    /// built with its JSON (so the response pipeline neither re-frames nor re-parses
+    /// them). `None`, without consuming the chunk, when the response is not translated as
+    /// an event stream: then [`ResponseTranslator::body`] is called.
+    fn events(
+        &mut self,
+        _chunk: &[u8],
+        _end_of_stream: bool,
+    ) -> Option<Vec<crate::llm::sse::Event>> {
+        None
+    }
 }
 
 /// Builders shared by the translator tests.

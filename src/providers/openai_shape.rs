@@ -8,6 +8,7 @@
 //! Known limits: only `data:` URLs can be turned into image bytes (the clouds here take
 //! inline bytes, and tollgate does no outbound fetches on the request path).
 
+use crate::llm::sse::Event;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
@@ -492,7 +493,7 @@ pub fn completion(
     .into_bytes()
 }
 
-/// Writes `chat.completion.chunk` events.
+/// Writes `chat.completion.chunk` events (built with their JSON, see [`Event::from_json`]).
 #[derive(Debug, Clone)]
 pub struct ChunkWriter {
     who: Identity,
@@ -508,7 +509,7 @@ impl ChunkWriter {
         }
     }
 
-    fn event(&self, out: &mut Vec<u8>, choices: Value, usage: Option<Value>) {
+    fn event(&self, out: &mut Vec<Event>, choices: Value, usage: Option<Value>) {
         let mut chunk = json!({
             "id": self.who.id,
             "object": "chat.completion.chunk",
@@ -519,12 +520,10 @@ impl ChunkWriter {
         if let (Some(u), Some(o)) = (usage, chunk.as_object_mut()) {
             o.insert("usage".into(), u);
         }
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(chunk.to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
+        out.push(Event::from_json(chunk));
     }
 
-    fn delta(&mut self, out: &mut Vec<u8>, mut delta: Map<String, Value>) {
+    fn delta(&mut self, out: &mut Vec<Event>, mut delta: Map<String, Value>) {
         if !self.role_sent {
             self.role_sent = true;
             delta.insert("role".into(), json!("assistant"));
@@ -537,7 +536,7 @@ impl ChunkWriter {
     }
 
     /// The opening chunk (role, empty content), once.
-    pub fn start(&mut self, out: &mut Vec<u8>) {
+    pub fn start(&mut self, out: &mut Vec<Event>) {
         if !self.role_sent {
             let mut d = Map::new();
             d.insert("content".into(), json!(""));
@@ -546,7 +545,7 @@ impl ChunkWriter {
     }
 
     /// A text delta.
-    pub fn text(&mut self, out: &mut Vec<u8>, text: &str) {
+    pub fn text(&mut self, out: &mut Vec<Event>, text: &str) {
         if text.is_empty() {
             return;
         }
@@ -556,7 +555,7 @@ impl ChunkWriter {
     }
 
     /// A tool call begins (id and name, empty arguments).
-    pub fn tool_start(&mut self, out: &mut Vec<u8>, index: usize, id: &str, name: &str) {
+    pub fn tool_start(&mut self, out: &mut Vec<Event>, index: usize, id: &str, name: &str) {
         let mut d = Map::new();
         d.insert(
             "tool_calls".into(),
@@ -567,7 +566,7 @@ impl ChunkWriter {
     }
 
     /// More argument text for a tool call.
-    pub fn tool_args(&mut self, out: &mut Vec<u8>, index: usize, args: &str) {
+    pub fn tool_args(&mut self, out: &mut Vec<Event>, index: usize, args: &str) {
         if args.is_empty() {
             return;
         }
@@ -580,7 +579,7 @@ impl ChunkWriter {
     }
 
     /// The closing chunk with the finish reason.
-    pub fn finish(&mut self, out: &mut Vec<u8>, reason: &str) {
+    pub fn finish(&mut self, out: &mut Vec<Event>, reason: &str) {
         self.start(out);
         self.event(
             out,
@@ -590,20 +589,18 @@ impl ChunkWriter {
     }
 
     /// The usage chunk (empty `choices`, as OpenAI sends with `include_usage`).
-    pub fn usage(&mut self, out: &mut Vec<u8>, usage: Usage) {
+    pub fn usage(&mut self, out: &mut Vec<Event>, usage: Usage) {
         self.event(out, json!([]), Some(usage.to_json()));
     }
 
     /// An in-band error event (the OpenAI SDK raises `APIError` with this message).
-    pub fn error(&mut self, out: &mut Vec<u8>, message: &str, kind: &str, code: Option<&str>) {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(error_value(message, kind, code).to_string().as_bytes());
-        out.extend_from_slice(b"\n\n");
+    pub fn error(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: Option<&str>) {
+        out.push(Event::from_json(error_value(message, kind, code)));
     }
 
     /// `data: [DONE]`.
-    pub fn done(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"data: [DONE]\n\n");
+    pub fn done(&mut self, out: &mut Vec<Event>) {
+        out.push(Event::data("[DONE]"));
     }
 }
 
@@ -690,7 +687,7 @@ mod tests {
                 reasoning: 0,
             },
         );
-        let s = String::from_utf8(out).unwrap();
+        let s = String::from_utf8(crate::llm::sse::encode(&out)).unwrap();
         assert_eq!(s.matches("\"role\":\"assistant\"").count(), 1);
         assert!(s.contains("\"choices\":[],\"usage\":{\"prompt_tokens\":3"));
         assert!(s.contains("\"total_tokens\":5"));

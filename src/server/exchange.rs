@@ -23,9 +23,10 @@
 //!
 //! Stage order (fixed): request headers `access` → `route`; request body `route` →
 //! `access` (model/backend allowed?) → `guard` → `usage` → `limits` (the one await: the
-//! limits store, bounded by its command timeout). Response body: `usage` reads the upstream
-//! events first (and strips the usage event it injected), then `guard` masks what is passed
-//! on. Usage is completed once — at the response's end of stream, at response headers when
+//! limits store, bounded by its command timeout). Response body: the response pipeline
+//! ([`crate::stages::response`]) translates, decodes an SSE body once, lets `usage` observe
+//! the events first (and strip the usage event it injected), then `guard` masks what is
+//! passed on, and encodes once. Usage is completed once — at the response's end of stream, at response headers when
 //! the body is not read, or in `Drop` when the stream ends early — and its settlement is
 //! queued for the background worker (Drop cannot await). The one await is guarded: a
 //! reserve still in flight when the exchange is dropped (Envoy cancelled the stream) queues
@@ -42,7 +43,7 @@ use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
 use crate::stages::limits::{Services, Settlement};
-use crate::stages::{Flow, RequestCtx, access, guard, limits, provider, route, usage};
+use crate::stages::{Flow, RequestCtx, access, guard, limits, provider, response, route, usage};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -488,35 +489,35 @@ impl Exchange {
         reply::proceed(Kind::ResponseHeaders, m)
     }
 
-    /// Answers every response body chunk: usage reads the upstream bytes first, then the
-    /// guard masks what usage passes on (empty while it holds text back).
+    /// Answers every response body chunk through the response pipeline (translate, decode
+    /// once, usage observes, the guard rewrites, encode once).
     fn response_body(&mut self, b: &HttpBody) -> ProcessingResponse {
         if self.timing_body && self.first_body.is_none() && !b.body.is_empty() {
             self.first_body = Some(self.started.elapsed());
         }
-        let mut replacement = provider::response_body(&mut self.cx, &b.body, b.end_of_stream);
         let metering = self
             .cx
             .charge
             .as_deref()
             .is_some_and(usage::Charge::reading_body);
-        if metering {
-            let translated = replacement.take();
-            let input = translated.as_deref().unwrap_or(&b.body);
-            // Usage answers only when it changes the bytes (a stripped usage event).
-            let stripped = usage::response_body(&mut self.cx, input, b.end_of_stream);
-            replacement = stripped.or(translated);
-            if b.end_of_stream {
-                self.complete(false);
-            }
+        let guard_was_finished = self
+            .cx
+            .guard
+            .as_ref()
+            .and_then(|g| g.response.as_ref())
+            .map(ResponseGuard::finished);
+        let replacement = response::response_body(&mut self.cx, &b.body, b.end_of_stream);
+        if metering && b.end_of_stream {
+            self.complete(false);
         }
-        if let Some(rg) = self.cx.guard.as_mut().and_then(|g| g.response.as_mut()) {
-            let was_finished = rg.finished();
-            let input = replacement.as_deref().unwrap_or(&b.body);
-            replacement = Some(rg.on_body(input, b.end_of_stream));
-            if !was_finished && rg.finished() {
-                self.report_response_guard();
-            }
+        let guard_finished = self
+            .cx
+            .guard
+            .as_ref()
+            .and_then(|g| g.response.as_ref())
+            .is_some_and(ResponseGuard::finished);
+        if guard_was_finished == Some(false) && guard_finished {
+            self.report_response_guard();
         }
         let mut m = self.cx.mutations.take();
         if replacement.is_some() {

@@ -11,13 +11,15 @@
 //!   count, output ceiling, include_usage) → `limits` (reserve or refuse) → `provider` (the
 //!   backend's dialect: path, credential, translated body);
 //! - response headers/body: `provider` (translate to the OpenAI shape), `usage` (read usage,
-//!   strip the added usage event), then `guard` (mask the stream);
+//!   strip the added usage event), then `guard` (mask the stream); bodies run through the
+//!   response pipeline ([`response`]), which frames an SSE body once for all of them;
 //! - end (or drop): `limits` settlement (reconcile or refund).
 
 pub mod access;
 pub mod guard;
 pub mod limits;
 pub mod provider;
+pub mod response;
 pub mod route;
 pub mod usage;
 
@@ -53,6 +55,8 @@ pub struct RequestCtx {
     pub guard: Option<crate::guard::GuardCtx>,
     /// The backend's response translator (`None`: the response passes as the upstream sent it).
     pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
+    /// The response pipeline's state (the one SSE decoder of the response).
+    pub response: response::Pipeline,
     /// For a fallback chain: each step's backend name and translator, built on the final
     /// body; the one of the backend that answered becomes `translator` at response headers.
     pub chain_translators: Vec<(

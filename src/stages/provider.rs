@@ -13,8 +13,10 @@
 //!
 //! Response: at headers the translator learns status and content type; when it changes the
 //! body, `content-length` is dropped (Envoy re-frames), `content-type` is set to what the
-//! client receives, and the body is requested STREAMED. Each body chunk is translated first;
-//! usage and the guard then read the translator's OpenAI-shaped output.
+//! client receives, and the body is requested STREAMED. Each body chunk is translated first
+//! (by the response pipeline, [`super::response`]); usage and the guard then read the
+//! translator's OpenAI-shaped output: a translated stream as the translator's events
+//! (never re-framed or re-parsed), a whole body as bytes.
 
 use super::RequestCtx;
 use crate::config::Snapshot;
@@ -155,6 +157,18 @@ pub fn response_headers(
         cx.mutations.remove("content-length");
     }
     (head.content_type, true)
+}
+
+/// One response body chunk of a translated event stream: the client's events, built with
+/// their JSON (`None`: no translator, or the response is not translated as events).
+pub fn response_events(
+    cx: &mut RequestCtx,
+    chunk: &[u8],
+    end_of_stream: bool,
+) -> Option<Vec<crate::llm::sse::Event>> {
+    cx.translator
+        .as_mut()
+        .and_then(|t| t.events(chunk, end_of_stream))
 }
 
 /// One response body chunk: the translated bytes, or `None` when there is no translator.

@@ -8,9 +8,10 @@
 //!
 //! Response side: the body is requested from Envoy (STREAMED, per request through
 //! `mode_override`) only when usage is needed: a token/cost limit applies, or metering is
-//! on. SSE bodies are decoded event by event; each chunk is answered with the events it
-//! completed (minus a stripped usage event) and an incomplete tail is held until the next
-//! chunk or end of stream. Without stripping, chunks pass unchanged (observed only).
+//! on. SSE bodies are decoded once by the response pipeline ([`super::response`]); usage
+//! observes its events and drops the usage event it injected (the pipeline then answers
+//! each chunk with the events it completed; an incomplete tail is held until the next chunk
+//! or end of stream). Without stripping, chunks pass unchanged (observed only).
 //! JSON bodies are copied (up to [`MAX_JSON`]) and read at end of stream.
 //!
 //! Whenever the body is read, the upstream is asked for `accept-encoding: identity`; a 2xx
@@ -29,7 +30,7 @@ use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::limits::Reservation;
 use crate::llm::include_usage::{self, Asked};
-use crate::llm::sse_raw::SseDecoder;
+use crate::llm::sse::Event;
 use crate::llm::usage::{self, StreamMeter, Usage, Verdict};
 use crate::pricing::{Price, Tokens};
 use crate::tokens::{self, Encoding};
@@ -43,8 +44,8 @@ enum BodyMeter {
     /// Not read.
     #[default]
     Off,
-    /// Server-sent events.
-    Sse { dec: SseDecoder, meter: StreamMeter },
+    /// Server-sent events, decoded by the response pipeline ([`super::response`]).
+    Sse { meter: StreamMeter },
     /// A JSON document.
     Json { buf: Vec<u8>, overflow: bool },
 }
@@ -288,7 +289,6 @@ pub fn response_headers(cx: &mut RequestCtx, status: Option<u16>, content_type: 
     let ct = content_type.to_ascii_lowercase();
     if ct.starts_with("text/event-stream") {
         charge.body = BodyMeter::Sse {
-            dec: SseDecoder::default(),
             meter: StreamMeter::new(),
         };
         if charge.strip_usage {
@@ -307,32 +307,48 @@ pub fn response_headers(cx: &mut RequestCtx, status: Option<u16>, content_type: 
     }
 }
 
-/// One response body chunk. Returns a replacement body when the chunk must change.
-pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
-    let charge = cx.charge.as_deref_mut()?;
+/// Whether usage reads this response as SSE events (and has not finished reading).
+pub fn reads_events(cx: &RequestCtx) -> bool {
+    cx.charge
+        .as_deref()
+        .is_some_and(|c| c.usage.is_none() && matches!(c.body, BodyMeter::Sse { .. }))
+}
+
+/// Whether usage rewrites the event stream (it strips the usage event it asked for).
+pub fn rewrites_events(cx: &RequestCtx) -> bool {
+    reads_events(cx) && cx.charge.as_deref().is_some_and(|c| c.strip_usage)
+}
+
+/// The response pipeline's events: observes each (usage, model), drops the usage-only event
+/// tollgate asked for (when the client did not), and settles the usage at end of stream.
+pub fn response_events(cx: &mut RequestCtx, events: &mut Vec<Event>, end_of_stream: bool) {
+    let Some(charge) = cx.charge.as_deref_mut() else {
+        return;
+    };
     if charge.usage.is_some() {
-        // Envoy's duplicate final chunk: already finished.
-        return None;
+        return; // Envoy's duplicate final chunk: already finished.
     }
     let strip = charge.strip_usage;
-    let mut replacement = None;
+    if let BodyMeter::Sse { meter } = &mut charge.body {
+        events.retain(|ev| !(meter.observe(ev) == Verdict::UsageOnly && strip));
+    }
+    if end_of_stream {
+        charge.settle_body();
+    }
+}
+
+/// One whole (JSON) response body chunk: copied up to [`MAX_JSON`], read at end of stream.
+/// Never changes the bytes.
+pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) {
+    let Some(charge) = cx.charge.as_deref_mut() else {
+        return;
+    };
+    if charge.usage.is_some() {
+        // Envoy's duplicate final chunk: already finished.
+        return;
+    }
     match &mut charge.body {
-        BodyMeter::Off => return None,
-        BodyMeter::Sse { dec, meter } => {
-            let mut out = Vec::with_capacity(chunk.len());
-            for ev in dec.push(chunk) {
-                match meter.observe(&ev) {
-                    Verdict::UsageOnly if strip => {}
-                    _ => out.extend_from_slice(&ev.raw),
-                }
-            }
-            if end_of_stream {
-                out.extend(dec.finish());
-            }
-            if strip {
-                replacement = Some(out);
-            }
-        }
+        BodyMeter::Off | BodyMeter::Sse { .. } => return,
         BodyMeter::Json { buf, overflow } => {
             if !*overflow {
                 if buf.len().saturating_add(chunk.len()) <= MAX_JSON {
@@ -345,6 +361,14 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
         }
     }
     if end_of_stream {
+        charge.settle_body();
+    }
+}
+
+impl Charge {
+    /// End of the response body: the usage and model it showed.
+    fn settle_body(&mut self) {
+        let charge = self;
         let (usage, model) = match &charge.body {
             BodyMeter::Json {
                 buf,
@@ -367,5 +391,4 @@ pub fn response_body(cx: &mut RequestCtx, chunk: &[u8], end_of_stream: bool) -> 
         charge.usage = Some(usage);
         charge.response_model = model;
     }
-    replacement
 }

@@ -198,13 +198,13 @@ impl ResponseGuard {
         } else {
             "partial_json"
         };
-        let mut ev = crate::llm::sse::Event::data(
+        crate::llm::sse::Event::named(
+            "content_block_delta",
             json!({"type": "content_block_delta", "index": shown,
                 "delta": {"type": delta_type, field: rest}})
             .to_string(),
-        );
-        ev.event = Some("content_block_delta".into());
-        ev.encode(out);
+        )
+        .encode(out);
         Ok(())
     }
 
@@ -254,9 +254,8 @@ impl Held {
     }
 
     fn keep(&mut self, kind: &str, obj: &Map<String, Value>) {
-        let mut ev = crate::llm::sse::Event::data(Value::Object(obj.clone()).to_string());
-        ev.event = Some(kind.to_owned());
-        ev.encode(&mut self.events);
+        crate::llm::sse::Event::named(kind, Value::Object(obj.clone()).to_string())
+            .encode(&mut self.events);
     }
 }
 
@@ -300,7 +299,8 @@ mod tests {
     fn client(wire: &[u8]) -> (String, String, Option<String>) {
         let mut d = Decoder::default();
         let (mut text, mut json_text, mut error) = (String::new(), String::new(), None);
-        for ev in d.push(wire).expect("decodes") {
+        for ev in d.push(wire) {
+            let ev = ev.into_fields().expect("decodes");
             let v: Value = serde_json::from_str(ev.data.as_deref().expect("data")).expect("json");
             assert_eq!(
                 ev.event.as_deref(),

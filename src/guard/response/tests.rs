@@ -30,7 +30,11 @@ fn client_text(wire: &[u8]) -> (String, Option<String>, bool) {
     let mut text = String::new();
     let mut error = None;
     let mut done = false;
-    for ev in d.push(wire).expect("decodes") {
+    for ev in d
+        .push(wire)
+        .into_iter()
+        .map(|e| e.into_fields().expect("decodes"))
+    {
         if ev.is_done() {
             done = true;
             continue;
@@ -140,7 +144,11 @@ fn tool_call_arguments_are_masked_across_deltas() {
     let out = run(&mut g, wire.as_bytes(), &[]);
     let mut d = Decoder::default();
     let mut args = String::new();
-    for ev in d.push(&out).expect("decodes") {
+    for ev in d
+        .push(&out)
+        .into_iter()
+        .map(|e| e.into_fields().expect("decodes"))
+    {
         if ev.is_done() {
             continue;
         }
@@ -257,7 +265,11 @@ fn assembled(wire: &[u8]) -> (BTreeMap<String, String>, bool) {
     let mut d = Decoder::default();
     let mut out = BTreeMap::new();
     let mut logprobs = false;
-    for ev in d.push(wire).expect("decodes") {
+    for ev in d
+        .push(wire)
+        .into_iter()
+        .map(|e| e.into_fields().expect("decodes"))
+    {
         if ev.is_done() {
             continue;
         }
@@ -375,8 +387,8 @@ mod thinking {
         let out = run(&mut g, wire.as_bytes(), &[]);
         let evs = Decoder::default()
             .push(&out)
-            .expect("decodes")
             .into_iter()
+            .map(|e| e.into_fields().expect("decodes"))
             .map(|e| serde_json::from_str(e.data.as_deref().expect("data")).expect("json"))
             .collect();
         (evs, g.state)

@@ -1,7 +1,7 @@
 //! Conformance suite: recorded usage shapes under tests/fixtures/usage with exact counts.
 
 use super::*;
-use crate::llm::sse_raw::SseDecoder;
+use crate::llm::sse::Decoder as SseDecoder;
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -28,13 +28,13 @@ fn run(bytes: &[u8], cuts: &[usize], enc: Encoding, prompt: u64) -> Run {
         let end = end.max(at);
         for ev in dec.push(&bytes[at..end]) {
             match meter.observe(&ev) {
-                Verdict::Keep => kept.extend_from_slice(&ev.raw),
+                Verdict::Keep => kept.extend_from_slice(ev.raw()),
                 Verdict::UsageOnly => usage_only += 1,
             }
         }
         at = end;
     }
-    kept.extend(dec.finish());
+    kept.extend(dec.finish().map(|e| e.raw().to_vec()).unwrap_or_default());
     Run {
         usage: meter.finish(enc, || prompt),
         usage_only,
@@ -141,10 +141,8 @@ fn json_bodies() {
 #[test]
 fn usage_null_chunks_are_kept() {
     let mut m = StreamMeter::new();
-    let ev = crate::llm::sse_raw::Event {
-        data: r#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#.into(),
-        ..Default::default()
-    };
+    let ev =
+        crate::llm::sse::Event::data(r#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#);
     assert_eq!(m.observe(&ev), Verdict::Keep);
     assert!(!m.reported());
 }

@@ -114,7 +114,7 @@ impl ResponseTranslator for Translator {
         }
         self.done = end_of_stream;
         if let Mode::Stream(s) = &mut self.mode {
-            return s.push(chunk, end_of_stream);
+            return crate::llm::sse::encode(&s.push(chunk, end_of_stream));
         }
         self.body.push(chunk);
         if end_of_stream {
@@ -122,6 +122,17 @@ impl ResponseTranslator for Translator {
         } else {
             Vec::new()
         }
+    }
+
+    fn events(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<crate::llm::sse::Event>> {
+        let Mode::Stream(s) = &mut self.mode else {
+            return None;
+        };
+        if self.done {
+            return Some(Vec::new());
+        }
+        self.done = end_of_stream;
+        Some(s.push(chunk, end_of_stream))
     }
 }
 

@@ -55,26 +55,15 @@ impl StreamTranslator {
         }
     }
 
-    /// Upstream bytes in, client bytes out.
-    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+    /// Upstream bytes in, the client's events out (built with their JSON).
+    pub fn push(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<Event> {
         let mut out = Vec::new();
         if self.ended {
             return out;
         }
-        match self.decoder.push(chunk) {
-            Ok(events) => {
-                for ev in events {
-                    self.event(&ev, &mut out);
-                    if self.ended {
-                        return out;
-                    }
-                }
-            }
-            Err(e) => {
-                self.error(
-                    &json!({"type": "api_error", "message": format!("unreadable upstream stream: {e}")}),
-                    &mut out,
-                );
+        for ev in self.decoder.push(chunk) {
+            self.event(&ev, &mut out);
+            if self.ended {
                 return out;
             }
         }
@@ -92,7 +81,7 @@ impl StreamTranslator {
         out
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<Event>) {
         let v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -100,20 +89,30 @@ impl StreamTranslator {
             "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
-        Event::data(v.to_string()).encode(out);
+        out.push(Event::from_json(v));
     }
 
-    fn error(&mut self, err: &Value, out: &mut Vec<u8>) {
+    fn error(&mut self, err: &Value, out: &mut Vec<Event>) {
         let v = openai_error(Some(err), "the upstream reported an error");
-        Event::data(v.to_string()).encode(out);
+        out.push(Event::from_json(v));
         self.ended = true;
     }
 
-    fn event(&mut self, ev: &Event, out: &mut Vec<u8>) {
-        let Some(data) = ev.data.as_deref() else {
+    fn event(&mut self, ev: &Event, out: &mut Vec<Event>) {
+        let f = match ev.fields() {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(
+                    &json!({"type": "api_error", "message": format!("unreadable upstream stream: {e}")}),
+                    out,
+                );
+                return;
+            }
+        };
+        let Some(data) = f.data.as_deref() else {
             return; // comments, keep-alives
         };
-        let v: Value = match serde_json::from_str(data) {
+        let v: Value = match crate::llm::sse::json(data) {
             Ok(v @ Value::Object(_)) => v,
             _ => {
                 self.error(
@@ -126,7 +125,7 @@ impl StreamTranslator {
         let kind = v
             .get("type")
             .and_then(Value::as_str)
-            .or(ev.event.as_deref())
+            .or(f.event.as_deref())
             .unwrap_or_default();
         match kind {
             "message_start" => {
@@ -221,9 +220,9 @@ impl StreamTranslator {
                         "choices": [],
                         "usage": self.tokens.openai(),
                     });
-                    Event::data(v.to_string()).encode(out);
+                    out.push(Event::from_json(v));
                 }
-                Event::data("[DONE]").encode(out);
+                out.push(Event::data("[DONE]"));
                 self.ended = true;
             }
             "error" => {

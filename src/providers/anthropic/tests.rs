@@ -379,3 +379,29 @@ proptest! {
         }
     }
 }
+
+/// The response pipeline reads a translated stream as events: encoded, they are the golden
+/// output at every split point (the bytes path and the events path are one translation).
+#[test]
+fn stream_events_equal_the_goldens_at_every_split_point() {
+    for (case, usage) in [
+        ("stream_text", true),
+        ("stream_tool_use", false),
+        ("stream_error", true),
+    ] {
+        let bytes = fixture(&format!("{case}.in.sse"));
+        let mut t = chat_translator(usage);
+        let whole = run(t.as_mut(), 200, "text/event-stream", &bytes);
+        golden(&format!("{case}.expected.sse"), &whole);
+        for cut in 0..=bytes.len() {
+            let mut t = chat_translator(usage);
+            t.head(200, "text/event-stream");
+            let mut events = t.events(&bytes[..cut], false).expect("a stream");
+            events.extend(t.events(&bytes[cut..], true).expect("a stream"));
+            let got = crate::llm::sse::encode(&events);
+            // `created` is the clock's second: compare as the golden comparison does.
+            golden(&format!("{case}.expected.sse"), &got);
+            assert!(t.events(b"again", true).is_some_and(|e| e.is_empty()));
+        }
+    }
+}

@@ -326,3 +326,21 @@ fn dispatcher_signs_for_the_authority_and_refuses_other_endpoints() {
         })
     ));
 }
+
+/// The response pipeline reads a translated stream as events: encoded, they are the golden
+/// output at every split point of the AWS eventstream bytes.
+#[test]
+fn stream_events_equal_the_goldens_at_every_split_point() {
+    for name in ["stream_tools", "stream_exception"] {
+        let bytes = frames(&format!("{name}.frames.json"));
+        let whole = translate_stream(&bytes, &[]);
+        golden(&format!("{name}.openai.sse"), &whole);
+        for cut in 0..=bytes.len() {
+            let mut t = Translator::new(who(), true, true);
+            t.head(200, "application/vnd.amazon.eventstream");
+            let mut events = t.events(&bytes[..cut], false).expect("a stream");
+            events.extend(t.events(&bytes[cut..], true).expect("a stream"));
+            assert_eq!(sse::encode(&events), whole, "{name} cut at {cut}");
+        }
+    }
+}

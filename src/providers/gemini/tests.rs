@@ -246,3 +246,21 @@ fn dispatcher_entries_refuse_other_endpoints_and_a_missing_token_is_a_503() {
     ));
     assert!(crate::providers::response_translator(&backend, &emb).is_none());
 }
+
+/// The response pipeline reads a translated stream as events: encoded, they are the golden
+/// output at every split point (the bytes path and the events path are one translation).
+#[test]
+fn stream_events_equal_the_goldens_at_every_split_point() {
+    for name in ["stream_tools", "stream_error"] {
+        let bytes = read(&format!("{name}.sse"));
+        let whole = translate_stream(&bytes, &[]);
+        golden(&format!("{name}.openai.sse"), &whole);
+        for cut in 0..=bytes.len() {
+            let mut t = Translator::new(who(), true, true);
+            t.head(200, "text/event-stream");
+            let mut events = t.events(&bytes[..cut], false).expect("a stream");
+            events.extend(t.events(&bytes[cut..], true).expect("a stream"));
+            assert_eq!(sse::encode(&events), whole, "{name} cut at {cut}");
+        }
+    }
+}

@@ -1839,3 +1839,5 @@ guard:
         ])
     );
 }
+
+mod decode_once;
