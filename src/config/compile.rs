@@ -12,9 +12,11 @@ use super::raw::{
 use super::{
     AuditOutput, AuditSettings, ListenAddr, ReloadSettings, Snapshot, StaticSettings, TraceSettings,
 };
+use crate::glob::Glob;
 use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
 use crate::providers::{self, ProviderConfig};
-use crate::routing::{Backend, BackendKind, Credential, Model, Route, Table, glob::Glob};
+use crate::providers::{Backend, BackendKind, Credential};
+use crate::routing::{Model, Route, Table};
 use crate::secret::Secret;
 use crate::suggest;
 use serde::de::DeserializeOwned;

@@ -251,7 +251,7 @@ pub struct UsageSettings {
     /// Routing rule labels with exact counting.
     pub exact_routes: Vec<String>,
     /// Model globs with exact counting.
-    pub exact_models: Vec<crate::routing::glob::Glob>,
+    pub exact_models: Vec<crate::glob::Glob>,
 }
 
 impl UsageSettings {

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-pub use crate::routing::BackendKind;
+use crate::providers::BackendKind;
 
 /// tollgate configuration (version 1).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

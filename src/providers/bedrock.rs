@@ -24,7 +24,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
-use crate::routing::Backend;
+use crate::providers::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 

@@ -41,7 +41,7 @@ pub fn request_body(
     let body = cx.mutations.body.as_deref().unwrap_or(original);
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
     if let Some(chain) = routed.chain.as_deref().and_then(|c| snap.routing.chain(c)) {
-        let steps: Vec<&crate::routing::Backend> = chain
+        let steps: Vec<&crate::providers::Backend> = chain
             .steps
             .iter()
             .map(|s| &snap.routing.backends[s.backend])
