@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+use crate::observe::spans::OtlpProtocol;
 use crate::providers::BackendKind;
 
 /// tollgate configuration (version 1).
@@ -101,16 +102,6 @@ pub struct RawTraces {
     pub queue_size: Option<usize>,
     /// Longest wait for one export call, e.g. `5s`. Default `5s`.
     pub export_timeout: Option<String>,
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OtlpProtocol {
-    /// OTLP/gRPC.
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    Http,
 }
 
 /// Metrics with a cost.

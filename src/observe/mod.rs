@@ -17,7 +17,7 @@ pub mod spans;
 pub mod trace_context;
 
 use crate::metrics::{GenAiRequest, Metrics};
-use crate::stages::Routed;
+use crate::routing::Routed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 pub use trace_context::TraceContext;

@@ -226,6 +226,36 @@ pub struct Destination {
     pub entry: Option<usize>,
 }
 
+/// The routing outcome in plain words, for metrics, logs and metadata. Lives with the
+/// decision it describes so `observe` can hold it without importing `stages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Backend name.
+    pub backend: String,
+    /// Catalogue name of the model the request is sent to (the first destination), or
+    /// `unlisted`: resolved from backend and upstream model, never what the client typed.
+    pub model_label: String,
+    /// Model the upstream receives.
+    pub upstream_model: String,
+    /// Model name the client asked for (empty when the body named none).
+    pub requested_model: String,
+    /// Rule that decided.
+    pub rule: String,
+    /// `stream: true`.
+    pub stream: bool,
+    /// Why the rule matched (plain words, no request content beyond names and counts).
+    pub reason: String,
+    /// Fallback chain name, when the request goes through one (`backend` is then the
+    /// chain's first step until the response says which backend answered).
+    pub chain: Option<String>,
+    /// Every backend and model the request may be sent to (each chain step), as access
+    /// control checks them.
+    pub destinations: Vec<Destination>,
+    /// The model the client asked for: the `/model` command's, else the body's (for
+    /// messages; bounded and free of control characters).
+    pub asked_model: String,
+}
+
 /// A decision with the reasons earlier rules did not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
