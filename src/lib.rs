@@ -19,6 +19,7 @@ pub mod error;
 pub mod explain;
 pub mod fastrand;
 pub mod fuzz;
+pub mod glob;
 pub mod guard;
 pub mod headers;
 pub mod limits;

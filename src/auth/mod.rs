@@ -15,7 +15,7 @@
 //! Known limits: SHA-256 without a salt is fine for high-entropy generated keys (what API
 //! keys are), not for human passwords.
 
-use crate::routing::glob::Glob;
+use crate::glob::Glob;
 use crate::secret::Secret;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

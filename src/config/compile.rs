@@ -6,15 +6,17 @@
 //! indices that are known to be valid.
 
 use super::raw::{
-    ByteSize, OtlpProtocol, RawAudit, RawAuth, RawBackend, RawConfig, RawGuard, RawModel, RawRoute,
-    RawTraces, SecretRef,
+    ByteSize, RawAudit, RawAuth, RawBackend, RawConfig, RawGuard, RawModel, RawRoute, RawTraces,
+    SecretRef,
 };
-use super::{
-    AuditOutput, AuditSettings, ListenAddr, ReloadSettings, Snapshot, StaticSettings, TraceSettings,
-};
+use super::{ListenAddr, ReloadSettings, Snapshot, StaticSettings};
+use crate::glob::Glob;
 use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
+use crate::observe::audit::{AuditOutput, AuditSettings};
+use crate::observe::spans::{OtlpProtocol, TraceSettings};
 use crate::providers::{self, ProviderConfig};
-use crate::routing::{Backend, BackendKind, Credential, Model, Route, Table, glob::Glob};
+use crate::providers::{Backend, BackendKind, Credential};
+use crate::routing::{Model, Route, Table};
 use crate::secret::Secret;
 use crate::suggest;
 use serde::de::DeserializeOwned;

@@ -90,11 +90,11 @@ pub struct StaticSettings {
     /// JSON log lines.
     pub log_json: bool,
     /// OTLP trace export; `None` when off.
-    pub traces: Option<TraceSettings>,
+    pub traces: Option<crate::observe::spans::TraceSettings>,
     /// Ask Envoy for SSE response bodies to time the first token.
     pub time_to_first_token: bool,
     /// Audit log; `None` when off.
-    pub audit: Option<AuditSettings>,
+    pub audit: Option<crate::observe::audit::AuditSettings>,
     /// Who may call the ext_proc endpoint.
     pub grpc_auth: GrpcAuth,
     /// `/debug/state` is served.
@@ -133,49 +133,6 @@ pub struct GrpcTls {
     pub key_file: PathBuf,
     /// Client CA (PEM): callers need a certificate it signed.
     pub client_ca_file: Option<PathBuf>,
-}
-
-pub use raw::OtlpProtocol;
-
-/// Where and how spans are exported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceSettings {
-    /// Collector URL (for HTTP, the full `/v1/traces` URL).
-    pub endpoint: String,
-    /// Transport.
-    pub protocol: OtlpProtocol,
-    /// Share of new traces recorded, in millionths (0..=1_000_000).
-    pub sampling_ppm: u32,
-    /// `service.name`.
-    pub service_name: String,
-    /// Bound of the export queue.
-    pub queue_size: usize,
-    /// Longest export call.
-    pub export_timeout: Duration,
-}
-
-/// Audit log destination and limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSettings {
-    /// Where lines go.
-    pub output: AuditOutput,
-    /// Rotate at this size (files only).
-    pub max_size: u64,
-    /// Rotated files kept.
-    pub max_files: u32,
-    /// Bound of the writer's queue.
-    pub queue_size: usize,
-    /// Add the guard-masked messages to each line (see [`crate::guard::masked_payload`]).
-    pub include_payload: bool,
-}
-
-/// Audit destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutput {
-    /// Standard output, one line per request.
-    Stdout,
-    /// A file, rotated by size.
-    File(PathBuf),
 }
 
 /// Reload behaviour.
@@ -251,7 +208,7 @@ pub struct UsageSettings {
     /// Routing rule labels with exact counting.
     pub exact_routes: Vec<String>,
     /// Model globs with exact counting.
-    pub exact_models: Vec<crate::routing::glob::Glob>,
+    pub exact_models: Vec<crate::glob::Glob>,
 }
 
 impl UsageSettings {

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
-pub use crate::routing::BackendKind;
+use crate::observe::spans::OtlpProtocol;
+use crate::providers::BackendKind;
 
 /// tollgate configuration (version 1).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -101,16 +102,6 @@ pub struct RawTraces {
     pub queue_size: Option<usize>,
     /// Longest wait for one export call, e.g. `5s`. Default `5s`.
     pub export_timeout: Option<String>,
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OtlpProtocol {
-    /// OTLP/gRPC.
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies.
-    Http,
 }
 
 /// Metrics with a cost.

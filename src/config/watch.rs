@@ -41,9 +41,23 @@ pub enum Outcome {
     },
 }
 
+/// What compiling the file left to do.
+enum Step {
+    /// Nothing to swap (unchanged or rejected).
+    Done(Outcome),
+    /// A valid snapshot to install.
+    Install { next: Box<Snapshot>, hash: String },
+}
+
+/// The compiler the reloader calls: [`compile_with_inputs`] with the process's secrets;
+/// replaceable in tests (a compile that waits for a signal shows where it runs).
+pub type CompileFn =
+    dyn Fn(&str) -> (Result<Snapshot, Vec<super::ConfigError>>, Vec<PathBuf>) + Send + Sync;
+
 /// Reloads one config file into a shared [`ArcSwap`].
 pub struct Reloader {
     path: PathBuf,
+    compile: Box<CompileFn>,
     store: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
     /// Hash of the last content tried (config and inputs), good or bad, so a bad state is
@@ -72,12 +86,20 @@ impl Reloader {
         metrics.config_loaded(&store.load().hash);
         Self {
             path,
+            compile: Box::new(|text| compile_with_inputs(text, &CompileOptions::from_process())),
             store,
             metrics,
             last_tried: Mutex::new(last_tried),
             inputs: Mutex::new(inputs),
             file_settings: Mutex::new(file_settings),
         }
+    }
+
+    /// The same reloader with another compiler (tests).
+    #[cfg(test)]
+    fn with_compile(mut self, compile: Box<CompileFn>) -> Self {
+        self.compile = compile;
+        self
     }
 
     /// Directories to watch: the config's and those of the files it names.
@@ -91,27 +113,49 @@ impl Reloader {
         dirs
     }
 
-    /// Reads, compiles and (when valid and changed) swaps in the file.
+    /// Reads, compiles and (when valid and changed) swaps in the file, all on the calling
+    /// thread (tests, and callers outside the runtime). The watcher uses [`Self::reload`].
     pub fn reload_now(&self) -> Outcome {
+        match self.compile_next() {
+            Step::Done(outcome) => outcome,
+            Step::Install { next, hash } => self.install(*next, hash),
+        }
+    }
+
+    /// As [`Self::reload_now`], with the reading and compiling (file I/O, regexes,
+    /// tokenizers: milliseconds of CPU) on the blocking pool: the runtime is single-threaded,
+    /// so compiling on it would stall every stream for the whole compile. Only the swap runs
+    /// here.
+    pub async fn reload(self: &Arc<Self>) -> Outcome {
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.compile_next()).await {
+            Ok(Step::Done(outcome)) => outcome,
+            Ok(Step::Install { next, hash }) => self.install(*next, hash),
+            Err(e) => self.reject(String::new(), vec![format!("the compile task failed: {e}")]),
+        }
+    }
+
+    /// Reads and compiles the file; everything but the swap (blocking: file I/O and CPU).
+    fn compile_next(&self) -> Step {
         let text = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) => {
                 // A ConfigMap swap can briefly leave no file; the next event or poll retries.
                 let reason = format!("cannot read {}: {e}", self.path.display());
-                return self.reject(String::new(), vec![reason]);
+                return Step::Done(self.reject(String::new(), vec![reason]));
             }
         };
         let before = self.inputs.lock().clone();
         let state = state_hash(&text, &before);
         if *self.last_tried.lock() == state {
-            return Outcome::Unchanged;
+            return Step::Done(Outcome::Unchanged);
         }
         let hash = super::content_hash(&text);
         let text = match String::from_utf8(text) {
             Ok(t) => t,
-            Err(_) => return self.reject(state, vec!["the file is not UTF-8".into()]),
+            Err(_) => return Step::Done(self.reject(state, vec!["the file is not UTF-8".into()])),
         };
-        let (compiled, inputs) = compile_with_inputs(&text, &CompileOptions::from_process());
+        let (compiled, inputs) = (self.compile)(&text);
         // The state tried: with the same inputs, the hash taken before compiling (a file that
         // changed meanwhile differs at the next poll and is reloaded again); with new inputs,
         // their hash now.
@@ -122,33 +166,40 @@ impl Reloader {
         };
         *self.inputs.lock() = inputs;
         match compiled {
-            Ok(mut next) => {
+            Ok(next) => {
                 *self.last_tried.lock() = state;
-                let stated =
-                    std::mem::replace(&mut *self.file_settings.lock(), next.settings.clone());
-                if next.settings != stated {
-                    tracing::warn!(
-                        "static settings (server listen addresses, drain timeout, log, telemetry, audit) changed; they apply after a restart"
-                    );
+                Step::Install {
+                    next: Box::new(next),
+                    hash,
                 }
-                let running = self.store.load();
-                if next.limits.store != running.limits.store {
-                    tracing::warn!(
-                        "limits.store / limits.redis changed; they apply after a restart"
-                    );
-                }
-                next.limits.store = running.limits.store.clone();
-                next.settings = running.settings.clone();
-                self.store.store(Arc::new(next));
-                self.metrics.config_reloaded(true, &hash);
-                tracing::info!(config = %hash, "config reloaded");
-                Outcome::Applied { hash }
             }
             Err(errors) => {
                 let reasons = errors.iter().map(ToString::to_string).collect();
-                self.reject(state, reasons)
+                Step::Done(self.reject(state, reasons))
             }
         }
+    }
+
+    /// Swaps in a compiled snapshot, keeping the static settings, and starts its
+    /// background work (the compiler starts none).
+    fn install(&self, mut next: Snapshot, hash: String) -> Outcome {
+        let stated = std::mem::replace(&mut *self.file_settings.lock(), next.settings.clone());
+        if next.settings != stated {
+            tracing::warn!(
+                "static settings (server listen addresses, drain timeout, log, telemetry, audit) changed; they apply after a restart"
+            );
+        }
+        let running = self.store.load();
+        if next.limits.store != running.limits.store {
+            tracing::warn!("limits.store / limits.redis changed; they apply after a restart");
+        }
+        next.limits.store = running.limits.store.clone();
+        next.settings = running.settings.clone();
+        crate::providers::gemini::start_token_refresh(&next.routing.backends);
+        self.store.store(Arc::new(next));
+        self.metrics.config_reloaded(true, &hash);
+        tracing::info!(config = %hash, "config reloaded");
+        Outcome::Applied { hash }
     }
 
     fn reject(&self, hash: String, reasons: Vec<String>) -> Outcome {
@@ -166,6 +217,7 @@ impl Reloader {
 
     /// Watches the file until `shutdown`; reloads after debounced events and on each poll.
     pub async fn watch(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
         let (tx, mut rx) = mpsc::channel::<()>(16);
         let mut watcher = match watcher(tx) {
             Ok(w) => Some(w),
@@ -177,7 +229,7 @@ impl Reloader {
         let mut watched: Vec<PathBuf> = Vec::new();
         loop {
             if let Some(w) = watcher.as_mut() {
-                for dir in self.dirs() {
+                for dir in this.dirs() {
                     if !watched.contains(&dir) {
                         // A directory that does not exist yet is covered by the poll.
                         match w.watch(&dir, RecursiveMode::NonRecursive) {
@@ -189,7 +241,7 @@ impl Reloader {
                     }
                 }
             }
-            let reload = self.store.load().reload.clone();
+            let reload = this.store.load().reload.clone();
             let poll = async {
                 if reload.poll_interval.is_zero() {
                     std::future::pending::<()>().await;
@@ -213,7 +265,7 @@ impl Reloader {
                     }
                 }
             }
-            self.reload_now();
+            this.reload().await;
         }
     }
 }
@@ -289,6 +341,84 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let r = Reloader::new(path.clone(), store.clone(), metrics.clone(), settings);
         (dir, path, store, r, metrics)
+    }
+
+    #[test]
+    fn a_reload_compiles_off_the_runtime_thread() {
+        // One thread, as in production. The compile waits until another task has run three
+        // times: on the runtime thread that task could never run (the wait gives up after
+        // 10 s and the compile records it saw no ticks), on the blocking pool it does.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_d, path, store, r, _m) = setup();
+        write(&path, V2);
+        let (tick_tx, tick_rx) = std::sync::mpsc::channel::<u32>();
+        let tick_rx = Mutex::new(tick_rx);
+        let seen = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen_in_compile = seen.clone();
+        let r = Arc::new(r.with_compile(Box::new(move |text| {
+            let ticks = tick_rx
+                .lock()
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or(0);
+            seen_in_compile.store(ticks, std::sync::atomic::Ordering::SeqCst);
+            compile_with_inputs(text, &CompileOptions::from_process())
+        })));
+        let outcome = rt.block_on(async {
+            let ticker = tokio::spawn(async move {
+                let mut ticks = 0;
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                    ticks += 1;
+                }
+                let _ = tick_tx.send(ticks);
+            });
+            let outcome = r.reload().await;
+            ticker.await.unwrap();
+            outcome
+        });
+        assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(store.load().routing.models.len(), 2);
+    }
+
+    #[test]
+    fn the_same_compile_on_the_runtime_thread_starves_other_tasks() {
+        // The counter-test: `reload_now` on the runtime thread (what the watcher did before)
+        // lets the ticker run not once while the compile runs.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_d, path, _store, r, _m) = setup();
+        write(&path, V2);
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let during = Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX));
+        let (t, d) = (ticks.clone(), during.clone());
+        let r = r.with_compile(Box::new(move |text| {
+            // Give any other runnable task the chance it would have on another thread.
+            std::thread::yield_now();
+            d.store(
+                t.load(std::sync::atomic::Ordering::SeqCst),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            compile_with_inputs(text, &CompileOptions::from_process())
+        }));
+        rt.block_on(async {
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                for _ in 0..3 {
+                    t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            });
+            assert!(matches!(r.reload_now(), Outcome::Applied { .. }));
+            ticker.await.unwrap();
+        });
+        assert_eq!(during.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(ticks.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Shape {
         }
     }
 }
-use crate::routing::glob::Glob;
+use crate::glob::Glob;
 use std::sync::Arc;
 use thiserror::Error;
 

@@ -23,7 +23,7 @@
 pub mod memory;
 pub mod redis;
 
-use crate::routing::glob::Glob;
+use crate::glob::Glob;
 use std::fmt;
 use thiserror::Error;
 

@@ -11,7 +11,6 @@
 //! refused by the config until the guard's masking exists (see `config::compile`).
 
 use super::RequestRecord;
-use crate::config::{AuditOutput, AuditSettings};
 use crate::metrics::Metrics;
 use serde_json::{Map, Value, json};
 use std::fs::{File, OpenOptions};
@@ -20,6 +19,32 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+
+// Owned here, not by `config` (config -> observe only).
+
+/// Audit log destination and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Where lines go.
+    pub output: AuditOutput,
+    /// Rotate at this size (files only).
+    pub max_size: u64,
+    /// Rotated files kept.
+    pub max_files: u32,
+    /// Bound of the writer's queue.
+    pub queue_size: usize,
+    /// Add the guard-masked messages to each line (see [`crate::guard::masked_payload`]).
+    pub include_payload: bool,
+}
+
+/// Audit destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    /// Standard output, one line per request.
+    Stdout,
+    /// A file, rotated by size.
+    File(PathBuf),
+}
 
 /// The audit line for one request.
 pub fn line(r: &RequestRecord) -> Value {

@@ -16,8 +16,8 @@ pub mod semconv;
 pub mod spans;
 pub mod trace_context;
 
-use crate::metrics::Metrics;
-use crate::stages::Routed;
+use crate::metrics::{GenAiRequest, Metrics};
+use crate::routing::Routed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 pub use trace_context::TraceContext;
@@ -147,7 +147,9 @@ impl Observer {
 
 impl RecordSink for Observer {
     fn finished(&self, record: RequestRecord) {
-        self.metrics.genai_request(&record);
+        let error = record.error_type();
+        self.metrics
+            .genai_request(&genai_request(&record, error.as_deref()));
         if let Some(a) = &self.audit
             && !a.submit(&record)
         {
@@ -159,6 +161,24 @@ impl RecordSink for Observer {
         {
             self.metrics.spans_dropped("queue_full", 1);
         }
+    }
+}
+
+/// The record in the GenAI series' terms (labels `none` / `unknown` where unset).
+fn genai_request<'a>(r: &'a RequestRecord, error_type: Option<&'a str>) -> GenAiRequest<'a> {
+    let (backend, model) = r.routed.as_ref().map_or(("none", "none"), |rt| {
+        (rt.backend.as_str(), rt.model_label.as_str())
+    });
+    GenAiRequest {
+        operation: r.operation.unwrap_or("unknown"),
+        provider: r.provider.unwrap_or("none"),
+        model,
+        backend,
+        error_type,
+        duration: r.duration,
+        tokens: r.usage.map(|u| (u.input_tokens, u.output_tokens)),
+        time_to_first_token: r.time_to_first_token,
+        time_per_output_token: r.time_per_output_token(),
     }
 }
 
@@ -199,3 +219,6 @@ pub(crate) fn sample_record() -> RequestRecord {
         payload: None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -65,13 +65,13 @@ pub fn operation(endpoint: crate::llm::Endpoint) -> &'static str {
 }
 
 /// Maps a backend dialect to `gen_ai.provider.name`.
-pub fn provider(kind: crate::routing::BackendKind) -> &'static str {
+pub fn provider(kind: crate::providers::BackendKind) -> &'static str {
     match kind {
-        crate::routing::BackendKind::Openai => "openai",
-        crate::routing::BackendKind::AzureOpenai => "azure.ai.openai",
-        crate::routing::BackendKind::Anthropic => "anthropic",
-        crate::routing::BackendKind::Bedrock => "aws.bedrock",
-        crate::routing::BackendKind::Vertex => "gcp.vertex_ai",
-        crate::routing::BackendKind::Gemini => "gcp.gemini",
+        crate::providers::BackendKind::Openai => "openai",
+        crate::providers::BackendKind::AzureOpenai => "azure.ai.openai",
+        crate::providers::BackendKind::Anthropic => "anthropic",
+        crate::providers::BackendKind::Bedrock => "aws.bedrock",
+        crate::providers::BackendKind::Vertex => "gcp.vertex_ai",
+        crate::providers::BackendKind::Gemini => "gcp.gemini",
     }
 }

@@ -14,7 +14,6 @@
 //! for refusals, aborts and upstream 4xx/5xx with `error.type` set.
 
 use super::{RequestRecord, semconv as sc};
-use crate::config::{OtlpProtocol, TraceSettings};
 use crate::metrics::Metrics;
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -25,6 +24,36 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+// Owned here, not by `config`: the compiler builds these, the exporter reads them, and
+// the dependency runs config -> observe only.
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+}
+
+/// Where and how spans are exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// Collector URL (for HTTP, the full `/v1/traces` URL).
+    pub endpoint: String,
+    /// Transport.
+    pub protocol: OtlpProtocol,
+    /// Share of new traces recorded, in millionths (0..=1_000_000).
+    pub sampling_ppm: u32,
+    /// `service.name`.
+    pub service_name: String,
+    /// Bound of the export queue.
+    pub queue_size: usize,
+    /// Longest export call.
+    pub export_timeout: Duration,
+}
 
 /// Largest batch per export call.
 const MAX_BATCH: usize = 512;

@@ -8,7 +8,7 @@
 //! A model with no price costs 0: it is still counted in tokens, and the metric
 //! `tollgate_unpriced_requests_total` shows it, so a cost budget cannot be bypassed silently.
 
-use crate::routing::glob::Glob;
+use crate::glob::Glob;
 use serde::Deserialize;
 
 /// The table shipped with tollgate.

@@ -12,7 +12,7 @@
 
 use super::{Outbound, Prepared, ProviderError, endpoint_label};
 use crate::llm::Endpoint;
-use crate::routing::Backend;
+use crate::providers::Backend;
 use std::collections::BTreeMap;
 
 /// Default `api-version` (the current GA data-plane version).
@@ -103,7 +103,7 @@ mod tests {
             }),
         );
         b.base_path = String::new();
-        b.credential = Some(crate::routing::Credential {
+        b.credential = Some(crate::providers::Credential {
             header: "api-key".into(),
             value: crate::secret::Secret::new("k1"),
         });

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::llm::Endpoint;
 use crate::llm::sse::{self, Event};
-use crate::routing::Backend;
+use crate::providers::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::llm::Endpoint;
 use crate::llm::sse::{self, Decoder, Event};
-use crate::routing::Backend;
+use crate::providers::Backend;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
@@ -105,7 +105,6 @@ pub fn prepare_vertex(
         .token
         .as_ref()
         .ok_or_else(|| unavailable("the service account key was not loaded".into()))?;
-    slot.ensure_refreshing();
     let token = slot
         .current(out.now)
         .map_err(|e| unavailable(e.to_string()))?;
@@ -123,8 +122,9 @@ pub fn prepare_vertex(
     Ok(p)
 }
 
-/// Starts the background token refresh of every Vertex backend (for a snapshot compiled
-/// outside the runtime, i.e. the first one; reloads compile inside it and start their own).
+/// Starts the background token refresh of every Vertex backend. Called by whoever installs
+/// a snapshot (`app::run` for the first, the reloader for each reload), never by the
+/// compiler or the request path; slots shared with the previous snapshot already run.
 pub fn start_token_refresh(backends: &[Backend]) {
     for b in backends {
         if let super::ProviderConfig::Vertex(VertexConfig {

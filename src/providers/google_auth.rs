@@ -238,9 +238,8 @@ impl TokenSlot {
         }
     }
 
-    /// Starts the refresh task on the current Tokio runtime, once per slot; a no-op outside
-    /// a runtime (the request path calls it too, so a config compiled before the runtime
-    /// started still gets its task).
+    /// Starts the refresh task on the current Tokio runtime, once per slot (a slot kept
+    /// across reloads keeps its one task); a no-op outside a runtime.
     pub fn ensure_refreshing(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -324,9 +323,11 @@ fn registry() -> &'static Registry {
     R.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The live slot for this account and scopes, or a new one whose refresh task is started
-/// on the current Tokio runtime (none outside a runtime, e.g. `tollgate validate`).
-/// A changed key for the same email (rotation) gets a new slot.
+/// The live slot for this account and scopes (so a reload keeps the token it has), or a
+/// new one without a token. Starts nothing: the config compiler calls this and must stay
+/// free of tasks and I/O; whoever installs the snapshot starts the refresh
+/// ([`crate::providers::gemini::start_token_refresh`]). A changed key for the same email
+/// (rotation) gets a new slot.
 pub fn slot_for(account: ServiceAccount, scopes: &str) -> Arc<TokenSlot> {
     let key = (account.client_email.clone(), scopes.to_owned());
     let mut reg = registry().lock();
@@ -340,7 +341,6 @@ pub fn slot_for(account: ServiceAccount, scopes: &str) -> Arc<TokenSlot> {
     }
     let slot = Arc::new(TokenSlot::new(account, scopes));
     reg.insert(key, Arc::downgrade(&slot));
-    slot.ensure_refreshing();
     slot
 }
 

@@ -23,6 +23,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod backend;
 pub mod bedrock;
 pub mod eventstream;
 pub mod gemini;
@@ -32,7 +33,7 @@ pub mod openai_shape;
 pub mod sigv4;
 
 use crate::llm::Endpoint;
-use crate::routing::{Backend, BackendKind};
+pub use backend::{Backend, BackendKind, Credential};
 use std::time::SystemTime;
 use thiserror::Error;
 

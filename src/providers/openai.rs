@@ -6,7 +6,7 @@
 
 use super::{Outbound, Prepared, ProviderError, endpoint_label};
 use crate::llm::Endpoint;
-use crate::routing::Backend;
+use crate::providers::Backend;
 
 /// The upstream request for an OpenAI-compatible backend.
 pub fn prepare(backend: &Backend, out: &Outbound<'_>) -> Result<Prepared, ProviderError> {

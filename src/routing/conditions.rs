@@ -10,7 +10,7 @@
 //! billing; keyword matching is case-insensitive substring matching on the last user
 //! message only.
 
-use super::glob::Glob;
+use crate::glob::Glob;
 use regex::Regex;
 use std::fmt;
 

@@ -22,82 +22,17 @@
 pub mod command;
 pub mod conditions;
 pub mod features;
-pub mod glob;
 pub mod health;
 pub mod split;
 
+use crate::glob::Glob;
 use crate::headers::Headers;
-use crate::secret::Secret;
+use crate::providers::Backend;
 use command::ModelCommand;
 pub use conditions::{Conditions, Miss, Signals};
-use glob::Glob;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-
-/// API dialect of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BackendKind {
-    /// Any OpenAI-compatible server (OpenAI, vLLM, Ollama, OpenRouter, ...): passthrough.
-    Openai,
-    /// Azure OpenAI: deployment-addressed paths, `api-version`, `api-key` or Entra bearer.
-    AzureOpenai,
-    /// Anthropic Messages API: chat completions translated both ways; `/v1/messages` native.
-    Anthropic,
-    /// AWS Bedrock Converse / ConverseStream, SigV4-signed.
-    Bedrock,
-    /// Google Vertex AI generateContent, OAuth service-account token.
-    Vertex,
-    /// Google Gemini API generateContent, API key.
-    Gemini,
-}
-
-impl BackendKind {
-    /// The name as written in the config (`azure_openai`), for logs and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackendKind::Openai => "openai",
-            BackendKind::AzureOpenai => "azure_openai",
-            BackendKind::Anthropic => "anthropic",
-            BackendKind::Bedrock => "bedrock",
-            BackendKind::Vertex => "vertex",
-            BackendKind::Gemini => "gemini",
-        }
-    }
-}
-
-/// A compiled upstream.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// Unique name.
-    pub name: String,
-    /// Dialect.
-    pub kind: BackendKind,
-    /// Path prefix at the upstream, without a trailing slash (may be empty).
-    pub base_path: String,
-    /// Value of `x-tollgate-backend` that Envoy's route matches.
-    pub envoy_route: String,
-    /// `:authority` rewrite.
-    pub authority: Option<String>,
-    /// Credential to add.
-    pub credential: Option<Credential>,
-    /// Per-kind settings (the variant matches `kind`).
-    pub provider: crate::providers::ProviderConfig,
-    /// Client headers that steer a provider account (see
-    /// [`crate::providers::STEERING_HEADERS`]) this backend may receive; every other one is
-    /// removed before the request leaves.
-    pub forward_headers: Vec<String>,
-}
-
-/// A header carrying a backend credential.
-#[derive(Debug, Clone)]
-pub struct Credential {
-    /// Lower-case header name.
-    pub header: String,
-    /// Full header value (e.g. `Bearer sk-...`).
-    pub value: Secret,
-}
 
 /// A catalogue entry.
 #[derive(Debug, Clone)]
@@ -289,6 +224,36 @@ pub struct Destination {
     pub model: String,
     /// The catalogue entry that is (backend, model), if any; `None`: unlisted.
     pub entry: Option<usize>,
+}
+
+/// The routing outcome in plain words, for metrics, logs and metadata. Lives with the
+/// decision it describes so `observe` can hold it without importing `stages`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Backend name.
+    pub backend: String,
+    /// Catalogue name of the model the request is sent to (the first destination), or
+    /// `unlisted`: resolved from backend and upstream model, never what the client typed.
+    pub model_label: String,
+    /// Model the upstream receives.
+    pub upstream_model: String,
+    /// Model name the client asked for (empty when the body named none).
+    pub requested_model: String,
+    /// Rule that decided.
+    pub rule: String,
+    /// `stream: true`.
+    pub stream: bool,
+    /// Why the rule matched (plain words, no request content beyond names and counts).
+    pub reason: String,
+    /// Fallback chain name, when the request goes through one (`backend` is then the
+    /// chain's first step until the response says which backend answered).
+    pub chain: Option<String>,
+    /// Every backend and model the request may be sent to (each chain step), as access
+    /// control checks them.
+    pub destinations: Vec<Destination>,
+    /// The model the client asked for: the `/model` command's, else the body's (for
+    /// messages; bounded and free of control characters).
+    pub asked_model: String,
 }
 
 /// A decision with the reasons earlier rules did not apply.

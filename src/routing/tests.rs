@@ -1,4 +1,5 @@
 use super::*;
+use crate::providers::BackendKind;
 
 fn backend(name: &str) -> Backend {
     Backend {

@@ -137,7 +137,7 @@ pub fn listener_exposure(
 }
 
 /// Whether a backend sends a credential tollgate holds.
-fn holds_credential(b: &crate::routing::Backend) -> bool {
+fn holds_credential(b: &crate::providers::Backend) -> bool {
     b.credential.is_some()
         || matches!(
             b.provider,

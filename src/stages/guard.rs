@@ -5,10 +5,11 @@
 //! the upstream is asked for an uncompressed response (`accept-encoding: identity`) so the
 //! response can be scanned; a compressed answer anyway is refused, never passed unscanned.
 
-use super::{RequestCtx, Routed};
+use super::RequestCtx;
 use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::guard::{GuardCtx, Policy, request};
+use crate::routing::Routed;
 use std::sync::Arc;
 
 /// The guard policy of a routed request: by its rule and the model it resolved to

@@ -40,7 +40,7 @@ pub struct RequestCtx {
     /// Request headers as the client sent them.
     pub headers: Headers,
     /// The routing decision, once made.
-    pub routed: Option<Routed>,
+    pub routed: Option<crate::routing::Routed>,
     /// The request body: raw bytes, the view every stage reads (parsed once, by routing),
     /// and the stages' pending edits. The exchange sends [`crate::llm::body::Body::current`]
     /// upstream and sets `content-length` from it.
@@ -63,35 +63,6 @@ pub struct RequestCtx {
         String,
         Option<Box<dyn crate::providers::ResponseTranslator>>,
     )>,
-}
-
-/// The routing outcome in plain words, for metrics, logs and metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed {
-    /// Backend name.
-    pub backend: String,
-    /// Catalogue name of the model the request is sent to (the first destination), or
-    /// `unlisted`: resolved from backend and upstream model, never what the client typed.
-    pub model_label: String,
-    /// Model the upstream receives.
-    pub upstream_model: String,
-    /// Model name the client asked for (empty when the body named none).
-    pub requested_model: String,
-    /// Rule that decided.
-    pub rule: String,
-    /// `stream: true`.
-    pub stream: bool,
-    /// Why the rule matched (plain words, no request content beyond names and counts).
-    pub reason: String,
-    /// Fallback chain name, when the request goes through one (`backend` is then the
-    /// chain's first step until the response says which backend answered).
-    pub chain: Option<String>,
-    /// Every backend and model the request may be sent to (each chain step), as access
-    /// control checks them.
-    pub destinations: Vec<crate::routing::Destination>,
-    /// The model the client asked for: the `/model` command's, else the body's (for
-    /// messages; bounded and free of control characters).
-    pub asked_model: String,
 }
 
 /// Header and body changes requested by stages.

@@ -64,7 +64,7 @@ pub fn request_body(
         .map_err(|e| StageError::Internal(e.to_string()))?;
     let query = cx.path.find('?').map(|i| &cx.path[i..]).unwrap_or_default();
     if let Some(chain) = chain {
-        let steps: Vec<&crate::routing::Backend> = chain
+        let steps: Vec<&crate::providers::Backend> = chain
             .steps
             .iter()
             .map(|s| &snap.routing.backends[s.backend])

@@ -20,10 +20,11 @@
 //! names it in `x-tollgate-answered-by` on the response, which [`response_headers`] reads
 //! and removes.
 
-use super::{Flow, RequestCtx, Routed};
+use super::{Flow, RequestCtx};
 use crate::config::Snapshot;
 use crate::error::StageError;
 use crate::llm::{Endpoint, PathMatch, openai};
+use crate::routing::Routed;
 use crate::routing::health::Cooldown;
 use crate::routing::{RouteInput, Signals, command, conditions, features};
 use std::time::Instant;

@@ -8,10 +8,10 @@ use super::super::raw::{
 use super::super::{LimitSettings, StoreSettings, UsageSettings};
 use super::{CompileOptions, Cx};
 use crate::auth::{self, Access, Consumer, Mode, Pin, Team};
+use crate::glob::Glob;
 use crate::limits::redis::RedisSettings;
 use crate::limits::{Dimension, Limit, Metric, Rule, Window};
 use crate::pricing::{PriceEntry, PriceTable};
-use crate::routing::glob::Glob;
 use crate::secret::Secret;
 use crate::suggest;
 use std::collections::{HashMap, HashSet};

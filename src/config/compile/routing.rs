@@ -6,9 +6,11 @@ use super::Cx;
 use crate::config::raw::{
     RawChain, RawMatch, RawModel, RawRoute, RawRouting, RawTextMatch, RawVariant, Stickiness,
 };
+use crate::glob::Glob;
 use crate::pii::{self, detect};
+use crate::providers::Backend;
 use crate::routing::conditions::{Conditions, PROFILES, TextMatch, TokenBound};
-use crate::routing::{Backend, Chain, Split, Step, Target, glob::Glob};
+use crate::routing::{Chain, Split, Step, Target};
 use crate::suggest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

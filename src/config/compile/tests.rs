@@ -772,3 +772,33 @@ models:
         "{errs:?}"
     );
 }
+
+#[test]
+fn compiling_starts_no_task_and_installing_starts_the_token_refresh() {
+    // Counted with the runtime's live tasks: compile must stay pure even inside a runtime
+    // (a reload used to compile there and so started the refresh as a side effect).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _inside = rt.enter();
+    let tasks = || rt.metrics().num_alive_tasks();
+    // A scope of its own: token slots are shared per (account, scopes) across snapshots.
+    let yaml = clouds_yaml().replace(
+        "      location: us-central1\n",
+        "      location: us-central1\n      scopes: [\"https://example.test/compile-is-pure\"]\n",
+    );
+    let before = tasks();
+    let snap = compile(&yaml, &opts()).expect("valid");
+    assert_eq!(tasks(), before, "compile started a task");
+    crate::providers::gemini::start_token_refresh(&snap.routing.backends);
+    assert_eq!(
+        tasks(),
+        before + 1,
+        "one refresh task for the one Vertex backend"
+    );
+    // Installing the same accounts again (a reload) shares the running slot.
+    let again = compile(&yaml, &opts()).expect("valid");
+    crate::providers::gemini::start_token_refresh(&again.routing.backends);
+    assert_eq!(tasks(), before + 1);
+}

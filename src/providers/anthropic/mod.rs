@@ -18,7 +18,7 @@ pub mod stream;
 
 use super::{Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
 use crate::llm::Endpoint;
-use crate::routing::Backend;
+use crate::providers::Backend;
 use serde_json::{Value, json};
 
 /// Name of this dialect in messages.

@@ -62,9 +62,9 @@ fn sse_values(body: &[u8]) -> Vec<Value> {
         .collect()
 }
 
-fn anthropic() -> crate::routing::Backend {
+fn anthropic() -> crate::providers::Backend {
     let mut b = backend("claude", ProviderConfig::Anthropic(Config::default()));
-    b.credential = Some(crate::routing::Credential {
+    b.credential = Some(crate::providers::Credential {
         header: "x-api-key".into(),
         value: crate::secret::Secret::new("sk-ant-test"),
     });

@@ -231,7 +231,7 @@ fn an_alias_is_the_model_it_names() {
     assert!(run(&s, INTERN, &[], &body("mini", "hi"), 0).is_ok());
     // An allowlist naming the alias allows the model behind it.
     let mut s = snap();
-    s.access.teams[1].models = Some(vec![crate::routing::glob::Glob::new("s")]);
+    s.access.teams[1].models = Some(vec![crate::glob::Glob::new("s")]);
     assert!(run(&s, INTERN, &[], &body("secret", "hi"), 0).is_ok());
     // ... and lists it by its public name, in messages and the models list.
     let (_, _, msg) = code(run(&s, INTERN, &[], &body("echo", "hi"), 0));

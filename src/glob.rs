@@ -1,5 +1,8 @@
 //! `*` / `?` globs for model names and header values.
 //!
+//! A shared matcher (routing, access, limits, guard, pricing and the config compiler use it),
+//! so it sits below all of them rather than inside routing.
+//!
 //! Linear-time matching (greedy star with one backtrack point), so a hostile model name
 //! cannot make routing slow. Patterns without wildcards compare as plain strings.
 
