@@ -177,9 +177,8 @@ pub enum Item {
     Signed(usize),
 }
 
-/// Deepest nesting the walk descends (serde_json's own limit, which the guard's parse of a
-/// document enforced before the view replaced it).
-pub const MAX_DEPTH: usize = 128;
+/// Deepest nesting the walk descends: the view's limit ([`crate::llm::json::MAX_DEPTH`]).
+pub use crate::llm::json::MAX_DEPTH;
 
 /// Every scanned string (and signed thinking block) of a body read into a view, by the same
 /// rules as [`walk`], skipping nodes an edit removed. `scans_role` decides messages by

@@ -225,7 +225,7 @@ impl Body {
 
     /// The current body as a document, built from the view and the edits (no parse of the
     /// body; only the gateway's own small edit fragments are read). For translators that
-    /// build another shape. `None` past [`crate::guard::walk::MAX_DEPTH`] levels (serde_json's
+    /// build another shape. `None` past [`super::json::MAX_DEPTH`] levels (serde_json's
     /// limit, which the translators' own parse enforced) or for a lone surrogate.
     pub fn to_value(&self) -> Option<serde_json::Value> {
         self.view.as_ref()?;
@@ -257,7 +257,7 @@ impl Body {
             Kind::Number => serde_json::from_slice(&self.raw[node.span.clone()]).ok(),
             Kind::Bool => Some(Value::Bool(&self.raw[node.span.clone()] == b"true")),
             Kind::Null => Some(Value::Null),
-            Kind::Array | Kind::Object if depth >= crate::guard::walk::MAX_DEPTH => None,
+            Kind::Array | Kind::Object if depth >= super::json::MAX_DEPTH => None,
             Kind::Array => {
                 let mut items = Vec::new();
                 for b in inserted(At::Start) {

@@ -14,6 +14,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+/// Deepest nesting a reader descends (serde_json's own limit, which the body's parses
+/// enforced before the view replaced them); the scan itself has none.
+pub const MAX_DEPTH: usize = 128;
+
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -18,7 +18,6 @@
 //! one token per byte (the documented upper bound).
 
 use super::sse::{self, Event};
-use crate::tokens::Encoding;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -278,16 +277,16 @@ impl StreamMeter {
     }
 
     /// The usage: reported figures when complete, else counted from the delivered text.
-    /// `prompt` supplies input tokens when the provider reported none.
-    pub fn finish(&self, enc: Encoding, prompt: impl FnOnce() -> u64) -> Usage {
+    /// `count` tokenizes delivered text (the caller picks the model's encoding, so shapes
+    /// stay below token counting); `prompt` supplies input tokens when the provider
+    /// reported none.
+    pub fn finish(&self, count: impl FnOnce(&str) -> u64, prompt: impl FnOnce() -> u64) -> Usage {
         let input = self.input.unwrap_or_else(prompt);
         let output = match (self.final_seen, self.output_reported) {
             (true, Some(o)) => o,
             // Anthropic's message_start reports a provisional output count: never charge
             // less than it.
-            (_, o) => {
-                (enc.count(&self.text).saturating_add(self.overflow_bytes)).max(o.unwrap_or(0))
-            }
+            (_, o) => (count(&self.text).saturating_add(self.overflow_bytes)).max(o.unwrap_or(0)),
         };
         Usage {
             input,

@@ -208,7 +208,9 @@ impl Charge {
             return Usage::default();
         }
         match &self.body {
-            BodyMeter::Sse { meter, .. } => meter.finish(self.encoding, || self.prompt_tokens()),
+            BodyMeter::Sse { meter, .. } => {
+                meter.finish(|t| self.encoding.count(t), || self.prompt_tokens())
+            }
             // A whole answer cut off before its end (client gone, reset): the upstream
             // generated it regardless, and its usage is in the part never read. Charge the
             // reservation, not zero.
@@ -383,7 +385,7 @@ impl Charge {
             }
             BodyMeter::Json { overflow: true, .. } => (charge.reserved_usage(), None),
             BodyMeter::Sse { meter, .. } => (
-                meter.finish(charge.encoding, || charge.prompt_tokens()),
+                meter.finish(|t| charge.encoding.count(t), || charge.prompt_tokens()),
                 meter.model().map(str::to_owned),
             ),
             BodyMeter::Off => (Usage::default(), None),

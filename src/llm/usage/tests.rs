@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::llm::sse::Decoder as SseDecoder;
+use crate::tokens::Encoding;
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
@@ -36,7 +37,7 @@ fn run(bytes: &[u8], cuts: &[usize], enc: Encoding, prompt: u64) -> Run {
     }
     kept.extend(dec.finish().map(|e| e.raw().to_vec()).unwrap_or_default());
     Run {
-        usage: meter.finish(enc, || prompt),
+        usage: meter.finish(|t| enc.count(t), || prompt),
         usage_only,
         errored: meter.errored(),
         kept,
