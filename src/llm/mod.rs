@@ -4,6 +4,7 @@
 //! client sent it, byte for byte, because changes are made as splices ([`edit`]).
 
 pub mod edit;
+pub mod error_envelope;
 pub mod include_usage;
 pub mod openai;
 pub mod sse;

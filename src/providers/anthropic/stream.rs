@@ -104,7 +104,7 @@ impl StreamTranslator {
     }
 
     fn error(&mut self, err: &Value, out: &mut Vec<u8>) {
-        let v = openai_error(Some(err), "the upstream reported an error");
+        let v = openai_error(None, Some(err), "the upstream reported an error");
         Event::data(v.to_string()).encode(out);
         self.ended = true;
     }
