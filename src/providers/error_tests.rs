@@ -25,7 +25,11 @@ fn outbound(stream: bool) -> Outbound<'static> {
 }
 
 /// The kinds that translate, each with how it writes an error for a status.
-fn kinds() -> Vec<(&'static str, fn(bool) -> Box<dyn ResponseTranslator>, fn(u16) -> Value)> {
+fn kinds() -> Vec<(
+    &'static str,
+    fn(bool) -> Box<dyn ResponseTranslator>,
+    fn(u16) -> Value,
+)> {
     vec![
         (
             "anthropic",
