@@ -9,6 +9,10 @@
     clippy::panic,
     reason = "benchmark set-up"
 )]
+#![allow(
+    clippy::print_stdout,
+    reason = "a skipped group says why in the bench output"
+)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -24,12 +24,16 @@ fn outbound(stream: bool) -> Outbound<'static> {
     }
 }
 
-/// The kinds that translate, each with how it writes an error for a status.
-fn kinds() -> Vec<(
+/// A kind's name, its translator (for a plain or streamed request), and how its upstream
+/// writes an error body for a status.
+type Kind = (
     &'static str,
     fn(bool) -> Box<dyn ResponseTranslator>,
     fn(u16) -> Value,
-)> {
+);
+
+/// The kinds that translate.
+fn kinds() -> Vec<Kind> {
     vec![
         (
             "anthropic",
