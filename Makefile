@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ENVOY  := $(VENV)/bin/envoy
 
-.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro soak fuzz pii-report redis clean
+.PHONY: help run test lint unit e2e build build-release venv schema validate-configs validate-deploy bench bench-micro soak fuzz pii-report redis deny clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ lint: ## rustfmt and clippy (warnings are errors)
 
 unit: redis ## Unit, property, in-process gRPC, CLI and real-Redis tests
 	$(CARGO) test --workspace --locked
+
+deny: ## cargo deny: licenses, bans, sources and (needs github.com) advisories, per deny.toml
+	@command -v cargo-deny >/dev/null || { echo "cargo-deny missing: cargo install --locked cargo-deny"; exit 1; }
+	$(CARGO) deny check --hide-inclusion-graph licenses bans sources advisories
 
 redis: ## redis-server for the limits tests (Debian package; the tests start their own)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }

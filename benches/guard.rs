@@ -2,6 +2,10 @@
 //! PII-dense text at 16 KiB, 256 KiB and 1 MiB (linearity), streamed masking cost per SSE
 //! event, and memory held per stream; the same on hostile runs (`:`, table rows, JWT-like,
 //! base64, `password=` and a long token).
+#![allow(
+    clippy::print_stdout,
+    reason = "memory per stream is reported in the bench output"
+)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -2,6 +2,10 @@
 //! on a 1 KiB chat body), one whole request through the ext_proc state machine without gRPC
 //! (routing only, and guard + usage + memory limits), SSE decoding of a 200-event stream
 //! (both decoders), and prompt token estimation (byte estimate and exact tiktoken count).
+#![allow(
+    clippy::print_stdout,
+    reason = "a skipped benchmark says why in the bench output"
+)]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;

@@ -12,7 +12,8 @@ formats and checking credentials the way the clouds do (independently of tollgat
 * Gemini API ``/v1beta/models/{m}:generateContent``: needs the configured ``x-goog-api-key``.
 
 Answers depend on the last user message: text echoes it; a request with tools answers with
-a tool call; ``fail-quota`` is a 429 in the provider's error shape; ``fail-midstream`` fails a
+a tool call; ``fail-quota`` is a 429 in the provider's error shape, ``fail-status-<NNN>`` that
+status in the provider's error shape (AWS exception name / Google status for it); ``fail-midstream`` fails a
 stream after the first text (AWS exception event / Google SSE error). Everything received is
 recorded for the tests at ``GET /__replay/requests`` (``DELETE`` clears).
 
@@ -43,6 +44,20 @@ from botocore.credentials import Credentials
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+
+# ``fail-status-<NNN>``: the error each cloud answers that HTTP status with.
+AWS_EXCEPTIONS = {400: "ValidationException", 403: "AccessDeniedException",
+                  404: "ResourceNotFoundException", 429: "ThrottlingException",
+                  500: "InternalServerException", 503: "ServiceUnavailableException"}
+GOOGLE_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                   404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+                   503: "UNAVAILABLE"}
+
+
+def failed_status(text: str) -> int | None:
+    m = re.search(r"fail-status-([45]\d\d)\b", text)
+    return int(m.group(1)) if m else None
+
 
 AUTH_RE = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<day>\d{8})/(?P<region>[^/]+)/"
@@ -289,6 +304,10 @@ class Handler(BaseHTTPRequestHandler):
         text = last_user_text(user_texts)
         if "fail-quota" in text:
             return self.aws_error(429, "ThrottlingException", "Too many requests, please wait before trying again.")
+        status = failed_status(text)
+        if status:
+            kind = AWS_EXCEPTIONS.get(status, "InternalServerException")
+            return self.aws_error(status, kind, f"Replayed {kind} ({status}).")
         tools = req.get("toolConfig", {}).get("tools", [])
         has_result = any("toolResult" in b for b in msgs[-1].get("content", []))
         usage = {"inputTokens": 11 + len(text.split()), "outputTokens": 7, "totalTokens": 18 + len(text.split()),
@@ -347,6 +366,10 @@ class Handler(BaseHTTPRequestHandler):
         text = last_user_text([p["text"] for p in last if "text" in p])
         if "fail-quota" in text:
             return self.google_error(429, "Resource has been exhausted (e.g. check quota).", "RESOURCE_EXHAUSTED")
+        status = failed_status(text)
+        if status:
+            code = GOOGLE_STATUSES.get(status, "INTERNAL")
+            return self.google_error(status, f"Replayed {code} ({status}).", code)
         decls = [d for t in req.get("tools", []) for d in t.get("functionDeclarations", [])]
         has_result = any("functionResponse" in p for p in last)
         n = len(text.split())

@@ -7,6 +7,7 @@
 use crate::auth::AuthError;
 use crate::guard::GuardError;
 use crate::limits::{Metric, Refusal};
+use crate::llm::error_envelope::ErrorEnvelope;
 use crate::llm::openai::ParseError;
 use crate::providers::ProviderError;
 use crate::routing::RouteError;
@@ -115,10 +116,11 @@ pub enum Fault {
 /// A reply tollgate sends instead of forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
-    /// HTTP status.
+    /// HTTP status; the error `type` follows from it
+    /// ([`crate::llm::error_envelope::openai_type`]).
     pub status: u16,
-    /// OpenAI error `type`.
-    pub kind: &'static str,
+    /// For a limit refusal, OpenAI's name of the exhausted limit, the `type` of a 429.
+    pub limit: Option<&'static str>,
     /// OpenAI error `code` (stable, documented).
     pub code: &'static str,
     /// Human-readable message (never holds secrets or prompt text).
@@ -130,8 +132,6 @@ pub struct LocalReply {
     /// Blame.
     pub fault: Fault,
 }
-
-const INVALID: &str = "invalid_request_error";
 
 /// Longest error message sent: messages can quote client input (a model name, a path), and
 /// a 1 MiB model name must not come back as a 1 MiB error body.
@@ -151,9 +151,9 @@ fn bounded(mut message: String) -> String {
 
 /// Maps a refusal to its reply. Exhaustive on purpose: a new error must pick its status.
 pub fn rescue(err: &StageError) -> LocalReply {
-    let reply = |status, kind, code, param| LocalReply {
+    let reply = |status, code, param| LocalReply {
         status,
-        kind,
+        limit: None,
         code,
         message: bounded(err.to_string()),
         param,
@@ -162,65 +162,61 @@ pub fn rescue(err: &StageError) -> LocalReply {
     };
     match err {
         StageError::Parse(p @ (ParseError::InvalidJson(_) | ParseError::NotAnObject)) => {
-            reply(400, INVALID, "invalid_json", p.param())
+            reply(400, "invalid_json", p.param())
         }
         StageError::Parse(p @ ParseError::InvalidField { .. }) => {
-            reply(400, INVALID, "invalid_value", p.param())
+            reply(400, "invalid_value", p.param())
         }
         StageError::Route(RouteError::MissingModel { .. } | RouteError::UnknownModel { .. }) => {
-            reply(404, INVALID, "model_not_found", Some("model"))
+            reply(404, "model_not_found", Some("model"))
         }
         StageError::Route(RouteError::UnknownBackend { .. }) => {
-            reply(400, INVALID, "unknown_backend", Some("messages"))
+            reply(400, "unknown_backend", Some("messages"))
         }
-        StageError::Command(_) => reply(400, INVALID, "invalid_model_command", Some("messages")),
-        StageError::InvalidName { .. } => reply(400, INVALID, "invalid_model", Some("model")),
-        StageError::UnsupportedPath { .. } => reply(404, INVALID, "unsupported_path", None),
-        StageError::UnsupportedEncoding { .. } => {
-            reply(415, INVALID, "unsupported_content_encoding", None)
-        }
+        StageError::Command(_) => reply(400, "invalid_model_command", Some("messages")),
+        StageError::InvalidName { .. } => reply(400, "invalid_model", Some("model")),
+        StageError::UnsupportedPath { .. } => reply(404, "unsupported_path", None),
+        StageError::UnsupportedEncoding { .. } => reply(415, "unsupported_content_encoding", None),
         StageError::MethodNotAllowed { allow, .. } => LocalReply {
             headers: vec![("allow", (*allow).to_owned())],
-            ..reply(405, INVALID, "method_not_allowed", None)
+            ..reply(405, "method_not_allowed", None)
         },
-        StageError::BodyTooLarge { .. } => reply(413, INVALID, "request_too_large", None),
-        StageError::MissingBody => reply(400, INVALID, "missing_body", None),
+        StageError::BodyTooLarge { .. } => reply(413, "request_too_large", None),
+        StageError::MissingBody => reply(400, "missing_body", None),
         StageError::Guard(g @ GuardError::ContentBlocked { .. }) => {
-            reply(400, INVALID, g.code(), Some("messages"))
+            reply(400, g.code(), Some("messages"))
         }
         StageError::Guard(g @ GuardError::PiiBlocked { .. }) => {
-            reply(400, INVALID, g.code(), Some("messages"))
+            reply(400, g.code(), Some("messages"))
         }
-        StageError::Guard(g @ GuardError::ToolDenied { .. }) => {
-            reply(400, INVALID, g.code(), Some("tools"))
-        }
-        StageError::Guard(g @ GuardError::Unreadable(_)) => reply(400, INVALID, g.code(), None),
+        StageError::Guard(g @ GuardError::ToolDenied { .. }) => reply(400, g.code(), Some("tools")),
+        StageError::Guard(g @ GuardError::Unreadable(_)) => reply(400, g.code(), None),
         StageError::Misconfigured(_) => LocalReply {
             fault: Fault::Internal,
-            ..reply(500, "server_error", "gateway_misconfigured", None)
+            ..reply(500, "gateway_misconfigured", None)
         },
         StageError::Provider(ProviderError::UnsupportedEndpoint { .. }) => {
-            reply(400, INVALID, "unsupported_endpoint", Some("model"))
+            reply(400, "unsupported_endpoint", Some("model"))
         }
         StageError::Provider(ProviderError::Untranslatable { param, .. }) => {
-            reply(400, INVALID, "unsupported_parameter", *param)
+            reply(400, "unsupported_parameter", *param)
         }
         StageError::Provider(ProviderError::CredentialsUnavailable { .. }) => LocalReply {
             fault: Fault::Internal,
-            ..reply(503, "api_error", "backend_credentials_unavailable", None)
+            ..reply(503, "backend_credentials_unavailable", None)
         },
         StageError::Internal(_) => LocalReply {
             fault: Fault::Internal,
-            ..reply(500, "server_error", "internal_error", None)
+            ..reply(500, "internal_error", None)
         },
         StageError::UpstreamUnreadable(_) => LocalReply {
             fault: Fault::Internal,
-            ..reply(502, "api_error", "upstream_response_unreadable", None)
+            ..reply(502, "upstream_response_unreadable", None)
         },
         StageError::Auth(a) => {
             let unauthenticated = |code| LocalReply {
                 headers: vec![("www-authenticate", "Bearer realm=\"tollgate\"".to_owned())],
-                ..reply(401, INVALID, code, None)
+                ..reply(401, code, None)
             };
             match a {
                 AuthError::MissingKey | AuthError::MissingIdentity(_) => {
@@ -229,70 +225,52 @@ pub fn rescue(err: &StageError) -> LocalReply {
                 AuthError::UnknownKey | AuthError::UnknownTeam(_) => {
                     unauthenticated("invalid_api_key")
                 }
-                AuthError::ModelNotAllowed { .. } => {
-                    reply(403, "permission_error", "model_not_allowed", Some("model"))
+                AuthError::ModelNotAllowed { .. } => reply(403, "model_not_allowed", Some("model")),
+                AuthError::BackendNotAllowed { .. } => {
+                    reply(403, "backend_not_allowed", Some("model"))
                 }
-                AuthError::BackendNotAllowed { .. } => reply(
-                    403,
-                    "permission_error",
-                    "backend_not_allowed",
-                    Some("model"),
-                ),
             }
         }
         StageError::Limited(r) => {
             // OpenAI's shapes: `requests` / `tokens` rate limits, `insufficient_quota` budgets.
-            let (kind, code) = match r.metric {
+            let (limit, code) = match r.metric {
                 Metric::Requests => ("requests", "rate_limit_exceeded"),
                 Metric::Tokens => ("tokens", "rate_limit_exceeded"),
                 Metric::Cost => ("insufficient_quota", "insufficient_quota"),
             };
             LocalReply {
                 headers: crate::limits::refusal_headers(r),
-                ..reply(429, kind, code, None)
+                limit: Some(limit),
+                ..reply(429, code, None)
             }
         }
         StageError::LimitsUnavailable(_) => LocalReply {
             headers: vec![("retry-after", "1".to_owned())],
             fault: Fault::Internal,
-            ..reply(503, "server_error", "limits_unavailable", None)
+            ..reply(503, "limits_unavailable", None)
         },
     }
 }
 
 impl LocalReply {
-    /// The OpenAI error envelope.
-    pub fn body(&self) -> Vec<u8> {
-        let v = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "code": self.code,
-                "param": self.param,
-            }
-        });
-        serde_json::to_vec(&v).unwrap_or_default()
+    fn envelope(&self) -> ErrorEnvelope<'_> {
+        let e = ErrorEnvelope::new(self.status, &self.message)
+            .code(Some(self.code))
+            .param(self.param);
+        match self.limit {
+            Some(limit) => e.limit(limit),
+            None => e,
+        }
     }
 
-    /// The Anthropic error shape (`{"type":"error","error":{"type","message"}}`), for
-    /// clients of the `/v1/messages` front door; the type follows the status as in
-    /// Anthropic's own API.
+    /// The OpenAI error envelope.
+    pub fn body(&self) -> Vec<u8> {
+        self.envelope().openai_bytes()
+    }
+
+    /// The Anthropic error shape, for clients of the `/v1/messages` front door.
     pub fn anthropic_body(&self) -> Vec<u8> {
-        let kind = match self.status {
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            s if s >= 500 => "api_error",
-            _ => "invalid_request_error",
-        };
-        let v = serde_json::json!({
-            "type": "error",
-            "error": {"type": kind, "message": self.message},
-        });
-        serde_json::to_vec(&v).unwrap_or_default()
+        self.envelope().anthropic_bytes()
     }
 }
 

@@ -46,6 +46,7 @@ mod anthropic;
 use super::request::thinking_verdict;
 use super::walk::{self, Signed, Visit};
 use super::{GuardError, Policy, Shape};
+use crate::llm::error_envelope::ErrorEnvelope;
 use crate::llm::sse::{Decoder, Event};
 use crate::pii::encoded;
 use crate::pii::{DecodingStreamMasker, MaskState, Masker};
@@ -857,15 +858,17 @@ fn check_blocked(policy: &Policy, ch: &mut Channel, released: &str) -> Result<()
     Ok(())
 }
 
+/// The status a response-side violation stands for in its error body (the real status is
+/// already sent): the request side refuses the same policy breach with a 400.
+const VIOLATION: u16 = 400;
+
 /// The OpenAI error envelope for a response-side violation.
 pub fn error_json(e: &GuardError) -> String {
-    json!({"error": {
-        "message": e.to_string().replace("the request", "the response"),
-        "type": "invalid_request_error",
-        "code": e.code(),
-        "param": null,
-    }})
-    .to_string()
+    let message = e.to_string().replace("the request", "the response");
+    ErrorEnvelope::new(VIOLATION, &message)
+        .code(Some(e.code()))
+        .openai()
+        .to_string()
 }
 
 #[cfg(test)]

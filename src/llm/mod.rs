@@ -6,6 +6,7 @@
 
 pub mod body;
 pub mod edit;
+pub mod error_envelope;
 pub mod include_usage;
 pub mod json;
 pub mod openai;

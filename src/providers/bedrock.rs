@@ -24,6 +24,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
+use crate::llm::error_envelope::BAD_UPSTREAM;
 use crate::llm::sse::{self, Event};
 use crate::providers::Backend;
 use base64::Engine as _;
@@ -367,14 +368,18 @@ pub fn error_message(body: &[u8]) -> String {
         })
 }
 
-/// OpenAI error type for a Bedrock exception name (`throttlingException`, …).
-pub fn exception_type(name: &str) -> &'static str {
+/// The HTTP status Bedrock gives an exception (`throttlingException`, …), which a
+/// mid-stream exception arrives without; the error `type` follows from it.
+pub fn exception_status(name: &str) -> u16 {
     match name.to_ascii_lowercase().trim_end_matches("exception") {
-        "throttling" | "servicequotaexceeded" => "rate_limit_error",
-        "validation" | "resourcenotfound" | "modelnotready" => "invalid_request_error",
-        "accessdenied" => "permission_error",
-        "modeltimeout" => "timeout_error",
-        _ => "api_error",
+        "throttling" | "servicequotaexceeded" | "modelnotready" => 429,
+        "validation" => 400,
+        "accessdenied" => 403,
+        "resourcenotfound" => 404,
+        "modeltimeout" => 408,
+        "serviceunavailable" => 503,
+        // internalServer, modelStreamError, modelError and names added later.
+        _ => 500,
     }
 }
 
@@ -475,23 +480,19 @@ impl ResponseTranslator for Translator {
 fn json_response(status: u16, buf: Option<Vec<u8>>, who: &Identity) -> Vec<u8> {
     let Some(buf) = buf else {
         return oai::error_body(
+            BAD_UPSTREAM,
             "the Bedrock response exceeded the gateway's buffer limit",
-            "api_error",
             Some("upstream_response_too_large"),
         );
     };
     if status >= 300 {
-        return oai::error_body(
-            &error_message(&buf),
-            oai::error_type_for_status(status),
-            None,
-        );
+        return oai::error_body(status, &error_message(&buf), None);
     }
     match serde_json::from_slice::<Value>(&buf) {
         Ok(v) => completion_of(&v, who),
         Err(_) => oai::error_body(
+            BAD_UPSTREAM,
             "the Bedrock backend returned a body that is not JSON",
-            "api_error",
             Some("bad_upstream_response"),
         ),
     }
@@ -510,18 +511,28 @@ impl StreamState {
                         }
                     }
                 }
-                Err(e) => self.fail(&mut out, &e.to_string(), "api_error", "bad_upstream_stream"),
+                Err(e) => self.fail(
+                    &mut out,
+                    BAD_UPSTREAM,
+                    &e.to_string(),
+                    "bad_upstream_stream",
+                ),
             }
         }
         if eos {
             if !self.failed {
                 if let Err(e) = self.decoder.finish() {
-                    self.fail(&mut out, &e.to_string(), "api_error", "bad_upstream_stream");
+                    self.fail(
+                        &mut out,
+                        BAD_UPSTREAM,
+                        &e.to_string(),
+                        "bad_upstream_stream",
+                    );
                 } else if !self.finished {
                     self.fail(
                         &mut out,
+                        BAD_UPSTREAM,
                         "the Bedrock stream ended before messageStop",
-                        "api_error",
                         "truncated_upstream_stream",
                     );
                 }
@@ -531,9 +542,9 @@ impl StreamState {
         out
     }
 
-    fn fail(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: &str) {
+    fn fail(&mut self, out: &mut Vec<Event>, status: u16, message: &str, code: &str) {
         self.failed = true;
-        self.writer.error(out, message, kind, Some(code));
+        self.writer.error(out, status, message, Some(code));
     }
 
     fn frame(&mut self, f: &Frame, out: &mut Vec<Event>) {
@@ -547,7 +558,7 @@ impl StreamState {
                     .and_then(Value::as_str)
                     .unwrap_or(name)
                     .to_owned();
-                self.fail(out, &message, exception_type(name), name);
+                self.fail(out, exception_status(name), &message, name);
                 return;
             }
             "error" => {
@@ -556,7 +567,7 @@ impl StreamState {
                     .header_str(":error-message")
                     .unwrap_or("the Bedrock stream failed")
                     .to_owned();
-                self.fail(out, &message, "api_error", &code);
+                self.fail(out, 500, &message, &code);
                 return;
             }
             _ => {}

@@ -28,6 +28,7 @@ use super::{
     CappedBody, Head, Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label,
 };
 use crate::llm::Endpoint;
+use crate::llm::error_envelope::BAD_UPSTREAM;
 use crate::llm::sse::{self, Decoder, Event};
 use crate::providers::Backend;
 use base64::Engine as _;
@@ -445,8 +446,9 @@ fn error_object(v: &Value) -> Option<&Value> {
         .or_else(|| v.get(0).and_then(|e| e.get("error")))
 }
 
-/// The message and OpenAI type for a Google error body.
-pub fn error_of(status: u16, body: &[u8]) -> (String, &'static str, Option<String>) {
+/// The message, HTTP status (Google's own `code` when the body names one) and code for a
+/// Google error body.
+pub fn error_of(status: u16, body: &[u8]) -> (String, u16, Option<String>) {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let e = error_object(&v);
     let message = e
@@ -470,7 +472,7 @@ pub fn error_of(status: u16, body: &[u8]) -> (String, &'static str, Option<Strin
         .and_then(Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
         .unwrap_or(status);
-    (message, oai::error_type_for_status(status), code)
+    (message, status, code)
 }
 
 #[derive(Debug)]
@@ -552,24 +554,24 @@ impl ResponseTranslator for Translator {
                 }
                 let Some(buf) = body.take() else {
                     return oai::error_body(
+                        BAD_UPSTREAM,
                         "the Google response exceeded the gateway's buffer limit",
-                        "api_error",
                         Some("upstream_response_too_large"),
                     );
                 };
                 if *status >= 300 {
-                    let (m, t, c) = error_of(*status, &buf);
-                    return oai::error_body(&m, t, c.as_deref());
+                    let (m, s, c) = error_of(*status, &buf);
+                    return oai::error_body(s, &m, c.as_deref());
                 }
                 match serde_json::from_slice::<Value>(&buf) {
                     Ok(v) if error_object(&v).is_some() => {
-                        let (m, t, c) = error_of(*status, &buf);
-                        oai::error_body(&m, t, c.as_deref())
+                        let (m, s, c) = error_of(*status, &buf);
+                        oai::error_body(s, &m, c.as_deref())
                     }
                     Ok(v) => completion_of(&v, &self.who),
                     Err(_) => oai::error_body(
+                        BAD_UPSTREAM,
                         "the Google backend returned a body that is not JSON",
-                        "api_error",
                         Some("bad_upstream_response"),
                     ),
                 }
@@ -607,8 +609,8 @@ impl StreamState {
                 if !self.finished {
                     self.fail(
                         &mut out,
+                        BAD_UPSTREAM,
                         "the Google stream ended without a finishReason",
-                        "api_error",
                         "truncated_upstream_stream",
                     );
                 } else if let Some(u) = self.usage.filter(|_| self.include_usage) {
@@ -620,16 +622,16 @@ impl StreamState {
         out
     }
 
-    fn fail(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: &str) {
+    fn fail(&mut self, out: &mut Vec<Event>, status: u16, message: &str, code: &str) {
         self.failed = true;
-        self.writer.error(out, message, kind, Some(code));
+        self.writer.error(out, status, message, Some(code));
     }
 
     fn event(&mut self, e: &sse::Event, out: &mut Vec<Event>) {
         let f = match e.fields() {
             Ok(f) => f,
             Err(e) => {
-                self.fail(out, &e.to_string(), "api_error", "bad_upstream_stream");
+                self.fail(out, BAD_UPSTREAM, &e.to_string(), "bad_upstream_stream");
                 return;
             }
         };
@@ -644,16 +646,16 @@ impl StreamState {
             Err(_) => {
                 self.fail(
                     out,
+                    BAD_UPSTREAM,
                     "the Google stream carried an event that is not JSON",
-                    "api_error",
                     "bad_upstream_stream",
                 );
                 return;
             }
         };
         if error_object(&v).is_some() {
-            let (m, t, c) = error_of(500, data.as_bytes());
-            self.fail(out, &m, t, c.as_deref().unwrap_or("upstream_error"));
+            let (m, s, c) = error_of(500, data.as_bytes());
+            self.fail(out, s, &m, c.as_deref().unwrap_or("upstream_error"));
             return;
         }
         self.writer.start(out);

@@ -310,6 +310,9 @@ pub trait ResponseTranslator: Send + std::fmt::Debug {
 
 /// Builders shared by the translator tests.
 #[cfg(test)]
+mod error_tests;
+
+#[cfg(test)]
 pub(crate) mod testing {
     use super::*;
 

@@ -8,6 +8,7 @@
 //! Known limits: only `data:` URLs can be turned into image bytes (the clouds here take
 //! inline bytes, and tollgate does no outbound fetches on the request path).
 
+use crate::llm::error_envelope::ErrorEnvelope;
 use crate::llm::sse::Event;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -593,9 +594,12 @@ impl ChunkWriter {
         self.event(out, json!([]), Some(usage.to_json()));
     }
 
-    /// An in-band error event (the OpenAI SDK raises `APIError` with this message).
-    pub fn error(&mut self, out: &mut Vec<Event>, message: &str, kind: &str, code: Option<&str>) {
-        out.push(Event::from_json(error_value(message, kind, code)));
+    /// An in-band error event (the OpenAI SDK raises `APIError` with this message);
+    /// `status` is the one the failure stands for (the response head is already sent).
+    pub fn error(&mut self, out: &mut Vec<Event>, status: u16, message: &str, code: Option<&str>) {
+        out.push(Event::from_json(
+            ErrorEnvelope::new(status, message).code(code).openai(),
+        ));
     }
 
     /// `data: [DONE]`.
@@ -604,25 +608,12 @@ impl ChunkWriter {
     }
 }
 
-fn error_value(message: &str, kind: &str, code: Option<&str>) -> Value {
-    json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
-}
-
-/// OpenAI's error envelope as bytes.
-pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
-    error_value(message, kind, code).to_string().into_bytes()
-}
-
-/// OpenAI's error `type` for an upstream HTTP status.
-pub fn error_type_for_status(status: u16) -> &'static str {
-    match status {
-        400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        408 | 504 => "timeout_error",
-        429 => "rate_limit_error",
-        _ => "api_error",
-    }
+/// OpenAI's error envelope as bytes, its `type` from the status
+/// ([`crate::llm::error_envelope`]).
+pub fn error_body(status: u16, message: &str, code: Option<&str>) -> Vec<u8> {
+    ErrorEnvelope::new(status, message)
+        .code(code)
+        .openai_bytes()
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! gateway's golden tests use, tests/fixtures/anthropic):
 //! - `claude-tool*`: the tool-use message / stream;
 //! - `claude-overloaded*`: 529 `overloaded_error`;
+//! - `claude-error-<status>` (a 4xx/5xx): that status with the error type Anthropic's API
+//!   gives it (`api_error` for a 500, `rate_limit_error` for a 429, ...);
 //! - `claude-stream-error*`: a stream that fails mid-way with an `error` event;
 //! - `claude-text*`: the recorded text message / stream;
 //! - any other model: an echo of the last user text (`Echo: ...`), built in the same format,
@@ -32,6 +34,20 @@ const TEXT_SSE: &str = include_str!("../../../tests/fixtures/anthropic/stream_te
 const TOOL_SSE: &str = include_str!("../../../tests/fixtures/anthropic/stream_tool_use.in.sse");
 const ERROR_SSE: &str = include_str!("../../../tests/fixtures/anthropic/stream_error.in.sse");
 const OVERLOADED: &str = include_str!("../../../tests/fixtures/anthropic/error_overloaded.in.json");
+
+/// The error type Anthropic's API answers a status with.
+fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
 
 /// An Anthropic-shaped error response.
 pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
@@ -85,6 +101,16 @@ pub fn messages(api_key: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Resp
     }
     let model = req["model"].as_str().unwrap_or_default();
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(status) = model
+        .strip_prefix("claude-")
+        .and_then(crate::reply::simulated_error_status)
+    {
+        return error(
+            status,
+            error_type(status.as_u16()),
+            format!("Simulated {status} from the Anthropic replay for model {model}."),
+        );
+    }
     if model.starts_with("claude-overloaded") {
         return (
             StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
@@ -381,6 +407,38 @@ mod tests {
         for c in cases {
             assert!(validate(&c).is_err(), "{c}");
         }
+    }
+
+    #[test]
+    fn claude_error_models_answer_anthropics_error_for_the_status() {
+        let mut headers = HeaderMap::new();
+        headers.insert("anthropic-version", VERSION.parse().unwrap());
+        for (status, kind) in [
+            (500, "api_error"),
+            (429, "rate_limit_error"),
+            (404, "not_found_error"),
+        ] {
+            let body = json!({"model": format!("claude-error-{status}"), "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}]});
+            let r = messages(None, &headers, body.to_string().as_bytes());
+            assert_eq!(r.status().as_u16(), status);
+            let bytes = futures_body(r);
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], kind, "{status}");
+        }
+    }
+
+    fn futures_body(r: Response) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap()
+                .to_vec()
+        })
     }
 
     #[test]

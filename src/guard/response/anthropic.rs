@@ -10,15 +10,15 @@
 
 use super::{GuardError, ResponseGuard};
 use crate::guard::walk::Signed;
+use crate::llm::error_envelope::ErrorEnvelope;
 use serde_json::{Map, Value, json};
 
 /// Anthropic's error shape for a response-side violation.
 pub(super) fn error_json(e: &GuardError) -> String {
-    json!({"type": "error", "error": {
-        "type": "invalid_request_error",
-        "message": e.to_string().replace("the request", "the response"),
-    }})
-    .to_string()
+    let message = e.to_string().replace("the request", "the response");
+    ErrorEnvelope::new(super::VIOLATION, &message)
+        .anthropic()
+        .to_string()
 }
 
 impl ResponseGuard {

@@ -18,6 +18,7 @@ pub mod stream;
 
 use super::{Outbound, Prepared, ProviderError, ResponseTranslator, endpoint_label};
 use crate::llm::Endpoint;
+use crate::llm::error_envelope::{self, ErrorEnvelope};
 use crate::providers::Backend;
 use serde_json::{Value, json};
 
@@ -145,8 +146,10 @@ impl Tokens {
     }
 }
 
-/// The OpenAI error object for an Anthropic error (`{"type":"error","error":{...}}`).
-pub fn openai_error(err: Option<&Value>, fallback: &str) -> Value {
+/// The OpenAI error object for an Anthropic error (`{"type":"error","error":{...}}`): the
+/// provider's message, its error type as the `code`, and the OpenAI `type` of `status` (the
+/// HTTP status, or, when the error arrives without one, the status Anthropic gives its type).
+pub fn openai_error(status: Option<u16>, err: Option<&Value>, fallback: &str) -> Value {
     let kind = err
         .and_then(|e| e.get("type"))
         .and_then(Value::as_str)
@@ -155,16 +158,10 @@ pub fn openai_error(err: Option<&Value>, fallback: &str) -> Value {
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .unwrap_or(fallback);
-    let openai_type = match kind {
-        "invalid_request_error"
-        | "authentication_error"
-        | "permission_error"
-        | "not_found_error"
-        | "rate_limit_error" => kind,
-        "request_too_large" => "invalid_request_error",
-        _ => "server_error",
-    };
-    json!({"error": {"message": message, "type": openai_type, "code": kind, "param": null}})
+    let status = status.unwrap_or_else(|| error_envelope::anthropic_status(kind));
+    ErrorEnvelope::new(status, message)
+        .code(Some(kind))
+        .openai()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 
 use super::stream::StreamTranslator;
 use super::{Tokens, finish_reason, openai_error};
+use crate::llm::error_envelope::{BAD_UPSTREAM, ErrorEnvelope};
 use crate::providers::{CappedBody, Head, MAX_JSON_RESPONSE, ResponseTranslator};
 use serde_json::{Map, Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -61,17 +62,15 @@ impl Translator {
         let body = self.body.take();
         let v = match (&self.mode, body) {
             (Mode::Error { status }, body) => error_body(*status, body.as_deref()),
-            (_, None) => json!({"error": {
-                "message": format!("the upstream response is larger than {MAX_JSON_RESPONSE} bytes and cannot be translated"),
-                "type": "server_error", "code": "upstream_response_too_large", "param": null}}),
+            (_, None) => ErrorEnvelope::new(BAD_UPSTREAM, &format!("the upstream response is larger than {MAX_JSON_RESPONSE} bytes and cannot be translated"))
+                .code(Some("upstream_response_too_large")).openai(),
             (_, Some(body)) => match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Object(m)) if m.get("type").and_then(Value::as_str) == Some("error") => {
-                    openai_error(m.get("error"), "the upstream reported an error")
+                    openai_error(None, m.get("error"), "the upstream reported an error")
                 }
                 Ok(Value::Object(m)) => completion(&m, &self.model, self.created),
-                _ => json!({"error": {
-                    "message": "the upstream answered with a body that is not an Anthropic message",
-                    "type": "server_error", "code": "upstream_unreadable", "param": null}}),
+                _ => ErrorEnvelope::new(BAD_UPSTREAM, "the upstream answered with a body that is not an Anthropic message")
+                    .code(Some("upstream_unreadable")).openai(),
             },
         };
         v.to_string().into_bytes()
@@ -145,7 +144,7 @@ fn error_body(status: u16, body: Option<&[u8]>) -> Value {
         .and_then(|v| v.get("error"))
         .filter(|e| e.is_object())
     {
-        return openai_error(Some(err), "the upstream reported an error");
+        return openai_error(Some(status), Some(err), "the upstream reported an error");
     }
     // Not Anthropic's shape (a proxy's page, plain text): keep a short, printable excerpt.
     let text: String = String::from_utf8_lossy(body)
@@ -161,8 +160,9 @@ fn error_body(status: u16, body: Option<&[u8]>) -> Value {
             text.trim()
         )
     };
-    json!({"error": {"message": message, "type": if status >= 500 { "server_error" } else { "invalid_request_error" },
-        "code": format!("upstream_{status}"), "param": null}})
+    ErrorEnvelope::new(status, &message)
+        .code(Some(&format!("upstream_{status}")))
+        .openai()
 }
 
 /// A whole Messages response → `chat.completion`.

@@ -93,7 +93,7 @@ impl StreamTranslator {
     }
 
     fn error(&mut self, err: &Value, out: &mut Vec<Event>) {
-        let v = openai_error(Some(err), "the upstream reported an error");
+        let v = openai_error(None, Some(err), "the upstream reported an error");
         out.push(Event::from_json(v));
         self.ended = true;
     }

@@ -255,7 +255,7 @@ fn stream_damage_becomes_an_sse_error_then_done() {
 #[test]
 fn non_json_and_empty_error_bodies_still_give_the_openai_shape() {
     let out: Value = serde_json::from_slice(&translate_json(502, b"")).unwrap();
-    assert_eq!(out["error"]["type"], "api_error");
+    assert_eq!(out["error"]["type"], "server_error");
     assert!(
         out["error"]["message"]
             .as_str()
