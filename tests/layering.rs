@@ -293,8 +293,9 @@ fn module_code(root: &Path) -> Vec<String> {
         walk(root, &mut files);
     }
     files.sort();
-    // Parse parents before children, so a test-only child is known before it is read.
-    files.sort_by_key(|f| f.components().count());
+    // Parse parents before children, so a test-only child is known before it is read: a
+    // folder's `mod.rs` before its siblings, which are its children.
+    files.sort_by_key(|f| (f.components().count(), !f.ends_with("mod.rs")));
     let mut skipped: Vec<PathBuf> = Vec::new();
     let mut out = Vec::new();
     for f in files {
