@@ -122,7 +122,7 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding gRPC listener {addr}"))?;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = crate::server::listen::incoming(listener);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, grpc_stop))
         }
         ListenAddr::Unix(path) => {

@@ -16,6 +16,7 @@ pub mod attempt;
 pub mod endpoint;
 pub mod exchange;
 pub mod grpc;
+pub mod listen;
 pub mod reply;
 pub mod token;
 
