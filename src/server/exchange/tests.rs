@@ -50,6 +50,21 @@ fn snapshot() -> Arc<Snapshot> {
     )
 }
 
+/// A snapshot of `yaml` with secrets resolved and no environment.
+fn compiled(yaml: &str) -> Arc<Snapshot> {
+    let env = |_: &str| None;
+    Arc::new(
+        compile(
+            yaml,
+            &CompileOptions {
+                resolve_secrets: true,
+                env: &env,
+            },
+        )
+        .expect("valid"),
+    )
+}
+
 fn exchange() -> (Exchange, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     (
@@ -1480,17 +1495,7 @@ teams: [{ name: t, pin: { backend: inhouse, model: llama-70b } }]
 consumers:
   - { name: app, team: t, keys: ["sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"] }
 "#;
-    let env = |_: &str| None;
-    let snap = Arc::new(
-        compile(
-            yaml,
-            &CompileOptions {
-                resolve_secrets: true,
-                env: &env,
-            },
-        )
-        .expect("valid"),
-    );
+    let snap = compiled(yaml);
     let (svc, _rx) = Services::new(Arc::new(MemoryLimiter::new()));
     let mut ex = Exchange::new(
         snap,
@@ -1774,17 +1779,7 @@ guard:
   policies:
     - { name: g, match: { models: [claude-demo] }, pii: {}, tools: { deny: ["shell_*"] } }
 "#;
-    let env = |_: &str| None;
-    let snap = Arc::new(
-        compile(
-            yaml,
-            &CompileOptions {
-                resolve_secrets: true,
-                env: &env,
-            },
-        )
-        .expect("valid"),
-    );
+    let snap = compiled(yaml);
     let sink = Arc::new(Collect::default());
     let mut ex = Exchange::new(snap, Arc::new(Metrics::new()), services(), sink.clone());
     ex.on_message_now(chat_headers(&[])).unwrap();
