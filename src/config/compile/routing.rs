@@ -1,5 +1,6 @@
-//! Compiling the routing strategies: rule conditions, targets (model, backend, chain,
-//! weighted split), fallback chains and the routing switches. Part of [`super::Cx`], so
+//! Compiling the routing table: models and their names, backend references, route rules
+//! with their conditions and targets (model, backend, chain, weighted split), fallback
+//! chains and the routing switches. Part of [`super::Cx`], so
 //! every error is collected with its YAML path like the rest of the config.
 
 use super::Cx;
@@ -10,7 +11,7 @@ use crate::glob::Glob;
 use crate::pii::{self, detect};
 use crate::providers::Backend;
 use crate::routing::conditions::{Conditions, PROFILES, TextMatch, TokenBound};
-use crate::routing::{Chain, Split, Step, Target};
+use crate::routing::{Chain, Model, Route, Split, Step, Target};
 use crate::suggest;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -345,5 +346,124 @@ impl<'a> Dest<'a> {
             upstream_model: v.upstream_model.as_deref(),
             chain: v.chain.as_deref(),
         }
+    }
+}
+
+impl Cx {
+    pub(super) fn models(
+        &mut self,
+        raw: &[RawModel],
+        backends: &HashMap<&str, usize>,
+    ) -> Vec<Model> {
+        let mut names: HashMap<&str, String> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, m) in raw.iter().enumerate() {
+            let at = |f: &str| format!("models[{i}].{f}");
+            for (j, name) in std::iter::once(&m.name).chain(&m.aliases).enumerate() {
+                let path = if j == 0 {
+                    at("name")
+                } else {
+                    at(&format!("aliases[{}]", j - 1))
+                };
+                if name.is_empty()
+                    || name.contains(['*', '?'])
+                    || name.chars().any(char::is_control)
+                {
+                    self.err(&path, format!("{name:?} is not a usable model name (empty, a glob, or control characters)"));
+                }
+                if let Some(first) = names.insert(name, path.clone()) {
+                    self.err(
+                        path,
+                        format!("model name {name:?} is already used at {first}"),
+                    );
+                }
+            }
+            let backend = self.backend_ref(&at("backend"), &m.backend, backends);
+            out.push(Model {
+                name: m.name.clone(),
+                aliases: m.aliases.clone(),
+                backend: backend.unwrap_or_default(),
+                upstream_model: m.upstream_model.clone().unwrap_or_else(|| m.name.clone()),
+            });
+        }
+        out
+    }
+
+    pub(super) fn backend_ref(
+        &mut self,
+        path: &str,
+        name: &str,
+        backends: &HashMap<&str, usize>,
+    ) -> Option<usize> {
+        let found = backends.get(name).copied();
+        if found.is_none() {
+            let mut known: Vec<&str> = backends.keys().copied().collect();
+            known.sort_unstable();
+            self.err(
+                path,
+                format!("unknown backend {name:?}{}", suggest::hint(name, known)),
+            );
+        }
+        found
+    }
+
+    pub(super) fn routes(
+        &mut self,
+        raw: &[RawRoute],
+        backends: &HashMap<&str, usize>,
+        models: &[RawModel],
+        chains: &[crate::routing::Chain],
+    ) -> Vec<Route> {
+        let mut names = HashSet::new();
+        let mut catch_all: Option<usize> = None;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let at = |f: &str| format!("routes[{i}].{f}");
+            let name = r.name.clone().unwrap_or_else(|| format!("routes[{i}]"));
+            if r.name.is_some() {
+                self.name(&at("name"), &name, "route");
+            }
+            if !names.insert(name.clone()) {
+                self.err(at("name"), format!("duplicate route name {name:?}"));
+            }
+            if let Some(first) = catch_all {
+                self.err(format!("routes[{i}]"), format!("unreachable: routes[{first}] matches every request, so rules after it never apply; move it to the end"));
+            }
+            for (j, g) in r.matches.models.iter().enumerate() {
+                if g.is_empty() {
+                    self.err(at(&format!("match.models[{j}]")), "empty model pattern");
+                }
+            }
+            let mut headers = Vec::new();
+            for (h, v) in &r.matches.headers {
+                if h.is_empty()
+                    || h.bytes().any(|c| {
+                        c.is_ascii_uppercase()
+                            || !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b':')
+                    })
+                {
+                    self.err(
+                        at(&format!("match.headers.{h}")),
+                        format!("header names must be lower-case tokens, got {h:?}"),
+                    );
+                }
+                headers.push((h.clone(), Glob::new(v)));
+            }
+            let target = self.target(i, r, backends, models, chains);
+            let when = self.conditions(&at("match"), &r.matches);
+            let route = Route {
+                name,
+                models: r.matches.models.iter().map(|g| Glob::new(g)).collect(),
+                headers,
+                when,
+                force: r.force,
+                target,
+            };
+            if route.is_catch_all() && catch_all.is_none() {
+                catch_all = Some(i);
+            }
+            out.push(route);
+        }
+        out
     }
 }
