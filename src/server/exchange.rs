@@ -43,7 +43,17 @@ use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
 use crate::stages::limits::{Services, Settlement};
-use crate::stages::{Flow, RequestCtx, access, guard, limits, provider, response, route, usage};
+use crate::stages::{Cx, Flow, RequestCtx, Stages, limits, provider, response, route, usage};
+
+/// The pipeline's stages, in their fixed order.
+const STAGES: Stages = Stages {
+    access: crate::stages::Access,
+    route: crate::stages::Route,
+    guard: crate::stages::Guard,
+    usage: crate::stages::Usage,
+    limits: crate::stages::Limits,
+    provider: crate::stages::Provider,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -91,8 +101,6 @@ pub struct Exchange {
     log_span: tracing::Span,
     /// Tokens, cost (USD, when priced) and fail-open, once usage is completed.
     settled: Option<(crate::observe::Usage, Option<f64>, bool)>,
-    /// Guard-masked messages for the audit line (`audit.include_payload`).
-    payload: Option<serde_json::Value>,
     /// Signs the attempt token of a chain-routed request; without one no token is issued
     /// and the upstream-level filter refuses every attempt (fail closed).
     token_key: Option<Arc<super::token::TokenKey>>,
@@ -124,7 +132,6 @@ impl Exchange {
             timing_body: false,
             first_body: None,
             settled: None,
-            payload: None,
             token_key: None,
             log_span: tracing::info_span!(
                 "request",
@@ -230,12 +237,21 @@ impl Exchange {
         self.cx.headers = headers;
         self.phase = Phase::AwaitBody;
 
-        if let Err(e) = access::request_headers(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        match route::request_headers(&self.snap, &mut self.cx, h.end_of_stream) {
+        let mut cx = Cx {
+            snap: &self.snap,
+            svc: &self.svc,
+            metrics: &self.metrics,
+            now: SystemTime::now(),
+            roll: 0,
+            end_of_stream: h.end_of_stream,
+            req: &mut self.cx,
+        };
+        match STAGES.request_headers(&mut cx).1 {
             Err(e) => self.refuse(e),
             Ok(Flow::Respond { status, body }) => self.respond(status, body),
+            Ok(Flow::Reserve(_)) => self.refuse(StageError::Internal(
+                "a stage asked for a reservation at request headers".into(),
+            )),
             Ok(Flow::Next) => {
                 let buffered = BodySendMode::Buffered as i32;
                 if self.body_mode.is_some_and(|m| m != buffered) {
@@ -275,50 +291,27 @@ impl Exchange {
     async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         let roll = uuid::Uuid::new_v4().as_u64_pair().0;
         self.cx.body = crate::llm::body::Body::new(b.body);
-        match route::request_body(&self.snap, &mut self.cx, &self.svc.cooldown, roll) {
-            Err(e) => return self.refuse(e),
-            Ok(Flow::Respond { status, body }) => return self.respond(status, body),
-            Ok(Flow::Next) => {}
-        }
-        if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        if let Err(e) = guard::request_body(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        self.report_request_guard();
-        if self
-            .snap
-            .settings
-            .audit
-            .as_ref()
-            .is_some_and(|a| a.include_payload)
-            && let Some(g) = &self.cx.guard
-        {
-            self.payload = crate::guard::masked_payload(
-                &g.policy,
-                &self.cx.body,
-                crate::guard::Shape::of(self.cx.endpoint),
-            );
-        }
-        if let Err(e) = usage::request_body(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
-            return self.refuse(e);
-        }
-        if self
-            .cx
-            .charge
-            .as_deref()
-            .is_some_and(usage::Charge::wants_body)
-        {
-            // Usage is read from the response body: it must arrive uncompressed (tollgate
-            // never inflates bodies). A compressed one is refused at response headers.
-            self.cx.mutations.set("accept-encoding", "identity");
-        }
-        if let Err(e) = provider::request_body(&self.snap, &mut self.cx, SystemTime::now()) {
-            return self.refuse_admitted(e);
+        let mut from = 0;
+        loop {
+            let mut cx = self.stage_cx(roll);
+            let (at, verdict) = STAGES.request_body(&mut cx, from);
+            match verdict {
+                Ok(Flow::Next) => break,
+                Ok(Flow::Respond { status, body }) => return self.respond(status, body),
+                Ok(Flow::Reserve(demand)) => {
+                    // The request's one await: the limits store, bounded by its command
+                    // timeout; cancelled (this future dropped), the reserve is released.
+                    let answer = limits::reserve(&self.svc, &self.metrics, &demand).await;
+                    let mut cx = self.stage_cx(roll);
+                    if let Err(e) = STAGES.limits.reserved(&mut cx, &demand, answer) {
+                        return self.refuse(e);
+                    }
+                    from = at + 1;
+                }
+                // After admission a reservation may be held: it is released first.
+                Err(e) if at > Stages::ADMITTED_AFTER => return self.refuse_admitted(e),
+                Err(e) => return self.refuse(e),
+            }
         }
         // The one place the edited body and its length are handed to Envoy.
         if self.cx.body.is_edited() {
@@ -391,24 +384,16 @@ impl Exchange {
         reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
     }
 
-    fn report_request_guard(&self) {
-        let Some(g) = &self.cx.guard else { return };
-        let shadow = g.policy.shadow;
-        for (entity, action, n) in crate::guard::counts(&g.request) {
-            self.metrics.guard_detected(
-                &g.policy.name,
-                entity,
-                action.label(),
-                "request",
-                shadow,
-                n,
-            );
-        }
-        if let Some(reason) = &g.shadow_verdict {
-            self.metrics
-                .guard_blocked(&g.policy.name, reason, "request", true);
-            // The audit trail of shadow mode: what enforcing would have done (no values).
-            tracing::info!(request_id = %self.cx.request_id, policy = %g.policy.name, reason = %reason, detections = %g.request.summary(), "shadow mode: the guard would have refused this request");
+    /// The stages' view of this request for one phase.
+    fn stage_cx(&mut self, roll: u64) -> Cx<'_> {
+        Cx {
+            snap: &self.snap,
+            svc: &self.svc,
+            metrics: &self.metrics,
+            now: SystemTime::now(),
+            roll,
+            end_of_stream: false,
+            req: &mut self.cx,
         }
     }
 
@@ -708,7 +693,7 @@ impl Exchange {
             consumer: self.cx.identity.as_ref().map(|w| w.consumer.clone()),
             team: self.cx.identity.as_ref().and_then(|w| w.team.clone()),
             limits_fail_open: self.settled.as_ref().is_some_and(|(_, _, f)| *f),
-            payload: self.payload.take(),
+            payload: self.cx.payload.take(),
             guard: self.guard_summary(),
         }
     }

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod guard;
 pub mod limits;
+mod order;
 pub mod provider;
 pub mod response;
 pub mod route;
@@ -57,6 +58,9 @@ pub struct RequestCtx {
     pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
     /// The response pipeline's state (the one SSE decoder of the response).
     pub response: response::Pipeline,
+    /// Guard-masked messages for the audit line (`audit.include_payload`), set by the guard
+    /// stage.
+    pub payload: Option<serde_json::Value>,
     /// For a fallback chain: each step's backend name and translator, built on the final
     /// body; the one of the backend that answered becomes `translator` at response headers.
     pub chain_translators: Vec<(
@@ -117,4 +121,45 @@ pub enum Flow {
         /// JSON body.
         body: Vec<u8>,
     },
+    /// Reserve this demand in the limits store (the request's one await, as data): the
+    /// exchange performs the call and hands the answer to [`Limits::reserved`], then
+    /// resumes with the next stage.
+    Reserve(Box<crate::limits::Demand>),
 }
+
+/// What a stage sees for one phase: the pinned snapshot, the long-lived handles, this
+/// phase's inputs (the clock, the split roll) and the request's state. Everything a stage
+/// needs is here, so stages are synchronous functions of it; the one I/O (the limits
+/// store) is returned as [`Flow::Reserve`].
+pub struct Cx<'a> {
+    /// The config snapshot the exchange pinned.
+    pub snap: &'a crate::config::Snapshot,
+    /// Cooldown (routing) and the settlement queue (never blocks).
+    pub svc: &'a limits::Services,
+    /// Counters (in-memory, never blocks).
+    pub metrics: &'a crate::metrics::Metrics,
+    /// Wall clock for this phase (signatures, token expiry).
+    pub now: std::time::SystemTime,
+    /// A random number for weighted splits (request body only).
+    pub roll: u64,
+    /// Whether the message ended the request (request headers: no body follows).
+    pub end_of_stream: bool,
+    /// The request's state.
+    pub req: &'a mut RequestCtx,
+}
+
+/// One phase-by-phase participant of the pipeline. Every method is synchronous and has a
+/// no-op default; the exchange calls them through [`Stages`], in its fixed order.
+pub trait Stage {
+    /// Request headers.
+    fn request_headers(&self, _cx: &mut Cx<'_>) -> Result<Flow, StageError> {
+        Ok(Flow::Next)
+    }
+    /// The whole request body (buffered by Envoy).
+    fn request_body(&self, _cx: &mut Cx<'_>) -> Result<Flow, StageError> {
+        Ok(Flow::Next)
+    }
+}
+
+use crate::error::StageError;
+pub use order::{Access, Guard, Limits, Provider, Route, Stages, Usage};

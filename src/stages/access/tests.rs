@@ -366,7 +366,13 @@ fn limits_follow_the_resolved_model() {
     let admit = |b: &[u8]| {
         let mut cx = run(&s, APP, &[], b, 0).unwrap();
         crate::stages::usage::request_body(&s, &mut cx).unwrap();
-        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, &svc, &metrics))
+        let Some(demand) = crate::stages::limits::plan(&s, &mut cx, crate::limits::unix_now())
+        else {
+            return Ok(());
+        };
+        let answer =
+            futures::executor::block_on(crate::stages::limits::reserve(&svc, &metrics, &demand));
+        crate::stages::limits::reserved(&s, &mut cx, &svc, &metrics, &demand, answer)
             .map_err(|e| rescue(&e).status)
     };
     // Typing the capped model while a /model line sends elsewhere is never counted by it...
