@@ -35,7 +35,6 @@
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{Fault, StageError, rescue};
-use crate::guard::response::ResponseGuard;
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::observe::trace_context::{self, TraceContext};
@@ -43,7 +42,7 @@ use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
 use crate::stages::limits::{Services, Settlement};
-use crate::stages::{Cx, Flow, RequestCtx, Stages, limits, provider, response, route, usage};
+use crate::stages::{Cx, Flow, RequestCtx, ResponseHead, Stages, limits, route, usage};
 
 /// The pipeline's stages, in their fixed order.
 const STAGES: Stages = Stages {
@@ -402,75 +401,37 @@ impl Exchange {
     fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
         self.status = status_of(h).or(self.status);
         let forwarded = self.phase == Phase::Forwarded;
-        if forwarded {
-            // First: which backend answered (a chain), so the right translator runs.
-            route::response_headers(
-                &self.snap,
-                &mut self.cx,
-                self.status,
-                header_of(h, route::ANSWERED_BY_HEADER),
-                &self.svc.cooldown,
-            );
-        }
-        let upstream_type = header_of(h, "content-type").unwrap_or_default();
-        // A translated response: usage and the guard see the type the client will get.
-        let (translated_type, translating) = if forwarded {
-            provider::response_headers(&mut self.cx, self.status, upstream_type)
-        } else {
-            (None, false)
+        let mut head = ResponseHead {
+            status: self.status,
+            content_type: header_of(h, "content-type").unwrap_or_default().into(),
+            encoding: header_of(h, "content-encoding"),
+            answered_by: header_of(h, route::ANSWERED_BY_HEADER),
         };
-        let content_type = translated_type.as_deref().unwrap_or(upstream_type);
-        let sse = content_type.trim_start().starts_with("text/event-stream");
-        self.timing_body =
-            self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
-        let mut stream_body = self.timing_body || translating;
-        let encoding = header_of(h, "content-encoding");
-        if forwarded
-            && let Some(charge) = self.cx.charge.as_deref_mut()
-            && usage::must_read(charge, self.status, content_type)
-            && encoding.is_some_and(usage::is_compressed)
-        {
-            // Its usage cannot be read: charge the reservation and refuse to pass it on
-            // unmetered (the request asked for identity; this upstream ignored it).
-            charge.status = self.status;
-            charge.unreadable();
-            self.complete(false);
-            let _ = self.cx.mutations.take();
-            return self.refuse(StageError::UpstreamUnreadable(
-                "the upstream answered with a compressed body that tollgate must read for usage metering",
-            ));
-        }
-        if forwarded && self.cx.charge.is_some() {
-            if usage::response_headers(&mut self.cx, self.status, content_type) {
-                stream_body = true;
-            } else {
+        let mut stream_body = false;
+        if forwarded {
+            let mut cx = self.stage_cx(0);
+            match STAGES.response_headers(&mut cx, &mut head) {
+                Ok(wants) => stream_body = wants,
+                Err(e) => {
+                    // The usage known now is charged; the reply is the refusal alone.
+                    self.complete(false);
+                    let _ = self.cx.mutations.take();
+                    return self.refuse(e);
+                }
+            }
+            if self.cx.charge.as_deref().is_some_and(|c| !c.reading_body()) {
                 // Nothing to read: the usage is known now.
                 self.complete(false);
             }
         }
-        let guard_needs = forwarded
-            && self
-                .cx
-                .guard
-                .as_ref()
-                .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
-        if guard_needs {
-            // The body will change length; Envoy re-frames (chunked / DATA frames).
-            self.cx.mutations.remove("content-length");
-            if encoding.is_some() {
-                // The body is replaced by an error; it is no longer encoded.
-                self.cx.mutations.remove("content-encoding");
-            }
-            if let Some(g) = self.cx.guard.as_mut() {
-                g.response = Some(
-                    ResponseGuard::new(g.policy.clone(), &g.request, content_type, encoding)
-                        .with_shape(crate::guard::Shape::of(self.cx.endpoint)),
-                );
-            }
-            stream_body = true;
-        }
+        let sse = head
+            .content_type
+            .trim_start()
+            .starts_with("text/event-stream");
+        self.timing_body =
+            self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
         let mut m = self.cx.mutations.take();
-        m.stream_response_body |= stream_body;
+        m.stream_response_body |= stream_body || self.timing_body;
         reply::proceed(Kind::ResponseHeaders, m)
     }
 
@@ -485,56 +446,16 @@ impl Exchange {
             .charge
             .as_deref()
             .is_some_and(usage::Charge::reading_body);
-        let guard_was_finished = self
-            .cx
-            .guard
-            .as_ref()
-            .and_then(|g| g.response.as_ref())
-            .map(ResponseGuard::finished);
-        let replacement = response::response_body(&mut self.cx, &b.body, b.end_of_stream);
+        let mut cx = self.stage_cx(0);
+        let replacement = STAGES.response_body(&mut cx, &b.body, b.end_of_stream);
         if metering && b.end_of_stream {
             self.complete(false);
-        }
-        let guard_finished = self
-            .cx
-            .guard
-            .as_ref()
-            .and_then(|g| g.response.as_ref())
-            .is_some_and(ResponseGuard::finished);
-        if guard_was_finished == Some(false) && guard_finished {
-            self.report_response_guard();
         }
         let mut m = self.cx.mutations.take();
         if replacement.is_some() {
             m.body = replacement;
         }
         reply::proceed(Kind::ResponseBody, m)
-    }
-
-    /// Guard counts and verdict once the response is complete (metrics, metadata; no values).
-    fn report_response_guard(&mut self) {
-        let Some(g) = self.cx.guard.as_ref() else {
-            return;
-        };
-        let Some(rg) = g.response.as_ref() else {
-            return;
-        };
-        let (policy, shadow) = (g.policy.name.as_str(), g.policy.shadow);
-        for (entity, action, n) in crate::guard::counts(&rg.state) {
-            self.metrics
-                .guard_detected(policy, entity, action.label(), "response", shadow, n);
-        }
-        let mut metadata = Vec::new();
-        if rg.state.total() > 0 {
-            metadata.push(("pii_response", rg.state.summary()));
-        }
-        if let Some(v) = rg.violation() {
-            self.metrics
-                .guard_blocked(policy, v.reason(), "response", shadow);
-            metadata.push(("guard_blocked", v.reason().to_owned()));
-            tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
-        }
-        self.cx.mutations.metadata.extend(metadata);
     }
 
     /// Records the request's usage and cost, publishes them as metadata (unless the stream

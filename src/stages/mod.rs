@@ -159,7 +159,30 @@ pub trait Stage {
     fn request_body(&self, _cx: &mut Cx<'_>) -> Result<Flow, StageError> {
         Ok(Flow::Next)
     }
+    /// Response headers of a forwarded request. Returns whether the stage needs the
+    /// response body; a stage may change `head.content_type` for the stages after it.
+    fn response_headers(
+        &self,
+        _cx: &mut Cx<'_>,
+        _head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        Ok(false)
+    }
+}
+
+/// The response's headers as the response-side stages read them.
+#[derive(Debug)]
+pub struct ResponseHead<'h> {
+    /// `:status`.
+    pub status: Option<u16>,
+    /// The content type: the upstream's, until the provider stage names the translated one
+    /// the client will get (the stages after it read that one).
+    pub content_type: std::borrow::Cow<'h, str>,
+    /// `content-encoding`.
+    pub encoding: Option<&'h str>,
+    /// Which backend of a chain answered (the upstream-level filter's header).
+    pub answered_by: Option<&'h str>,
 }
 
 use crate::error::StageError;
-pub use order::{Access, Guard, Limits, Provider, Route, Stages, Usage};
+pub use order::{Access, Guard, Limits, Provider, Route, Stages, Stop, Usage};

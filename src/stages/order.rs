@@ -5,8 +5,11 @@
 //! stages in order and stops at the first verdict other than [`Flow::Next`], returning
 //! where it stopped so the exchange can resume after a [`Flow::Reserve`].
 
-use super::{Cx, Flow, Stage, access, guard, limits, provider, route, usage};
+use super::{
+    Cx, Flow, ResponseHead, Stage, access, guard, limits, provider, response, route, usage,
+};
 use crate::error::StageError;
+use crate::guard::response::ResponseGuard;
 
 /// Who is calling (headers), and may they use where the request is routed (body).
 #[derive(Debug, Default)]
@@ -45,6 +48,21 @@ impl Stage for Route {
     fn request_body(&self, cx: &mut Cx<'_>) -> Result<Flow, StageError> {
         route::request_body(cx.snap, cx.req, &cx.svc.cooldown, cx.roll)
     }
+    /// First: which backend answered (a chain), so the right translator runs.
+    fn response_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        route::response_headers(
+            cx.snap,
+            cx.req,
+            head.status,
+            head.answered_by,
+            &cx.svc.cooldown,
+        );
+        Ok(false)
+    }
 }
 
 impl Stage for Guard {
@@ -67,6 +85,67 @@ impl Stage for Guard {
         }
         Ok(Flow::Next)
     }
+    /// Starts the response guard when the policy scans responses.
+    fn response_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        let needs = cx
+            .req
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
+        if !needs {
+            return Ok(false);
+        }
+        // The body will change length; Envoy re-frames (chunked / DATA frames).
+        cx.req.mutations.remove("content-length");
+        if head.encoding.is_some() {
+            // The body is replaced by an error; it is no longer encoded.
+            cx.req.mutations.remove("content-encoding");
+        }
+        let shape = crate::guard::Shape::of(cx.req.endpoint);
+        if let Some(g) = cx.req.guard.as_mut() {
+            g.response = Some(
+                ResponseGuard::new(
+                    g.policy.clone(),
+                    &g.request,
+                    &head.content_type,
+                    head.encoding,
+                )
+                .with_shape(shape),
+            );
+        }
+        Ok(true)
+    }
+}
+
+/// The response guard's counts and verdict once the response is complete (metrics,
+/// metadata, a log line; never values).
+fn report_response_guard(cx: &mut Cx<'_>) {
+    let Some(g) = cx.req.guard.as_ref() else {
+        return;
+    };
+    let Some(rg) = g.response.as_ref() else {
+        return;
+    };
+    let (policy, shadow) = (g.policy.name.as_str(), g.policy.shadow);
+    for (entity, action, n) in crate::guard::counts(&rg.state) {
+        cx.metrics
+            .guard_detected(policy, entity, action.label(), "response", shadow, n);
+    }
+    let mut metadata = Vec::new();
+    if rg.state.total() > 0 {
+        metadata.push(("pii_response", rg.state.summary()));
+    }
+    if let Some(v) = rg.violation() {
+        cx.metrics
+            .guard_blocked(policy, v.reason(), "response", shadow);
+        metadata.push(("guard_blocked", v.reason().to_owned()));
+        tracing::info!(request_id = %cx.req.request_id, policy, reason = v.reason(), "response ended by the guard");
+    }
+    cx.req.mutations.metadata.extend(metadata);
 }
 
 /// The request guard's counts and shadow verdict (metrics and a log line; never values).
@@ -89,6 +168,32 @@ impl Stage for Usage {
     fn request_body(&self, cx: &mut Cx<'_>) -> Result<Flow, StageError> {
         usage::request_body(cx.snap, cx.req)?;
         Ok(Flow::Next)
+    }
+    /// Reads the body when its usage is needed; a compressed body that must be read is
+    /// charged as reserved and refused (never passed on unmetered).
+    fn response_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        let Some(charge) = cx.req.charge.as_deref_mut() else {
+            return Ok(false);
+        };
+        if usage::must_read(charge, head.status, &head.content_type)
+            && head.encoding.is_some_and(usage::is_compressed)
+        {
+            // The request asked for identity; this upstream ignored it.
+            charge.status = head.status;
+            charge.unreadable();
+            return Err(StageError::UpstreamUnreadable(
+                "the upstream answered with a compressed body that tollgate must read for usage metering",
+            ));
+        }
+        Ok(usage::response_headers(
+            cx.req,
+            head.status,
+            &head.content_type,
+        ))
     }
 }
 
@@ -129,6 +234,19 @@ impl Stage for Provider {
     fn request_body(&self, cx: &mut Cx<'_>) -> Result<Flow, StageError> {
         provider::request_body(cx.snap, cx.req, cx.now)?;
         Ok(Flow::Next)
+    }
+    /// Starts the translator; usage and the guard see the type the client will get.
+    fn response_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        let (translated, translating) =
+            provider::response_headers(cx.req, head.status, &head.content_type);
+        if let Some(ct) = translated {
+            head.content_type = ct.into();
+        }
+        Ok(translating)
     }
 }
 
@@ -184,6 +302,45 @@ impl Stages {
                 _ => return None,
             })
         })
+    }
+
+    /// Response headers of a forwarded request: `route` (which backend answered) →
+    /// `provider` (translator, client content type) → `usage` → `guard`. Returns whether any
+    /// stage needs the body; an error stops the phase (the usage stage's unreadable body).
+    pub fn response_headers(
+        &self,
+        cx: &mut Cx<'_>,
+        head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        let mut wants = self.route.response_headers(cx, head)?;
+        wants |= self.provider.response_headers(cx, head)?;
+        wants |= self.usage.response_headers(cx, head)?;
+        wants |= self.guard.response_headers(cx, head)?;
+        Ok(wants)
+    }
+
+    /// One response body chunk through the response pipeline (translate, decode once,
+    /// usage observes, the guard rewrites, encode once); the replacement body, if any. The
+    /// response guard reports once, on the chunk that finishes it.
+    pub fn response_body(
+        &self,
+        cx: &mut Cx<'_>,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Option<Vec<u8>> {
+        let guard_finished = |cx: &Cx<'_>| {
+            cx.req
+                .guard
+                .as_ref()
+                .and_then(|g| g.response.as_ref())
+                .map(ResponseGuard::finished)
+        };
+        let was_finished = guard_finished(cx);
+        let replacement = response::response_body(cx.req, chunk, end_of_stream);
+        if was_finished == Some(false) && guard_finished(cx) == Some(true) {
+            report_response_guard(cx);
+        }
+        replacement
     }
 }
 

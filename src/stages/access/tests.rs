@@ -486,3 +486,68 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn the_limits_stage_returns_the_reserve_as_data_and_the_phase_resumes_after_it() {
+    use crate::stages::{Cx, Flow, Stages};
+    let s = snap();
+    let svc = crate::stages::limits::Services::new(std::sync::Arc::new(
+        crate::limits::memory::MemoryLimiter::new(),
+    ))
+    .0;
+    let metrics = crate::metrics::Metrics::new();
+    let stages = Stages::default();
+    // One request through the stages; `None`: refused (429) by the store's answer.
+    let admit = |reserve: bool| -> Option<RequestCtx> {
+        let mut req = RequestCtx {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: Headers::from_pairs([(
+                "authorization".to_owned(),
+                format!("Bearer {APP}").into_bytes(),
+            )]),
+            ..RequestCtx::default()
+        };
+        let mut cx = Cx {
+            snap: &s,
+            svc: &svc,
+            metrics: &metrics,
+            now: std::time::SystemTime::now(),
+            roll: 0,
+            end_of_stream: false,
+            req: &mut req,
+        };
+        assert!(matches!(
+            stages.request_headers(&mut cx),
+            (2, Ok(Flow::Next))
+        ));
+        cx.req.body = crate::llm::body::Body::new(body("echo", "/model claude-demo\nhi"));
+        let (at, verdict) = stages.request_body(&mut cx, 0);
+        assert_eq!(at, Stages::ADMITTED_AFTER);
+        let Ok(Flow::Reserve(demand)) = verdict else {
+            panic!("the limits stage asks for a reservation: {verdict:?}");
+        };
+        // Nothing reserved yet: the exchange does the await.
+        assert!(cx.req.charge.as_ref().unwrap().reservation.is_none());
+        if !reserve {
+            return Some(req);
+        }
+        let answer = futures::executor::block_on(crate::stages::limits::reserve(
+            cx.svc, cx.metrics, &demand,
+        ));
+        if stages.limits.reserved(&mut cx, &demand, answer).is_err() {
+            return None;
+        }
+        assert!(cx.req.charge.as_ref().unwrap().reservation.is_some());
+        assert!(matches!(
+            stages.request_body(&mut cx, at + 1),
+            (6, Ok(Flow::Next))
+        ));
+        Some(req)
+    };
+    // Planning alone touches no counter: the cap of one is still free afterwards.
+    assert!(admit(false).is_some());
+    assert!(admit(false).is_some());
+    assert!(admit(true).is_some());
+    assert!(admit(true).is_none());
+}
