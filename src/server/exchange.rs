@@ -21,9 +21,11 @@
 //! Time to first token: when enabled, an SSE response's body is switched to STREAMED with
 //! `mode_override`; each chunk is answered unchanged and the first one's arrival is timed.
 //!
-//! Stage order (fixed): request headers `access` → `route`; request body `route` →
-//! `access` (model/backend allowed?) → `guard` → `usage` → `limits` (the one await: the
-//! limits store, bounded by its command timeout). Response body: the response pipeline
+//! Stages are called through [`crate::stages::Stages`] (fixed order, static dispatch):
+//! request headers `access` → `route`; request body `route` → `access` (model/backend
+//! allowed?) → `guard` → `usage` → `limits` → `provider`. The limits stage returns
+//! `Flow::Reserve`: the exchange performs the one await (the limits store, bounded by its
+//! command timeout), hands the answer back, and resumes after it. Response body: the response pipeline
 //! ([`crate::stages::response`]) translates, decodes an SSE body once, lets `usage` observe
 //! the events first (and strip the usage event it injected), then `guard` masks what is
 //! passed on, and encodes once. Usage is completed once — at the response's end of stream, at response headers when

@@ -1,10 +1,13 @@
 //! Request-processing stages and the context they share.
 //!
 //! The request flows one way: the ext_proc exchange (server/exchange.rs) calls each stage
-//! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
-//! Envoy's reply. Stages never see protobuf types and never call back up.
+//! for each phase through the [`Stage`] contract, in the fixed order of [`Stages`], and
+//! turns what they leave in [`RequestCtx`] into Envoy's reply. Stages never see protobuf
+//! types and never call back up. Every stage is synchronous over one [`Cx`]; the request's
+//! one I/O, the limits reserve, is the verdict [`Flow::Reserve`]: the exchange awaits the
+//! store ([`limits::reserve`]) and hands the answer to [`Limits::reserved`].
 //!
-//! Order (fixed, in [`crate::server::exchange`]):
+//! Order (fixed, in [`Stages`]):
 //! - request headers: `access` (who is calling) → `route` (endpoint, size, `/v1/models`);
 //! - request body: `route` → `access` (model/backend allowed?) → `guard` (policy picked by
 //!   the routing decision: masking, blocked content, tools, system prompt) → `usage` (prompt
