@@ -21,9 +21,11 @@
 //! Time to first token: when enabled, an SSE response's body is switched to STREAMED with
 //! `mode_override`; each chunk is answered unchanged and the first one's arrival is timed.
 //!
-//! Stage order (fixed): request headers `access` → `route`; request body `route` →
-//! `access` (model/backend allowed?) → `guard` → `usage` → `limits` (the one await: the
-//! limits store, bounded by its command timeout). Response body: the response pipeline
+//! Stages are called through [`crate::stages::Stages`] (fixed order, static dispatch):
+//! request headers `access` → `route`; request body `route` → `access` (model/backend
+//! allowed?) → `guard` → `usage` → `limits` → `provider`. The limits stage returns
+//! `Flow::Reserve`: the exchange performs the one await (the limits store, bounded by its
+//! command timeout), hands the answer back, and resumes after it. Response body: the response pipeline
 //! ([`crate::stages::response`]) translates, decodes an SSE body once, lets `usage` observe
 //! the events first (and strip the usage event it injected), then `guard` masks what is
 //! passed on, and encodes once. Usage is completed once — at the response's end of stream, at response headers when
@@ -35,7 +37,6 @@
 use super::reply::{self, Kind};
 use crate::config::Snapshot;
 use crate::error::{Fault, StageError, rescue};
-use crate::guard::response::ResponseGuard;
 use crate::headers::Headers;
 use crate::metrics::Metrics;
 use crate::observe::trace_context::{self, TraceContext};
@@ -43,7 +44,17 @@ use crate::observe::{GuardSummary, RecordSink, RequestRecord, semconv};
 use crate::pii::Action;
 use crate::proto::*;
 use crate::stages::limits::{Services, Settlement};
-use crate::stages::{Flow, RequestCtx, access, guard, limits, provider, response, route, usage};
+use crate::stages::{Cx, Flow, RequestCtx, ResponseHead, Stages, limits, route, usage};
+
+/// The pipeline's stages, in their fixed order.
+const STAGES: Stages = Stages {
+    access: crate::stages::Access,
+    route: crate::stages::Route,
+    guard: crate::stages::Guard,
+    usage: crate::stages::Usage,
+    limits: crate::stages::Limits,
+    provider: crate::stages::Provider,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
@@ -91,8 +102,6 @@ pub struct Exchange {
     log_span: tracing::Span,
     /// Tokens, cost (USD, when priced) and fail-open, once usage is completed.
     settled: Option<(crate::observe::Usage, Option<f64>, bool)>,
-    /// Guard-masked messages for the audit line (`audit.include_payload`).
-    payload: Option<serde_json::Value>,
     /// Signs the attempt token of a chain-routed request; without one no token is issued
     /// and the upstream-level filter refuses every attempt (fail closed).
     token_key: Option<Arc<super::token::TokenKey>>,
@@ -124,7 +133,6 @@ impl Exchange {
             timing_body: false,
             first_body: None,
             settled: None,
-            payload: None,
             token_key: None,
             log_span: tracing::info_span!(
                 "request",
@@ -230,12 +238,21 @@ impl Exchange {
         self.cx.headers = headers;
         self.phase = Phase::AwaitBody;
 
-        if let Err(e) = access::request_headers(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        match route::request_headers(&self.snap, &mut self.cx, h.end_of_stream) {
+        let mut cx = Cx {
+            snap: &self.snap,
+            svc: &self.svc,
+            metrics: &self.metrics,
+            now: SystemTime::now(),
+            roll: 0,
+            end_of_stream: h.end_of_stream,
+            req: &mut self.cx,
+        };
+        match STAGES.request_headers(&mut cx).1 {
             Err(e) => self.refuse(e),
             Ok(Flow::Respond { status, body }) => self.respond(status, body),
+            Ok(Flow::Reserve(_)) => self.refuse(StageError::Internal(
+                "a stage asked for a reservation at request headers".into(),
+            )),
             Ok(Flow::Next) => {
                 let buffered = BodySendMode::Buffered as i32;
                 if self.body_mode.is_some_and(|m| m != buffered) {
@@ -275,50 +292,27 @@ impl Exchange {
     async fn request_body(&mut self, b: HttpBody) -> ProcessingResponse {
         let roll = uuid::Uuid::new_v4().as_u64_pair().0;
         self.cx.body = crate::llm::body::Body::new(b.body);
-        match route::request_body(&self.snap, &mut self.cx, &self.svc.cooldown, roll) {
-            Err(e) => return self.refuse(e),
-            Ok(Flow::Respond { status, body }) => return self.respond(status, body),
-            Ok(Flow::Next) => {}
-        }
-        if let Err(e) = access::after_route(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        if let Err(e) = guard::request_body(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        self.report_request_guard();
-        if self
-            .snap
-            .settings
-            .audit
-            .as_ref()
-            .is_some_and(|a| a.include_payload)
-            && let Some(g) = &self.cx.guard
-        {
-            self.payload = crate::guard::masked_payload(
-                &g.policy,
-                &self.cx.body,
-                crate::guard::Shape::of(self.cx.endpoint),
-            );
-        }
-        if let Err(e) = usage::request_body(&self.snap, &mut self.cx) {
-            return self.refuse(e);
-        }
-        if let Err(e) = limits::admit(&self.snap, &mut self.cx, &self.svc, &self.metrics).await {
-            return self.refuse(e);
-        }
-        if self
-            .cx
-            .charge
-            .as_deref()
-            .is_some_and(usage::Charge::wants_body)
-        {
-            // Usage is read from the response body: it must arrive uncompressed (tollgate
-            // never inflates bodies). A compressed one is refused at response headers.
-            self.cx.mutations.set("accept-encoding", "identity");
-        }
-        if let Err(e) = provider::request_body(&self.snap, &mut self.cx, SystemTime::now()) {
-            return self.refuse_admitted(e);
+        let mut from = 0;
+        loop {
+            let mut cx = self.stage_cx(roll);
+            let (at, verdict) = STAGES.request_body(&mut cx, from);
+            match verdict {
+                Ok(Flow::Next) => break,
+                Ok(Flow::Respond { status, body }) => return self.respond(status, body),
+                Ok(Flow::Reserve(demand)) => {
+                    // The request's one await: the limits store, bounded by its command
+                    // timeout; cancelled (this future dropped), the reserve is released.
+                    let answer = limits::reserve(&self.svc, &self.metrics, &demand).await;
+                    let mut cx = self.stage_cx(roll);
+                    if let Err(e) = STAGES.limits.reserved(&mut cx, &demand, answer) {
+                        return self.refuse(e);
+                    }
+                    from = at + 1;
+                }
+                // After admission a reservation may be held: it is released first.
+                Err(e) if at > Stages::ADMITTED_AFTER => return self.refuse_admitted(e),
+                Err(e) => return self.refuse(e),
+            }
         }
         // The one place the edited body and its length are handed to Envoy.
         if self.cx.body.is_edited() {
@@ -391,24 +385,16 @@ impl Exchange {
         reply::immediate_json(status, body, &self.cx.request_id, &[], "tollgate_local")
     }
 
-    fn report_request_guard(&self) {
-        let Some(g) = &self.cx.guard else { return };
-        let shadow = g.policy.shadow;
-        for (entity, action, n) in crate::guard::counts(&g.request) {
-            self.metrics.guard_detected(
-                &g.policy.name,
-                entity,
-                action.label(),
-                "request",
-                shadow,
-                n,
-            );
-        }
-        if let Some(reason) = &g.shadow_verdict {
-            self.metrics
-                .guard_blocked(&g.policy.name, reason, "request", true);
-            // The audit trail of shadow mode: what enforcing would have done (no values).
-            tracing::info!(request_id = %self.cx.request_id, policy = %g.policy.name, reason = %reason, detections = %g.request.summary(), "shadow mode: the guard would have refused this request");
+    /// The stages' view of this request for one phase.
+    fn stage_cx(&mut self, roll: u64) -> Cx<'_> {
+        Cx {
+            snap: &self.snap,
+            svc: &self.svc,
+            metrics: &self.metrics,
+            now: SystemTime::now(),
+            roll,
+            end_of_stream: false,
+            req: &mut self.cx,
         }
     }
 
@@ -417,75 +403,37 @@ impl Exchange {
     fn response_headers(&mut self, h: &HttpHeaders) -> ProcessingResponse {
         self.status = status_of(h).or(self.status);
         let forwarded = self.phase == Phase::Forwarded;
-        if forwarded {
-            // First: which backend answered (a chain), so the right translator runs.
-            route::response_headers(
-                &self.snap,
-                &mut self.cx,
-                self.status,
-                header_of(h, route::ANSWERED_BY_HEADER),
-                &self.svc.cooldown,
-            );
-        }
-        let upstream_type = header_of(h, "content-type").unwrap_or_default();
-        // A translated response: usage and the guard see the type the client will get.
-        let (translated_type, translating) = if forwarded {
-            provider::response_headers(&mut self.cx, self.status, upstream_type)
-        } else {
-            (None, false)
+        let mut head = ResponseHead {
+            status: self.status,
+            content_type: header_of(h, "content-type").unwrap_or_default().into(),
+            encoding: header_of(h, "content-encoding"),
+            answered_by: header_of(h, route::ANSWERED_BY_HEADER),
         };
-        let content_type = translated_type.as_deref().unwrap_or(upstream_type);
-        let sse = content_type.trim_start().starts_with("text/event-stream");
-        self.timing_body =
-            self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
-        let mut stream_body = self.timing_body || translating;
-        let encoding = header_of(h, "content-encoding");
-        if forwarded
-            && let Some(charge) = self.cx.charge.as_deref_mut()
-            && usage::must_read(charge, self.status, content_type)
-            && encoding.is_some_and(usage::is_compressed)
-        {
-            // Its usage cannot be read: charge the reservation and refuse to pass it on
-            // unmetered (the request asked for identity; this upstream ignored it).
-            charge.status = self.status;
-            charge.unreadable();
-            self.complete(false);
-            let _ = self.cx.mutations.take();
-            return self.refuse(StageError::UpstreamUnreadable(
-                "the upstream answered with a compressed body that tollgate must read for usage metering",
-            ));
-        }
-        if forwarded && self.cx.charge.is_some() {
-            if usage::response_headers(&mut self.cx, self.status, content_type) {
-                stream_body = true;
-            } else {
+        let mut stream_body = false;
+        if forwarded {
+            let mut cx = self.stage_cx(0);
+            match STAGES.response_headers(&mut cx, &mut head) {
+                Ok(wants) => stream_body = wants,
+                Err(e) => {
+                    // The usage known now is charged; the reply is the refusal alone.
+                    self.complete(false);
+                    let _ = self.cx.mutations.take();
+                    return self.refuse(e);
+                }
+            }
+            if self.cx.charge.as_deref().is_some_and(|c| !c.reading_body()) {
                 // Nothing to read: the usage is known now.
                 self.complete(false);
             }
         }
-        let guard_needs = forwarded
-            && self
-                .cx
-                .guard
-                .as_ref()
-                .is_some_and(|g| g.response.is_none() && g.policy.needs_response(&g.request));
-        if guard_needs {
-            // The body will change length; Envoy re-frames (chunked / DATA frames).
-            self.cx.mutations.remove("content-length");
-            if encoding.is_some() {
-                // The body is replaced by an error; it is no longer encoded.
-                self.cx.mutations.remove("content-encoding");
-            }
-            if let Some(g) = self.cx.guard.as_mut() {
-                g.response = Some(
-                    ResponseGuard::new(g.policy.clone(), &g.request, content_type, encoding)
-                        .with_shape(crate::guard::Shape::of(self.cx.endpoint)),
-                );
-            }
-            stream_body = true;
-        }
+        let sse = head
+            .content_type
+            .trim_start()
+            .starts_with("text/event-stream");
+        self.timing_body =
+            self.snap.settings.time_to_first_token && sse && !h.end_of_stream && forwarded;
         let mut m = self.cx.mutations.take();
-        m.stream_response_body |= stream_body;
+        m.stream_response_body |= stream_body || self.timing_body;
         reply::proceed(Kind::ResponseHeaders, m)
     }
 
@@ -500,56 +448,16 @@ impl Exchange {
             .charge
             .as_deref()
             .is_some_and(usage::Charge::reading_body);
-        let guard_was_finished = self
-            .cx
-            .guard
-            .as_ref()
-            .and_then(|g| g.response.as_ref())
-            .map(ResponseGuard::finished);
-        let replacement = response::response_body(&mut self.cx, &b.body, b.end_of_stream);
+        let mut cx = self.stage_cx(0);
+        let replacement = STAGES.response_body(&mut cx, &b.body, b.end_of_stream);
         if metering && b.end_of_stream {
             self.complete(false);
-        }
-        let guard_finished = self
-            .cx
-            .guard
-            .as_ref()
-            .and_then(|g| g.response.as_ref())
-            .is_some_and(ResponseGuard::finished);
-        if guard_was_finished == Some(false) && guard_finished {
-            self.report_response_guard();
         }
         let mut m = self.cx.mutations.take();
         if replacement.is_some() {
             m.body = replacement;
         }
         reply::proceed(Kind::ResponseBody, m)
-    }
-
-    /// Guard counts and verdict once the response is complete (metrics, metadata; no values).
-    fn report_response_guard(&mut self) {
-        let Some(g) = self.cx.guard.as_ref() else {
-            return;
-        };
-        let Some(rg) = g.response.as_ref() else {
-            return;
-        };
-        let (policy, shadow) = (g.policy.name.as_str(), g.policy.shadow);
-        for (entity, action, n) in crate::guard::counts(&rg.state) {
-            self.metrics
-                .guard_detected(policy, entity, action.label(), "response", shadow, n);
-        }
-        let mut metadata = Vec::new();
-        if rg.state.total() > 0 {
-            metadata.push(("pii_response", rg.state.summary()));
-        }
-        if let Some(v) = rg.violation() {
-            self.metrics
-                .guard_blocked(policy, v.reason(), "response", shadow);
-            metadata.push(("guard_blocked", v.reason().to_owned()));
-            tracing::info!(request_id = %self.cx.request_id, policy, reason = v.reason(), "response ended by the guard");
-        }
-        self.cx.mutations.metadata.extend(metadata);
     }
 
     /// Records the request's usage and cost, publishes them as metadata (unless the stream
@@ -708,7 +616,7 @@ impl Exchange {
             consumer: self.cx.identity.as_ref().map(|w| w.consumer.clone()),
             team: self.cx.identity.as_ref().and_then(|w| w.team.clone()),
             limits_fail_open: self.settled.as_ref().is_some_and(|(_, _, f)| *f),
-            payload: self.payload.take(),
+            payload: self.cx.payload.take(),
             guard: self.guard_summary(),
         }
     }

@@ -236,18 +236,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Request body, last: reserve the worst case or refuse.
-pub async fn admit(
-    snap: &Snapshot,
-    cx: &mut RequestCtx,
-    svc: &Services,
-    metrics: &Metrics,
-) -> Result<(), StageError> {
+/// Request body, after usage: the demand to reserve (the worst case of every counter the
+/// request touches), or `None` when no limit applies. Synchronous: the exchange performs
+/// the reserve ([`reserve`]) and hands its answer to [`reserved`].
+pub fn plan(snap: &Snapshot, cx: &mut RequestCtx, now: u64) -> Option<limits::Demand> {
     if snap.limits.rules.is_empty() {
-        return Ok(());
+        return None;
     }
-    let (Some(charge), Some(routed)) = (cx.charge.as_deref_mut(), &cx.routed) else {
-        return Ok(());
+    let (Some(charge), Some(routed)) = (cx.charge.as_deref(), &cx.routed) else {
+        return None;
     };
     // Resolved, not typed: the model the request is sent to.
     let model = if routed.model_label == "unlisted" {
@@ -269,27 +266,51 @@ pub async fn admit(
         tokens,
         cost,
     };
-    let demand = limits::plan(&snap.limits.rules, &subject, worst, limits::unix_now());
+    let demand = limits::plan(&snap.limits.rules, &subject, worst, now);
     if demand.is_empty() {
-        return Ok(());
+        return None;
     }
     if demand.needs_usage() {
         // A token or cost limit applies: the reservation must bound what the upstream may
         // generate, so a request that names no ceiling gets the one reserved.
         usage::send_default_ceiling(cx);
     }
-    let Some(charge) = cx.charge.as_deref_mut() else {
-        return Ok(());
-    };
+    Some(demand)
+}
+
+/// The request's one await: reserves `demand` in the store (bounded by the store's command
+/// timeout). Dropped before it answers (Envoy cancelled the stream), it queues the
+/// reserve's cancellation.
+pub async fn reserve(
+    svc: &Services,
+    metrics: &Metrics,
+    demand: &limits::Demand,
+) -> Result<Admission, LimitError> {
     let started = Instant::now();
     let guard = InFlight {
         svc,
         metrics,
-        demand: Some(&demand),
+        demand: Some(demand),
     };
-    let answer = svc.limiter.reserve(&demand, limits::unix_now()).await;
+    let answer = svc.limiter.reserve(demand, limits::unix_now()).await;
     guard.answered();
     metrics.limiter_call(svc.limiter.name(), started.elapsed());
+    answer
+}
+
+/// The store's answer to [`reserve`]: keeps the reservation, refuses (429), or, when the
+/// store failed, admits without limits (fail-open) or refuses (503, fail-closed).
+pub fn reserved(
+    snap: &Snapshot,
+    cx: &mut RequestCtx,
+    svc: &Services,
+    metrics: &Metrics,
+    demand: &limits::Demand,
+    answer: Result<Admission, LimitError>,
+) -> Result<(), StageError> {
+    let Some(charge) = cx.charge.as_deref_mut() else {
+        return Ok(());
+    };
     match answer {
         Ok(Admission::Granted(r)) => {
             charge.needs_usage = demand.needs_usage();
@@ -307,7 +328,7 @@ pub async fn admit(
                 // is released or, arriving late, does nothing.
                 svc.queue(
                     Settlement {
-                        reservation: Reservation::of(&demand),
+                        reservation: Reservation::of(demand),
                         actual: Amounts::default(),
                     },
                     metrics,
@@ -331,6 +352,15 @@ pub async fn admit(
                 Err(StageError::LimitsUnavailable(e.to_string()))
             }
         }
+    }
+}
+
+/// Once admitted (reserved, or no limit applied): a response whose usage is read must
+/// arrive uncompressed (tollgate never inflates bodies); a compressed one is refused at
+/// response headers.
+pub fn admitted(cx: &mut RequestCtx) {
+    if cx.charge.as_deref().is_some_and(usage::Charge::wants_body) {
+        cx.mutations.set("accept-encoding", "identity");
     }
 }
 

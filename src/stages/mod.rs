@@ -1,10 +1,13 @@
 //! Request-processing stages and the context they share.
 //!
 //! The request flows one way: the ext_proc exchange (server/exchange.rs) calls each stage
-//! for each phase, in a fixed order, and turns what they leave in [`RequestCtx`] into
-//! Envoy's reply. Stages never see protobuf types and never call back up.
+//! for each phase through the [`Stage`] contract, in the fixed order of [`Stages`], and
+//! turns what they leave in [`RequestCtx`] into Envoy's reply. Stages never see protobuf
+//! types and never call back up. Every stage is synchronous over one [`Cx`]; the request's
+//! one I/O, the limits reserve, is the verdict [`Flow::Reserve`]: the exchange awaits the
+//! store ([`limits::reserve`]) and hands the answer to [`Limits::reserved`].
 //!
-//! Order (fixed, in [`crate::server::exchange`]):
+//! Order (fixed, in [`Stages`]):
 //! - request headers: `access` (who is calling) → `route` (endpoint, size, `/v1/models`);
 //! - request body: `route` → `access` (model/backend allowed?) → `guard` (policy picked by
 //!   the routing decision: masking, blocked content, tools, system prompt) → `usage` (prompt
@@ -18,6 +21,7 @@
 pub mod access;
 pub mod guard;
 pub mod limits;
+mod order;
 pub mod provider;
 pub mod response;
 pub mod route;
@@ -57,6 +61,9 @@ pub struct RequestCtx {
     pub translator: Option<Box<dyn crate::providers::ResponseTranslator>>,
     /// The response pipeline's state (the one SSE decoder of the response).
     pub response: response::Pipeline,
+    /// Guard-masked messages for the audit line (`audit.include_payload`), set by the guard
+    /// stage.
+    pub payload: Option<serde_json::Value>,
     /// For a fallback chain: each step's backend name and translator, built on the final
     /// body; the one of the backend that answered becomes `translator` at response headers.
     pub chain_translators: Vec<(
@@ -117,4 +124,68 @@ pub enum Flow {
         /// JSON body.
         body: Vec<u8>,
     },
+    /// Reserve this demand in the limits store (the request's one await, as data): the
+    /// exchange performs the call and hands the answer to [`Limits::reserved`], then
+    /// resumes with the next stage.
+    Reserve(Box<crate::limits::Demand>),
 }
+
+/// What a stage sees for one phase: the pinned snapshot, the long-lived handles, this
+/// phase's inputs (the clock, the split roll) and the request's state. Everything a stage
+/// needs is here, so stages are synchronous functions of it; the one I/O (the limits
+/// store) is returned as [`Flow::Reserve`].
+pub struct Cx<'a> {
+    /// The config snapshot the exchange pinned.
+    pub snap: &'a crate::config::Snapshot,
+    /// Cooldown (routing) and the settlement queue (never blocks).
+    pub svc: &'a limits::Services,
+    /// Counters (in-memory, never blocks).
+    pub metrics: &'a crate::metrics::Metrics,
+    /// Wall clock for this phase (signatures, token expiry).
+    pub now: std::time::SystemTime,
+    /// A random number for weighted splits (request body only).
+    pub roll: u64,
+    /// Whether the message ended the request (request headers: no body follows).
+    pub end_of_stream: bool,
+    /// The request's state.
+    pub req: &'a mut RequestCtx,
+}
+
+/// One phase-by-phase participant of the pipeline. Every method is synchronous and has a
+/// no-op default; the exchange calls them through [`Stages`], in its fixed order.
+pub trait Stage {
+    /// Request headers.
+    fn request_headers(&self, _cx: &mut Cx<'_>) -> Result<Flow, StageError> {
+        Ok(Flow::Next)
+    }
+    /// The whole request body (buffered by Envoy).
+    fn request_body(&self, _cx: &mut Cx<'_>) -> Result<Flow, StageError> {
+        Ok(Flow::Next)
+    }
+    /// Response headers of a forwarded request. Returns whether the stage needs the
+    /// response body; a stage may change `head.content_type` for the stages after it.
+    fn response_headers(
+        &self,
+        _cx: &mut Cx<'_>,
+        _head: &mut ResponseHead<'_>,
+    ) -> Result<bool, StageError> {
+        Ok(false)
+    }
+}
+
+/// The response's headers as the response-side stages read them.
+#[derive(Debug)]
+pub struct ResponseHead<'h> {
+    /// `:status`.
+    pub status: Option<u16>,
+    /// The content type: the upstream's, until the provider stage names the translated one
+    /// the client will get (the stages after it read that one).
+    pub content_type: std::borrow::Cow<'h, str>,
+    /// `content-encoding`.
+    pub encoding: Option<&'h str>,
+    /// Which backend of a chain answered (the upstream-level filter's header).
+    pub answered_by: Option<&'h str>,
+}
+
+use crate::error::StageError;
+pub use order::{Access, Guard, Limits, Provider, Route, Stages, Stop, Usage};

@@ -366,7 +366,13 @@ fn limits_follow_the_resolved_model() {
     let admit = |b: &[u8]| {
         let mut cx = run(&s, APP, &[], b, 0).unwrap();
         crate::stages::usage::request_body(&s, &mut cx).unwrap();
-        futures::executor::block_on(crate::stages::limits::admit(&s, &mut cx, &svc, &metrics))
+        let Some(demand) = crate::stages::limits::plan(&s, &mut cx, crate::limits::unix_now())
+        else {
+            return Ok(());
+        };
+        let answer =
+            futures::executor::block_on(crate::stages::limits::reserve(&svc, &metrics, &demand));
+        crate::stages::limits::reserved(&s, &mut cx, &svc, &metrics, &demand, answer)
             .map_err(|e| rescue(&e).status)
     };
     // Typing the capped model while a /model line sends elsewhere is never counted by it...
@@ -479,4 +485,69 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn the_limits_stage_returns_the_reserve_as_data_and_the_phase_resumes_after_it() {
+    use crate::stages::{Cx, Flow, Stages};
+    let s = snap();
+    let svc = crate::stages::limits::Services::new(std::sync::Arc::new(
+        crate::limits::memory::MemoryLimiter::new(),
+    ))
+    .0;
+    let metrics = crate::metrics::Metrics::new();
+    let stages = Stages::default();
+    // One request through the stages; `None`: refused (429) by the store's answer.
+    let admit = |reserve: bool| -> Option<RequestCtx> {
+        let mut req = RequestCtx {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: Headers::from_pairs([(
+                "authorization".to_owned(),
+                format!("Bearer {APP}").into_bytes(),
+            )]),
+            ..RequestCtx::default()
+        };
+        let mut cx = Cx {
+            snap: &s,
+            svc: &svc,
+            metrics: &metrics,
+            now: std::time::SystemTime::now(),
+            roll: 0,
+            end_of_stream: false,
+            req: &mut req,
+        };
+        assert!(matches!(
+            stages.request_headers(&mut cx),
+            (2, Ok(Flow::Next))
+        ));
+        cx.req.body = crate::llm::body::Body::new(body("echo", "/model claude-demo\nhi"));
+        let (at, verdict) = stages.request_body(&mut cx, 0);
+        assert_eq!(at, Stages::ADMITTED_AFTER);
+        let Ok(Flow::Reserve(demand)) = verdict else {
+            panic!("the limits stage asks for a reservation: {verdict:?}");
+        };
+        // Nothing reserved yet: the exchange does the await.
+        assert!(cx.req.charge.as_ref().unwrap().reservation.is_none());
+        if !reserve {
+            return Some(req);
+        }
+        let answer = futures::executor::block_on(crate::stages::limits::reserve(
+            cx.svc, cx.metrics, &demand,
+        ));
+        if stages.limits.reserved(&mut cx, &demand, answer).is_err() {
+            return None;
+        }
+        assert!(cx.req.charge.as_ref().unwrap().reservation.is_some());
+        assert!(matches!(
+            stages.request_body(&mut cx, at + 1),
+            (6, Ok(Flow::Next))
+        ));
+        Some(req)
+    };
+    // Planning alone touches no counter: the cap of one is still free afterwards.
+    assert!(admit(false).is_some());
+    assert!(admit(false).is_some());
+    assert!(admit(true).is_some());
+    assert!(admit(true).is_none());
 }
