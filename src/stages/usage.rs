@@ -331,8 +331,14 @@ pub fn response_events(cx: &mut RequestCtx, events: &mut Vec<Event>, end_of_stre
         return; // Envoy's duplicate final chunk: already finished.
     }
     let strip = charge.strip_usage;
+    // A translated stream reports what it saw (the translator omits the usage chunk the
+    // client did not ask for): its events are not read here. Passthrough events are.
+    let report = cx.translator.as_mut().and_then(|t| t.report());
     if let BodyMeter::Sse { meter } = &mut charge.body {
-        events.retain(|ev| !(meter.observe(ev) == Verdict::UsageOnly && strip));
+        match report {
+            Some(r) => meter.apply(r),
+            None => events.retain(|ev| !(meter.observe(ev) == Verdict::UsageOnly && strip)),
+        }
     }
     if end_of_stream {
         charge.settle_body();
