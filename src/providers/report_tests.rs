@@ -34,13 +34,17 @@ fn kinds() -> Vec<(&'static str, &'static str, Make)> {
                 u,
             ))
         }),
-        ("anthropic/stream_tool_use.in.sse", "text/event-stream", |u| {
-            Box::new(anthropic::response::Translator::new(
-                "claude-x",
-                std::time::UNIX_EPOCH,
-                u,
-            ))
-        }),
+        (
+            "anthropic/stream_tool_use.in.sse",
+            "text/event-stream",
+            |u| {
+                Box::new(anthropic::response::Translator::new(
+                    "claude-x",
+                    std::time::UNIX_EPOCH,
+                    u,
+                ))
+            },
+        ),
         ("gemini/stream_tools.sse", "text/event-stream", |u| {
             Box::new(gemini::Translator::new(who("gemini-2.5-flash"), true, u))
         }),
@@ -68,7 +72,10 @@ fn golden(make: Make, ct: &str, wire: &[u8]) -> (Usage, Option<String>) {
         meter.observe(ev);
     }
     assert_eq!(usage::observed(), events.len() as u64);
-    (meter.finish(count, || PROMPT), meter.model().map(str::to_owned))
+    (
+        meter.finish(count, || PROMPT),
+        meter.model().map(str::to_owned),
+    )
 }
 
 #[test]
