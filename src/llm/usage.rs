@@ -69,6 +69,55 @@ pub struct StreamMeter {
     model: Option<String>,
 }
 
+/// What a response translator saw since it last reported: the facts usage metering needs,
+/// so a translated stream is metered without reading the events the translator built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Text delivered to the client (content and tool-call arguments), for counting when
+    /// the provider reports no final usage; kept up to [`MAX_TEXT`] per report.
+    pub text: String,
+    /// Bytes of delivered text beyond [`MAX_TEXT`] (counted as one token per byte).
+    pub overflow_bytes: u64,
+    /// The latest usage the provider reported.
+    pub usage: Option<Reported>,
+    /// The model the response names.
+    pub model: Option<String>,
+}
+
+/// Usage figures a provider reported, in OpenAI's terms (input includes cached, output
+/// includes reasoning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Input tokens, when reported.
+    pub input: Option<u64>,
+    /// Cached part of the input.
+    pub cached: u64,
+    /// Output tokens, when reported.
+    pub output: Option<u64>,
+    /// Reasoning part of the output.
+    pub reasoning: u64,
+    /// The final figure (false: provisional, e.g. Anthropic's `message_start`).
+    pub is_final: bool,
+}
+
+impl Report {
+    /// Records delivered text.
+    pub fn deliver(&mut self, s: &str) {
+        if self.text.len().saturating_add(s.len()) <= MAX_TEXT {
+            self.text.push_str(s);
+        } else {
+            self.overflow_bytes += s.len() as u64;
+        }
+    }
+
+    /// Records the model the response names (the first one sticks).
+    pub fn name_model(&mut self, model: &str) {
+        if self.model.is_none() {
+            self.model = plausible_model(model);
+        }
+    }
+}
+
 /// Longest response model name kept (it reaches audit lines and spans).
 pub const MAX_MODEL_LEN: usize = 256;
 
@@ -161,9 +210,31 @@ impl StreamMeter {
         }
     }
 
+    /// Takes a translator's report instead of reading events (see [`Report`]).
+    pub fn apply(&mut self, r: Report) {
+        self.keep_text(&r.text);
+        self.overflow_bytes = self.overflow_bytes.saturating_add(r.overflow_bytes);
+        if self.model.is_none() {
+            self.model = r.model;
+        }
+        if let Some(u) = r.usage {
+            if let Some(i) = u.input {
+                self.input = Some(i);
+            }
+            self.cached = u.cached;
+            if let Some(o) = u.output {
+                self.output_reported = Some(o);
+                self.final_seen |= u.is_final;
+            }
+            self.reasoning = u.reasoning;
+        }
+    }
+
     /// Observes one event. Reads the JSON tree another stage of the pipeline parsed, when
     /// there is one; else parses only the fields it reads (no tree).
     pub fn observe(&mut self, ev: &Event) -> Verdict {
+        #[cfg(test)]
+        OBSERVED.with(|c| c.set(c.get() + 1));
         let f = match ev.fields() {
             Ok(f) => f,
             Err(_) => {
@@ -296,6 +367,18 @@ impl StreamMeter {
             reported: self.final_seen && self.input.is_some(),
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static OBSERVED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Events [`StreamMeter::observe`] read on this thread since the last call (tests prove
+/// by this count that a translated stream is metered from its translator's report).
+#[cfg(test)]
+pub fn observed() -> u64 {
+    OBSERVED.with(|c| c.replace(0))
 }
 
 /// Usage from a whole JSON response body, if it reports one.

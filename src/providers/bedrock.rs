@@ -408,6 +408,8 @@ pub struct Translator {
     who: Identity,
     stream: bool,
     include_usage: bool,
+    /// Usage metering reads the response (see [`ResponseTranslator::meter`]).
+    metered: bool,
     mode: Mode,
 }
 
@@ -419,6 +421,7 @@ impl Translator {
             who,
             stream,
             include_usage,
+            metered: false,
             mode: Mode::Json {
                 status: 200,
                 body: CappedBody::default(),
@@ -434,7 +437,7 @@ impl ResponseTranslator for Translator {
         if is_stream {
             self.mode = Mode::Stream(Box::new(StreamState {
                 decoder: Decoder::new(eventstream::DEFAULT_MAX_MESSAGE),
-                writer: ChunkWriter::new(self.who.clone()),
+                writer: ChunkWriter::metered(self.who.clone(), self.metered),
                 include_usage: self.include_usage,
                 tools: Vec::new(),
                 finished: false,
@@ -472,6 +475,18 @@ impl ResponseTranslator for Translator {
     fn events(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<sse::Event>> {
         match &mut self.mode {
             Mode::Stream(st) => Some(st.push(chunk, end_of_stream)),
+            Mode::Json { .. } => None,
+        }
+    }
+
+    fn meter(&mut self, usage_chunk: bool) {
+        self.metered = true;
+        self.include_usage &= usage_chunk;
+    }
+
+    fn report(&mut self) -> Option<crate::llm::usage::Report> {
+        match &mut self.mode {
+            Mode::Stream(st) => st.writer.report(),
             Mode::Json { .. } => None,
         }
     }
@@ -610,10 +625,12 @@ impl StreamState {
                 self.writer.finish(out, finish_reason(stop));
             }
             "metadata" => {
-                if let Some(u) = payload.get("usage")
-                    && self.include_usage
-                {
-                    self.writer.usage(out, usage_of(u));
+                if let Some(u) = payload.get("usage") {
+                    let u = usage_of(u);
+                    self.writer.reported(u);
+                    if self.include_usage {
+                        self.writer.usage(out, u);
+                    }
                 }
             }
             // contentBlockStop and unknown future events carry nothing for the client.

@@ -498,6 +498,8 @@ pub struct Translator {
     who: Identity,
     stream: bool,
     include_usage: bool,
+    /// Usage metering reads the response (see [`ResponseTranslator::meter`]).
+    metered: bool,
     mode: Mode,
 }
 
@@ -509,6 +511,7 @@ impl Translator {
             who,
             stream,
             include_usage,
+            metered: false,
             mode: Mode::Json {
                 status: 200,
                 body: CappedBody::default(),
@@ -522,7 +525,7 @@ impl ResponseTranslator for Translator {
         if status < 300 && (self.stream || content_type.starts_with("text/event-stream")) {
             self.mode = Mode::Stream(Box::new(StreamState {
                 decoder: Decoder::new(sse::DEFAULT_MAX_EVENT),
-                writer: ChunkWriter::new(self.who.clone()),
+                writer: ChunkWriter::metered(self.who.clone(), self.metered),
                 include_usage: self.include_usage,
                 calls: 0,
                 usage: None,
@@ -586,6 +589,18 @@ impl ResponseTranslator for Translator {
             Mode::Json { .. } => None,
         }
     }
+
+    fn meter(&mut self, usage_chunk: bool) {
+        self.metered = true;
+        self.include_usage &= usage_chunk;
+    }
+
+    fn report(&mut self) -> Option<crate::llm::usage::Report> {
+        match &mut self.mode {
+            Mode::Stream(st) => st.writer.report(),
+            Mode::Json { .. } => None,
+        }
+    }
 }
 
 impl StreamState {
@@ -613,8 +628,11 @@ impl StreamState {
                         "the Google stream ended without a finishReason",
                         "truncated_upstream_stream",
                     );
-                } else if let Some(u) = self.usage.filter(|_| self.include_usage) {
-                    self.writer.usage(&mut out, u);
+                } else if let Some(u) = self.usage {
+                    self.writer.reported(u);
+                    if self.include_usage {
+                        self.writer.usage(&mut out, u);
+                    }
                 }
             }
             self.writer.done(&mut out);

@@ -306,11 +306,21 @@ pub trait ResponseTranslator: Send + std::fmt::Debug {
     ) -> Option<Vec<crate::llm::sse::Event>> {
         None
     }
+    /// Usage metering reads this response (called before [`ResponseTranslator::head`]):
+    /// a translated event stream then keeps a [`Report`](crate::llm::usage::Report) of the
+    /// usage, model and delivered text it sees. `usage_chunk` false: the client did not ask
+    /// for the usage chunk (tollgate did), so it is not written.
+    fn meter(&mut self, usage_chunk: bool);
+    /// For a metered, translated event stream: what it saw since the last call (usage
+    /// reads this instead of the events). `None`: not metered, or not an event stream.
+    fn report(&mut self) -> Option<crate::llm::usage::Report>;
 }
 
 /// Builders shared by the translator tests.
 #[cfg(test)]
 mod error_tests;
+#[cfg(test)]
+mod report_tests;
 
 #[cfg(test)]
 pub(crate) mod testing {

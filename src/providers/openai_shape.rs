@@ -10,6 +10,7 @@
 
 use crate::llm::error_envelope::ErrorEnvelope;
 use crate::llm::sse::Event;
+use crate::llm::usage::{Report, Reported};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
@@ -499,6 +500,8 @@ pub fn completion(
 pub struct ChunkWriter {
     who: Identity,
     role_sent: bool,
+    /// Kept when usage metering reads the stream (see [`ChunkWriter::metered`]).
+    report: Option<Report>,
 }
 
 impl ChunkWriter {
@@ -507,10 +510,43 @@ impl ChunkWriter {
         Self {
             who,
             role_sent: false,
+            report: None,
         }
     }
 
-    fn event(&self, out: &mut Vec<Event>, choices: Value, usage: Option<Value>) {
+    /// A writer that also keeps a [`Report`] of what it writes, for usage metering.
+    pub fn metered(who: Identity, metered: bool) -> Self {
+        let mut w = Self::new(who);
+        w.report = metered.then(Report::default);
+        w
+    }
+
+    /// What was written since the last call (`None`: not metered).
+    pub fn report(&mut self) -> Option<Report> {
+        self.report.as_mut().map(std::mem::take)
+    }
+
+    /// Records the provider's final usage for metering (whether or not the client gets
+    /// the usage chunk).
+    pub fn reported(&mut self, usage: Usage) {
+        if let Some(r) = &mut self.report {
+            r.usage = Some(Reported {
+                input: Some(usage.prompt),
+                cached: usage.cached,
+                output: Some(usage.completion),
+                reasoning: usage.reasoning,
+                is_final: true,
+            });
+        }
+    }
+
+    fn deliver(&mut self, text: &str) {
+        if let Some(r) = &mut self.report {
+            r.deliver(text);
+        }
+    }
+
+    fn event(&mut self, out: &mut Vec<Event>, choices: Value, usage: Option<Value>) {
         let mut chunk = json!({
             "id": self.who.id,
             "object": "chat.completion.chunk",
@@ -522,6 +558,9 @@ impl ChunkWriter {
             o.insert("usage".into(), u);
         }
         out.push(Event::from_json(chunk));
+        if let Some(r) = &mut self.report {
+            r.name_model(&self.who.model);
+        }
     }
 
     fn delta(&mut self, out: &mut Vec<Event>, mut delta: Map<String, Value>) {
@@ -550,6 +589,7 @@ impl ChunkWriter {
         if text.is_empty() {
             return;
         }
+        self.deliver(text);
         let mut d = Map::new();
         d.insert("content".into(), json!(text));
         self.delta(out, d);
@@ -571,6 +611,7 @@ impl ChunkWriter {
         if args.is_empty() {
             return;
         }
+        self.deliver(args);
         let mut d = Map::new();
         d.insert(
             "tool_calls".into(),

@@ -95,6 +95,10 @@ pub fn request_body(
         for name in strip {
             cx.mutations.remove(&name);
         }
+        let mut translators: Vec<_> = translators;
+        for (_, t) in &mut translators {
+            metered(cx.charge.as_deref(), t.as_deref_mut());
+        }
         cx.chain_translators = translators;
         return Ok(());
     }
@@ -108,7 +112,8 @@ pub fn request_body(
         now,
     };
     let prepared = providers::prepare(backend, &out)?;
-    let translator = providers::response_translator(backend, &out);
+    let mut translator = providers::response_translator(backend, &out);
+    metered(cx.charge.as_deref(), translator.as_deref_mut());
     let m = &mut cx.mutations;
     for name in providers::steering_removals(&[backend], cx.headers.names()) {
         m.remove(&name);
@@ -128,6 +133,18 @@ pub fn request_body(
     }
     cx.translator = translator;
     Ok(())
+}
+
+/// Tells the translator that usage metering will read the response, so it reports usage,
+/// model and delivered text ([`providers::ResponseTranslator::report`]) and leaves out the
+/// usage chunk tollgate asked for on the client's behalf.
+fn metered(
+    charge: Option<&super::usage::Charge>,
+    translator: Option<&mut (dyn providers::ResponseTranslator + 'static)>,
+) {
+    if let (Some(c), Some(t)) = (charge.filter(|c| c.wants_body()), translator) {
+        t.meter(!c.strip_usage);
+    }
 }
 
 /// Response headers: starts the translator. Returns the content type the client will see

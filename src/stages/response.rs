@@ -11,8 +11,9 @@
 //!    When both read an event, its JSON is parsed here once and shared (the guard takes
 //!    the tree; usage borrows it first), so every upstream event is framed once and its
 //!    JSON parsed once, translated or not.
-//! 3. `usage` observes every event (usage, model) and drops the usage-only event it asked
-//!    for; at end of stream it settles.
+//! 3. `usage` observes every passthrough event (usage, model) and drops the usage-only
+//!    event it asked for; a translated stream it meters from the translator's report
+//!    instead, reading none of its events. At end of stream it settles.
 //! 4. `guard` masks, restores, drops or refuses (holdback across events, as in issue 12).
 //! 5. Encoding: untouched events are written as their original bytes.
 //!

@@ -9,7 +9,11 @@
 //! Response side: the body is requested from Envoy (STREAMED, per request through
 //! `mode_override`) only when usage is needed: a token/cost limit applies, or metering is
 //! on. SSE bodies are decoded once by the response pipeline ([`super::response`]); usage
-//! observes its events and drops the usage event it injected (the pipeline then answers
+//! observes a passthrough stream's events and drops the usage event it injected. A
+//! translated stream is not read at all: its translator reports usage, model and delivered
+//! text ([`crate::llm::usage::Report`]) and leaves out the usage chunk the client did not
+//! ask for (the provider stage tells it, [`crate::providers::ResponseTranslator::meter`]).
+//! (The pipeline then answers
 //! each chunk with the events it completed; an incomplete tail is held until the next chunk
 //! or end of stream). Without stripping, chunks pass unchanged (observed only).
 //! JSON bodies are copied (up to [`MAX_JSON`]) and read at end of stream.
@@ -331,8 +335,14 @@ pub fn response_events(cx: &mut RequestCtx, events: &mut Vec<Event>, end_of_stre
         return; // Envoy's duplicate final chunk: already finished.
     }
     let strip = charge.strip_usage;
+    // A translated stream reports what it saw (the translator omits the usage chunk the
+    // client did not ask for): its events are not read here. Passthrough events are.
+    let report = cx.translator.as_mut().and_then(|t| t.report());
     if let BodyMeter::Sse { meter } = &mut charge.body {
-        events.retain(|ev| !(meter.observe(ev) == Verdict::UsageOnly && strip));
+        match report {
+            Some(r) => meter.apply(r),
+            None => events.retain(|ev| !(meter.observe(ev) == Verdict::UsageOnly && strip)),
+        }
     }
     if end_of_stream {
         charge.settle_body();

@@ -36,6 +36,8 @@ pub struct Translator {
     model: String,
     created: u64,
     include_usage: bool,
+    /// Usage metering reads the response (see [`ResponseTranslator::meter`]).
+    metered: bool,
     mode: Mode,
     body: CappedBody,
     done: bool,
@@ -52,6 +54,7 @@ impl Translator {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             include_usage,
+            metered: false,
             mode: Mode::Whole,
             body: CappedBody::default(),
             done: false,
@@ -90,6 +93,7 @@ impl ResponseTranslator for Translator {
                 &self.model,
                 self.created,
                 self.include_usage,
+                self.metered,
             )))
         } else {
             Mode::Whole
@@ -132,6 +136,18 @@ impl ResponseTranslator for Translator {
         }
         self.done = end_of_stream;
         Some(s.push(chunk, end_of_stream))
+    }
+
+    fn meter(&mut self, usage_chunk: bool) {
+        self.metered = true;
+        self.include_usage &= usage_chunk;
+    }
+
+    fn report(&mut self) -> Option<crate::llm::usage::Report> {
+        match &mut self.mode {
+            Mode::Stream(s) => s.report(),
+            _ => None,
+        }
     }
 }
 

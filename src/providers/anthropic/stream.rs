@@ -20,6 +20,7 @@
 
 use super::{Tokens, finish_reason, openai_error};
 use crate::llm::sse::{Decoder, Event};
+use crate::llm::usage::{Report, Reported};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -31,6 +32,8 @@ pub struct StreamTranslator {
     model: String,
     created: u64,
     include_usage: bool,
+    /// Kept when usage metering reads the stream.
+    report: Option<Report>,
     tokens: Tokens,
     /// Anthropic block index → OpenAI tool-call index.
     tools: HashMap<u64, u64>,
@@ -41,13 +44,14 @@ pub struct StreamTranslator {
 
 impl StreamTranslator {
     /// A translator; `model` until `message_start` names the real one.
-    pub fn new(model: &str, created: u64, include_usage: bool) -> StreamTranslator {
+    pub fn new(model: &str, created: u64, include_usage: bool, metered: bool) -> StreamTranslator {
         StreamTranslator {
             decoder: Decoder::default(),
             id: "msg_unknown".into(),
             model: model.to_owned(),
             created,
             include_usage,
+            report: metered.then(Report::default),
             tokens: Tokens::default(),
             tools: HashMap::new(),
             next_tool: 0,
@@ -81,7 +85,35 @@ impl StreamTranslator {
         out
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<Event>) {
+    /// What the stream delivered and reported since the last call (`None`: not metered).
+    pub fn report(&mut self) -> Option<Report> {
+        self.report.as_mut().map(std::mem::take)
+    }
+
+    fn deliver(&mut self, text: &str) {
+        if let Some(r) = &mut self.report {
+            r.deliver(text);
+        }
+    }
+
+    /// Records the figures so far; `is_final` once `message_delta` brought the output.
+    fn reported(&mut self, is_final: bool) {
+        if let Some(r) = &mut self.report {
+            let t = &self.tokens;
+            r.usage = Some(Reported {
+                input: Some(t.input + t.cache_read + t.cache_creation),
+                cached: t.cache_read,
+                output: Some(t.output),
+                reasoning: 0,
+                is_final,
+            });
+        }
+    }
+
+    fn chunk(&mut self, delta: Value, finish: Option<&str>, out: &mut Vec<Event>) {
+        if let Some(r) = &mut self.report {
+            r.name_model(&self.model);
+        }
         let v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -138,6 +170,7 @@ impl StreamTranslator {
                 }
                 if let Some(u) = msg.and_then(|m| m.get("usage")) {
                     self.tokens.update(u);
+                    self.reported(false);
                 }
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
@@ -151,6 +184,7 @@ impl StreamTranslator {
                             .and_then(Value::as_str)
                             .unwrap_or_default();
                         if !text.is_empty() {
+                            self.deliver(text);
                             self.chunk(json!({"content": text}), None, out);
                         }
                     }
@@ -180,6 +214,7 @@ impl StreamTranslator {
                 match delta.and_then(|d| d.get("type")).and_then(Value::as_str) {
                     Some("text_delta") => {
                         if let Some(text) = field("text").filter(|t| !t.is_empty()) {
+                            self.deliver(text);
                             self.chunk(json!({"content": text}), None, out);
                         }
                     }
@@ -188,6 +223,7 @@ impl StreamTranslator {
                             (self.tools.get(&index), field("partial_json"))
                             && !part.is_empty()
                         {
+                            self.deliver(part);
                             self.chunk(
                                 json!({"tool_calls": [{"index": t, "function": {"arguments": part}}]}),
                                 None,
@@ -201,6 +237,7 @@ impl StreamTranslator {
             "message_delta" => {
                 if let Some(u) = v.get("usage") {
                     self.tokens.update(u);
+                    self.reported(true);
                 }
                 let reason = v
                     .get("delta")

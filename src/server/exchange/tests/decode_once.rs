@@ -129,7 +129,10 @@ fn a_translated_anthropic_stream_is_framed_and_parsed_once_with_usage_and_guard_
             r#"{"model":"sonnet","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#,
         ))
         .expect("reply");
+        let _ = crate::llm::usage::observed();
         let (out, counts) = stream(&mut ex, &wire, chunk);
+        // Usage takes the translator's report: the meter reads none of its events.
+        assert_eq!(crate::llm::usage::observed(), 0, "chunks of {chunk}");
         // Only the translator's reading of the upstream events: the OpenAI events it builds
         // carry their JSON, so usage and the guard neither re-frame nor re-parse them.
         assert_eq!(
