@@ -7,15 +7,6 @@ use crate::guard::{Guard, OnDenied, Policy, PolicyMatch, ToolPolicy};
 use crate::suggest;
 use std::collections::HashSet;
 
-const DEFAULT_ROLES: &[&str] = &[
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
-
 impl Cx {
     pub(super) fn guard(&mut self, raw: &RawGuard, opts: &CompileOptions<'_>) -> Guard {
         use crate::pii::{self, Action, Detector, detect};
@@ -125,7 +116,10 @@ impl Cx {
             let mut request = None;
             let mut response = None;
             let mut restore_dets = Vec::new();
-            let mut roles: Vec<String> = DEFAULT_ROLES.iter().map(|r| (*r).to_owned()).collect();
+            let mut roles: Vec<String> = crate::guard::KNOWN_ROLES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect();
             let mut thinking = crate::guard::Thinking::default();
             if let Some(pii_cfg) = &p.pii {
                 if let Some(t) = pii_cfg.thinking.as_deref() {
